@@ -1,0 +1,34 @@
+"""memscan: where a process's resident memory goes.
+
+Attributes every resident byte of a Linux process to the Go heap, Go runtime
+metadata, C malloc, thread stacks, the binary, shared libraries, mapped
+files, shared memory, kernel pages, or other anonymous memory.
+
+    >>> import memscan
+    >>> snap = memscan.scan(pid)
+    >>> snap.categories["go_heap"].rss
+"""
+
+from ._errors import AccessDenied, Error, NoSuchProcess, ParseError
+from ._impl import IMPLEMENTATION
+from ._types import CATEGORIES, COUNTER_FIELDS, Counters
+from .scan import TIERS, scan
+from .snapshot import GoRuntime, Snapshot
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AccessDenied",
+    "CATEGORIES",
+    "COUNTER_FIELDS",
+    "Counters",
+    "Error",
+    "GoRuntime",
+    "IMPLEMENTATION",
+    "NoSuchProcess",
+    "ParseError",
+    "Snapshot",
+    "TIERS",
+    "scan",
+    "__version__",
+]

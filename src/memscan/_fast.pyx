@@ -1,0 +1,602 @@
+# cython: language_level=3, embedsignature=True, freethreading_compatible=True, cdivision=True
+"""The Cython engine: the hot loops of ``_pure``, over bytes, in C.
+
+Same functions, arguments, results and ParseError messages as ``_pure``
+(whose docstrings are the specification); tests run both over the same
+inputs. Python objects are created only at the end of a parse, except one
+str per distinct mapping name.
+"""
+
+from cpython cimport array
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.exc cimport PyErr_SetFromErrno
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memchr, memcmp, memcpy, memset
+from posix.unistd cimport lseek, read
+
+import array as _array_mod
+
+from ._errors import ParseError
+from ._pure import _by_name, parse_status
+from ._types import CATEGORIES, NFIELDS, SMAPS_KEYS, UNITLESS_KEYS, VMFLAG_NAMES, MemFields, SmapsTable
+
+__all__ = ["read_all", "parse_smaps", "parse_rollup", "parse_status", "classify", "accumulate"]
+
+# parse_status is not on a hot path: the pure one serves both engines.
+
+DEF NF = 25          # len(SMAPS_KEYS), checked at import below
+DEF NCAT = 10        # len(CATEGORIES)
+DEF NCOUNT = 9       # Counters fields
+
+if NFIELDS != NF or len(CATEGORIES) != NCAT:
+    raise ImportError("memscan._fast was built for another _types layout")
+
+cdef array.array _Q = _array_mod.array("Q")
+cdef array.array _q = _array_mod.array("q")
+
+cdef int64_t MAX_KB = (<int64_t>0x7FFFFFFFFFFFFFFF) // 1024
+cdef uint64_t MIB = 1 << 20
+cdef uint64_t ARENA = 64 * MIB
+cdef uint64_t GO_HEAP_LIMIT = (<uint64_t>1) << 46
+cdef uint64_t GUARD_MAX = 256 * 1024
+cdef uint64_t VMFLAG_UNKNOWN = (<uint64_t>1) << 63
+
+# Category codes, as in _types.CATEGORIES.
+cdef enum:
+    GO_HEAP, GO_RUNTIME, C_MALLOC, THREAD_STACKS, BINARY, SHARED_LIBS,
+    MAPPED_FILES, SHMEM, KERNEL, ANON_OTHER
+
+cdef enum:
+    PERM_R = 1
+    PERM_W = 2
+    PERM_X = 4
+    PERM_S = 8
+
+# Keys as C strings, in SMAPS_KEYS order, then the unit-less keys.
+cdef bytes _KEYS_BLOB = b"".join(k.encode() + b"\0" for k in SMAPS_KEYS)
+cdef const char* _key_ptr[NF]
+cdef Py_ssize_t _key_len[NF]
+cdef bytes _UNITLESS_BLOB = b"".join(k.encode() + b"\0" for k in UNITLESS_KEYS)
+cdef const char* _unitless_ptr[4]
+cdef Py_ssize_t _unitless_len[4]
+cdef Py_ssize_t _n_unitless = len(UNITLESS_KEYS)
+cdef bytes _FLAGS_BLOB = b"".join(k.encode() for k in VMFLAG_NAMES)
+cdef Py_ssize_t _n_flags = len(VMFLAG_NAMES)
+cdef uint64_t VM_NR = (<uint64_t>1) << VMFLAG_NAMES.index("nr")
+cdef uint64_t VM_NH = (<uint64_t>1) << VMFLAG_NAMES.index("nh")
+
+
+cdef void _init_keys():
+    cdef const char* p = _KEYS_BLOB
+    cdef Py_ssize_t i, n
+    for i in range(NF):
+        n = len(SMAPS_KEYS[i])
+        _key_ptr[i] = p
+        _key_len[i] = n
+        p += n + 1
+    p = _UNITLESS_BLOB
+    for i in range(_n_unitless):
+        n = len(UNITLESS_KEYS[i])
+        _unitless_ptr[i] = p
+        _unitless_len[i] = n
+        p += n + 1
+
+_init_keys()
+
+
+def read_all(int fd, bytearray buf):
+    """Read ``fd`` from offset 0 to EOF into ``buf`` (grown as needed); return the length."""
+    cdef Py_ssize_t n = 0, got, size
+    cdef char* p
+    if len(buf) < 65536:
+        buf.extend(bytes(65536 - len(buf)))
+    if lseek(fd, 0, 0) < 0:
+        PyErr_SetFromErrno(OSError)
+    while True:
+        size = len(buf)
+        if n == size:
+            buf.extend(bytes(size))
+            size *= 2
+        p = buf
+        with nogil:
+            got = read(fd, p + n, size - n)
+        if got < 0:
+            PyErr_SetFromErrno(OSError)
+        if got == 0:
+            return n
+        n += got
+
+
+# ------------------------------------------------------------ growable vectors
+
+cdef struct Vec:
+    char* data
+    Py_ssize_t len    # bytes used
+    Py_ssize_t cap    # bytes allocated
+
+cdef int vec_reserve(Vec* v, Py_ssize_t extra) except -1:
+    cdef Py_ssize_t cap
+    cdef char* d
+    if v.len + extra <= v.cap:
+        return 0
+    cap = max(v.cap * 2, v.len + extra, 4096)
+    d = <char*>PyMem_Realloc(v.data, cap)
+    if d == NULL:
+        raise MemoryError()
+    v.data = d
+    v.cap = cap
+    return 0
+
+cdef inline int vec_u64(Vec* v, uint64_t x) except -1:
+    if v.len + 8 > v.cap:
+        vec_reserve(v, 8)
+    (<uint64_t*>(v.data + v.len))[0] = x
+    v.len += 8
+    return 0
+
+cdef array.array vec_array(Vec* v, array.array template):
+    cdef Py_ssize_t n = v.len // 8
+    cdef array.array a = array.clone(template, n, False)
+    if n:
+        memcpy(a.data.as_voidptr, v.data, v.len)
+    return a
+
+
+# ------------------------------------------------------------------- parsing
+
+cdef inline bint is_hex(unsigned char c) noexcept nogil:
+    return (48 <= c <= 57) or (97 <= c <= 102)
+
+cdef inline bint is_keychar(unsigned char c) noexcept nogil:
+    return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 95
+
+
+cdef object _parse_error(str msg, Py_ssize_t offset):
+    return ParseError(msg, offset)
+
+
+cdef Py_ssize_t _hex(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n, unsigned char stop,
+                     uint64_t* out, str what, Py_ssize_t base) except -1:
+    """Lower-case hex from ``pos`` up to ``stop``; returns the index after ``stop``."""
+    cdef Py_ssize_t q = pos
+    cdef uint64_t v = 0
+    cdef unsigned char c
+    while q < n and is_hex(s[q]):
+        c = s[q]
+        v = (v << 4) | <uint64_t>(c - 48 if c <= 57 else c - 87)
+        q += 1
+    if q == pos or q - pos > 16 or q >= n or s[q] != stop:
+        raise _parse_error(f"bad {what} in mapping header", base)
+    out[0] = v
+    return q + 1
+
+
+cdef Py_ssize_t _value(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, bint unit,
+                       int64_t* out, Py_ssize_t base) except -1:
+    """``<spaces><digits>[ kB]`` from ``p`` to ``n`` (the end of the line)."""
+    cdef Py_ssize_t q = p, r
+    cdef uint64_t v = 0
+    cdef bint overflow = False
+    while q < n and s[q] == 32:
+        q += 1
+    r = q
+    while r < n and 48 <= s[r] <= 57:
+        if v > 1844674407370955161 or (v == 1844674407370955161 and s[r] > 53):
+            overflow = True
+        v = v * 10 + (s[r] - 48)
+        r += 1
+    if r == q or q == p:
+        raise _parse_error("bad value", base)
+    if r - q > 20:
+        raise _parse_error("value out of range", base)
+    if unit:
+        if n - r != 3 or s[r] != 32 or s[r + 1] != 107 or s[r + 2] != 66:
+            raise _parse_error("bad value", base)
+        if overflow or v > <uint64_t>MAX_KB:
+            raise _parse_error("value out of range", base)
+        out[0] = <int64_t>v * 1024
+        return 0
+    if r != n:
+        raise _parse_error("bad value", base)
+    out[0] = 0
+    return 0
+
+
+# VmFlags two-letter code -> bit number + 1 (0: unknown), indexed by the
+# two bytes' low 7 bits.
+cdef unsigned char _flag_bit[128 * 128]
+
+
+cdef void _init_flags():
+    cdef const unsigned char* names = _FLAGS_BLOB
+    cdef Py_ssize_t k
+    memset(_flag_bit, 0, sizeof(_flag_bit))
+    for k in range(_n_flags):
+        _flag_bit[(names[2 * k] & 127) * 128 + (names[2 * k + 1] & 127)] = <unsigned char>(k + 1)
+
+_init_flags()
+
+
+cdef uint64_t _vmflags(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, Py_ssize_t base) except? 0:
+    cdef uint64_t bits = 0
+    cdef Py_ssize_t q
+    cdef unsigned char b
+    while p < n:
+        if s[p] == 32:
+            p += 1
+            continue
+        q = p
+        while q < n and s[q] != 32:
+            q += 1
+        if q - p != 2:
+            raise _parse_error("bad VmFlags", base)
+        b = 0 if (s[p] | s[p + 1]) & 128 else _flag_bit[s[p] * 128 + s[p + 1]]
+        bits |= ((<uint64_t>1) << (b - 1)) if b else VMFLAG_UNKNOWN
+        p = q
+    return bits
+
+
+def parse_smaps(buf):
+    """Parse /proc/PID/smaps, smaps_rollup or maps text into a SmapsTable."""
+    cdef const unsigned char[::1] mv = buf
+    cdef Py_ssize_t total = mv.shape[0]
+    cdef const unsigned char* s
+    cdef Py_ssize_t pos = 0, eol, line_end, p, q, k, expect = 0, nrows = 0, last_nl
+    cdef uint64_t start = 0, end = 0, offset, major, minor, inode, v
+    cdef unsigned char perms
+    cdef int64_t value
+    cdef int64_t* row = NULL
+    cdef bint size_seen = False, unit
+    cdef Vec starts, ends, offsets, inodes, devs, flags, fields, file_starts
+    cdef bytearray perm_bytes = bytearray()
+    cdef list names = []
+    cdef dict name_cache = {}
+    cdef str name
+    cdef object raw
+    cdef const unsigned char* last_name = NULL
+    cdef Py_ssize_t last_name_len = -1
+    cdef str last_name_str = ""
+    cdef str empty = ""
+
+    t = SmapsTable()
+    if total == 0:
+        return t
+    s = &mv[0]
+    if s[total - 1] != 10:
+        last_nl = total - 1
+        while last_nl >= 0 and s[last_nl] != 10:
+            last_nl -= 1
+        raise _parse_error("truncated line", last_nl + 1)
+
+    memset(&starts, 0, sizeof(Vec)); memset(&ends, 0, sizeof(Vec))
+    memset(&offsets, 0, sizeof(Vec)); memset(&inodes, 0, sizeof(Vec))
+    memset(&devs, 0, sizeof(Vec)); memset(&flags, 0, sizeof(Vec))
+    memset(&fields, 0, sizeof(Vec)); memset(&file_starts, 0, sizeof(Vec))
+    try:
+        while pos < total:
+            # Fast path for the common line: the key the kernel prints next,
+            # then "<spaces><digits> kB\n". Anything else takes the general
+            # path below, which finds the end of the line first.
+            if nrows and expect < NF:
+                k = _key_len[expect]
+                if pos + k < total and s[pos + k] == 58 and memcmp(_key_ptr[expect], s + pos, k) == 0:
+                    q = pos + k + 1
+                    while s[q] == 32:
+                        q += 1
+                    p = q
+                    v = 0
+                    while 48 <= s[p] <= 57:
+                        v = v * 10 + (s[p] - 48)
+                        p += 1
+                    if (q > pos + k + 1 and 0 < p - q <= 15 and p + 3 < total and s[p] == 32
+                            and s[p + 1] == 107 and s[p + 2] == 66 and s[p + 3] == 10):
+                        # <= 15 digits cannot exceed MAX_KB: no overflow check needed.
+                        row[expect] = <int64_t>v * 1024
+                        if expect == 0:
+                            size_seen = True
+                        expect += 1
+                        pos = p + 4
+                        continue
+            eol = <Py_ssize_t>(<const unsigned char*>memchr(s + pos, 10, total - pos) - s)
+            line_end = eol
+            if line_end > pos and is_hex(s[pos]):
+                # ---- mapping header
+                if nrows and not size_seen:
+                    row[0] = <int64_t>(end - start)
+                p = _hex(s, pos, line_end, 45, &start, "start address", pos)
+                p = _hex(s, p, line_end, 32, &end, "end address", pos)
+                if end < start:
+                    raise _parse_error("end address below start address", pos)
+                if (
+                    line_end - p < 5
+                    or (s[p] != 114 and s[p] != 45)
+                    or (s[p + 1] != 119 and s[p + 1] != 45)
+                    or (s[p + 2] != 120 and s[p + 2] != 45)
+                    or (s[p + 3] != 115 and s[p + 3] != 112)
+                    or s[p + 4] != 32
+                ):
+                    raise _parse_error("bad permissions in mapping header", pos)
+                perms = ((PERM_R if s[p] == 114 else 0) | (PERM_W if s[p + 1] == 119 else 0)
+                         | (PERM_X if s[p + 2] == 120 else 0) | (PERM_S if s[p + 3] == 115 else 0))
+                p = _hex(s, p + 5, line_end, 32, &offset, "offset", pos)
+                p = _hex(s, p, line_end, 58, &major, "device", pos)
+                p = _hex(s, p, line_end, 32, &minor, "device", pos)
+                if major > 0xFFFFFFFF or minor > 0xFFFFFFFF:
+                    raise _parse_error("bad device in mapping header", pos)
+                q = p
+                inode = 0
+                k = 0  # overflow of the inode
+                while q < line_end and 48 <= s[q] <= 57:
+                    if inode > 1844674407370955161 or (inode == 1844674407370955161 and s[q] > 53):
+                        k = 1
+                    inode = inode * 10 + (s[q] - 48)
+                    q += 1
+                if q == p or q - p > 20 or (q < line_end and s[q] != 32) or k:
+                    raise _parse_error("bad inode in mapping header", pos)
+                while q < line_end and s[q] == 32:
+                    q += 1
+                # ---- the name: one str per distinct name
+                if q == line_end:
+                    name = empty
+                elif last_name != NULL and line_end - q == last_name_len and memcmp(last_name, s + q, last_name_len) == 0:
+                    name = last_name_str
+                else:
+                    raw = PyBytes_FromStringAndSize(<const char*>(s + q), line_end - q)
+                    name = name_cache.get(raw)
+                    if name is None:
+                        name = PyUnicode_DecodeUTF8(<const char*>(s + q), line_end - q, "surrogateescape")
+                        name_cache[raw] = name
+                    last_name = s + q
+                    last_name_len = line_end - q
+                    last_name_str = name
+                vec_u64(&starts, start)
+                vec_u64(&ends, end)
+                vec_u64(&offsets, offset)
+                vec_u64(&inodes, inode)
+                vec_u64(&devs, major << 32 | minor)
+                vec_u64(&flags, 0)
+                perm_bytes.append(perms)
+                names.append(name)
+                if offset == 0 and inode != 0:
+                    vec_u64(&file_starts, <uint64_t>nrows)
+                vec_reserve(&fields, 8 * NF)
+                row = <int64_t*>(fields.data + fields.len)
+                memset(row, 0, 8 * NF)
+                fields.len += 8 * NF
+                nrows += 1
+                size_seen = False
+                expect = 0
+            else:
+                # ---- "Key: value" line
+                p = pos
+                while p < line_end and is_keychar(s[p]):
+                    p += 1
+                if p == pos or p >= line_end or s[p] != 58:
+                    raise _parse_error("unrecognised line", pos)
+                if nrows == 0:
+                    raise _parse_error("field before the first mapping header", pos)
+                k = p - pos
+                if k == 7 and memcmp(s + pos, b"VmFlags", 7) == 0:
+                    (<uint64_t*>(flags.data + flags.len - 8))[0] = _vmflags(s, p + 1, line_end, pos)
+                else:
+                    # The kernel prints keys in a fixed order: try the next
+                    # expected key first, then search.
+                    if not (expect < NF and _key_len[expect] == k and memcmp(_key_ptr[expect], s + pos, k) == 0):
+                        expect = -1
+                        for q in range(NF):
+                            if _key_len[q] == k and memcmp(_key_ptr[q], s + pos, k) == 0:
+                                expect = q
+                                break
+                    unit = True
+                    if expect < 0:
+                        for q in range(_n_unitless):
+                            if _unitless_len[q] == k and memcmp(_unitless_ptr[q], s + pos, k) == 0:
+                                unit = False
+                                break
+                    # row moves when ``fields`` grows: re-derive it.
+                    row = <int64_t*>(fields.data + fields.len - 8 * NF)
+                    _value(s, p + 1, line_end, unit, &value, pos)
+                    if expect >= 0:
+                        row[expect] = value
+                        if expect == 0:
+                            size_seen = True
+                        expect += 1
+                    else:
+                        expect = 0
+            pos = eol + 1
+        if nrows and not size_seen:
+            row = <int64_t*>(fields.data + fields.len - 8 * NF)
+            row[0] = <int64_t>(end - start)
+        t.starts = vec_array(&starts, _Q)
+        t.ends = vec_array(&ends, _Q)
+        t.offsets = vec_array(&offsets, _Q)
+        t.inodes = vec_array(&inodes, _Q)
+        t.devs = vec_array(&devs, _Q)
+        t.vmflags = vec_array(&flags, _Q)
+        t.fields = vec_array(&fields, _q)
+        t.file_starts = vec_array(&file_starts, _Q)
+        t.perms = perm_bytes
+        t.names = names
+        return t
+    finally:
+        PyMem_Free(starts.data); PyMem_Free(ends.data); PyMem_Free(offsets.data)
+        PyMem_Free(inodes.data); PyMem_Free(devs.data); PyMem_Free(flags.data)
+        PyMem_Free(fields.data); PyMem_Free(file_starts.data)
+
+
+def parse_rollup(buf):
+    """Parse /proc/PID/smaps_rollup (kernel 4.14+): one ``[rollup]`` record."""
+    t = parse_smaps(buf)
+    if len(t) != 1:
+        raise ParseError("expected one rollup record", 0)
+    return MemFields(*t.fields)
+
+
+# -------------------------------------------------------------- layout tier
+
+cdef inline bint _plain_anon(const unsigned char[::1] perms, const uint64_t[::1] inodes,
+                             list names, Py_ssize_t i) noexcept:
+    # Unnamed, private, not a file; rw-p or ---p (no exec).
+    return not (perms[i] & ~(PERM_R | PERM_W)) and inodes[i] == 0 and not names[i]
+
+
+def classify(t, ctx):
+    """The layout tier: one category per mapping (see ``_pure.classify``)."""
+    cdef Py_ssize_t n = len(t), i, j, k = 0, niv
+    cdef const uint64_t[::1] starts = t.starts
+    cdef const uint64_t[::1] ends = t.ends
+    cdef const uint64_t[::1] inodes = t.inodes
+    cdef const uint64_t[::1] devs = t.devs
+    cdef const uint64_t[::1] flags = t.vmflags
+    cdef const unsigned char[::1] perms = t.perms
+    cdef list names = t.names
+    cdef bytearray out = bytearray(n)
+    cdef bytearray arena_b = bytearray(n)
+    cdef unsigned char[::1] cats
+    cdef unsigned char[::1] arena
+    cdef uint64_t s, size, guard
+    cdef bint go = ctx.go, go_only = ctx.go_only, jemalloc = ctx.jemalloc
+    cdef uint64_t stack_size = ctx.stack_size
+    cdef unsigned char rw = PERM_R | PERM_W
+    cdef unsigned char p
+    cdef list iv = list(ctx.intervals)
+    cdef object name, last_name = None
+    cdef int c, last_cat = 0
+    cdef unsigned char last_shared = 0
+    cdef uint64_t last_inode = 0, last_dev = 0
+    cdef bint below, above
+    niv = len(iv)
+    cdef uint64_t[::1] iv_start = _array_mod.array("Q", [x[0] for x in iv] or [0])
+    cdef uint64_t[::1] iv_end = _array_mod.array("Q", [x[1] for x in iv] or [0])
+    cdef unsigned char[::1] iv_cat = bytearray([x[2] for x in iv] or [0])
+    if n == 0:
+        return out
+    cats = out
+    arena = arena_b
+
+    # Go heap arenas: runs of plain anonymous mappings, 64 MiB aligned at both
+    # ends, below 2^46, without MAP_NORESERVE.
+    if go:
+        i = 0
+        while i < n:
+            if not _plain_anon(perms, inodes, names, i) or flags[i] & VM_NR:
+                i += 1
+                continue
+            j = i
+            while (j + 1 < n and starts[j + 1] == ends[j] and _plain_anon(perms, inodes, names, j + 1)
+                   and not flags[j + 1] & VM_NR):
+                j += 1
+            if starts[i] % ARENA == 0 and ends[j] % ARENA == 0 and ends[j] <= GO_HEAP_LIMIT:
+                for k in range(i, j + 1):
+                    arena[k] = 1
+            i = j + 1
+        k = 0
+
+    pending = []
+    for i in range(n):
+        s = starts[i]
+        while k < niv and iv_end[k] <= s:
+            k += 1
+        name = names[i]
+        if not name and inodes[i] == 0:
+            if k < niv and iv_start[k] <= s:
+                cats[i] = iv_cat[k]
+            elif perms[i] & PERM_S:
+                cats[i] = SHMEM
+            elif arena[i]:
+                cats[i] = GO_HEAP
+            else:
+                cats[i] = ANON_OTHER
+                pending.append(i)
+            continue
+        if not name:
+            cats[i] = MAPPED_FILES
+            continue
+        # Named mappings: the rules on names live once, in _pure; consecutive
+        # mappings of one file ask once.
+        if name is last_name and (perms[i] & PERM_S) == last_shared and inodes[i] == last_inode and devs[i] == last_dev:
+            c = last_cat
+        else:
+            c = _by_name(name, perms[i], inodes[i], devs[i], ctx)
+            last_name, last_shared, last_inode, last_dev, last_cat = name, perms[i] & PERM_S, inodes[i], devs[i], c
+        cats[i] = ANON_OTHER if c < 0 else c
+    if not pending:
+        return out
+
+    left = []
+    for i in pending:
+        size = ends[i] - starts[i]
+        p = perms[i]
+        if (p == rw and i > 0 and cats[i - 1] == ANON_OTHER and ends[i - 1] == starts[i]
+                and perms[i - 1] == 0 and not names[i - 1] and inodes[i - 1] == 0):
+            guard = ends[i - 1] - starts[i - 1]
+            if size == stack_size or (flags[i] & VM_NH and guard <= GUARD_MAX and size <= stack_size):
+                cats[i] = THREAD_STACKS
+                if guard <= GUARD_MAX:
+                    cats[i - 1] = THREAD_STACKS
+                continue
+        if p == rw and starts[i] % ARENA == 0:
+            if size == ARENA:
+                cats[i] = C_MALLOC
+                continue
+            j = i + 1
+            if (j < n and starts[j] == ends[i] and perms[j] == 0 and cats[j] == ANON_OTHER
+                    and not names[j] and inodes[j] == 0 and ends[j] == starts[i] + ARENA):
+                cats[i] = C_MALLOC
+                cats[j] = C_MALLOC
+                continue
+        if jemalloc and p == rw and flags[i] & VM_NR:
+            cats[i] = C_MALLOC
+            continue
+        left.append(i)
+    if not go:
+        return out
+    for i in left:
+        if cats[i] != ANON_OTHER:
+            continue
+        if go_only:
+            cats[i] = GO_RUNTIME
+        elif perms[i] == 0 and ends[i] - starts[i] >= ARENA:
+            cats[i] = GO_RUNTIME
+    for i in left:
+        if cats[i] != ANON_OTHER or perms[i] != rw:
+            continue
+        below = i > 0 and ends[i - 1] == starts[i] and cats[i - 1] == GO_RUNTIME and perms[i - 1] == 0
+        above = i + 1 < n and starts[i + 1] == ends[i] and cats[i + 1] == GO_RUNTIME and perms[i + 1] == 0
+        if below or above or flags[i] & VM_NH:
+            cats[i] = GO_RUNTIME
+    return out
+
+
+# Offsets of the fields accumulate() reads, in SMAPS_KEYS.
+cdef Py_ssize_t F_SIZE = SMAPS_KEYS.index("Size"), F_RSS = SMAPS_KEYS.index("Rss")
+cdef Py_ssize_t F_PSS = SMAPS_KEYS.index("Pss"), F_PC = SMAPS_KEYS.index("Private_Clean")
+cdef Py_ssize_t F_PD = SMAPS_KEYS.index("Private_Dirty"), F_SC = SMAPS_KEYS.index("Shared_Clean")
+cdef Py_ssize_t F_SD = SMAPS_KEYS.index("Shared_Dirty"), F_ANON = SMAPS_KEYS.index("Anonymous")
+cdef Py_ssize_t F_SWAP = SMAPS_KEYS.index("Swap"), F_LAZY = SMAPS_KEYS.index("LazyFree")
+cdef Py_ssize_t F_HUGE = SMAPS_KEYS.index("AnonHugePages")
+
+
+def accumulate(t, cats):
+    """Sum each mapping into its category: (10 + 1) x 9 ints, the total last."""
+    cdef const int64_t[::1] f = t.fields
+    cdef const unsigned char[::1] c = cats
+    cdef Py_ssize_t n = len(t), i, b, r, j
+    cdef int64_t out[(NCAT + 1) * NCOUNT]
+    memset(out, 0, sizeof(out))
+    for i in range(n):
+        r = i * NF
+        for j in range(2):
+            b = (c[i] if j == 0 else NCAT) * NCOUNT
+            out[b] += f[r + F_SIZE]
+            out[b + 1] += f[r + F_RSS]
+            out[b + 2] += f[r + F_PSS]
+            out[b + 3] += f[r + F_PC] + f[r + F_PD]
+            out[b + 4] += f[r + F_SC] + f[r + F_SD]
+            out[b + 5] += f[r + F_ANON]
+            out[b + 6] += f[r + F_SWAP]
+            out[b + 7] += f[r + F_LAZY]
+            out[b + 8] += f[r + F_HUGE]
+    return [out[i] for i in range((NCAT + 1) * NCOUNT)]

@@ -1,0 +1,44 @@
+"""Picks the engine: the Cython one unless told otherwise or unavailable.
+
+``MEMSCAN_NO_EXTENSIONS=1`` (also honoured by setup.py) or an interpreter
+other than CPython selects the pure-Python engine; so does a missing
+extension. Both engines have the same functions with the same results.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from . import _pure
+
+NO_EXTENSIONS = bool(os.environ.get("MEMSCAN_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
+
+engine: ModuleType
+if TYPE_CHECKING or NO_EXTENSIONS:
+    engine = _pure
+    IMPLEMENTATION = "python"
+else:
+    try:
+        from . import _fast as engine
+    except ImportError:
+        engine = _pure
+        IMPLEMENTATION = "python"
+    else:
+        IMPLEMENTATION = "cython"
+
+ENGINES = {"python": _pure}
+if IMPLEMENTATION == "cython":
+    ENGINES["cython"] = engine
+
+
+def get_engine(name: "str | None") -> ModuleType:
+    """The engine called ``name`` ("cython" or "python"), or the default one."""
+    if name is None:
+        return engine
+    try:
+        return ENGINES[name]
+    except KeyError:
+        raise ValueError(f"engine {name!r} is not available here (have: {', '.join(ENGINES)})") from None

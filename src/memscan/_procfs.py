@@ -1,0 +1,132 @@
+"""Reading /proc: paths, the read loop, liveness, and OSError translation.
+
+Everything that touches a pid's files goes through here, so that errors are
+translated in one place: ENOENT and ESRCH mean the process is gone (ESRCH: it
+exited while a file was open), EACCES and EPERM mean access was refused
+(ptrace access mode checks in ``mm_access()``, linux-procfs.md section 5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from typing import Iterator, NamedTuple, Optional
+
+from ._errors import AccessDenied, Error, NoSuchProcess, ParseError
+
+PROCFS_PATH = "/proc"
+
+# PF_KTHREAD in the flags field of /proc/PID/stat (include/linux/sched.h).
+_PF_KTHREAD = 0x00200000
+
+
+def path(pid: int, name: str) -> str:
+    return f"{PROCFS_PATH}/{pid}/{name}"
+
+
+@contextlib.contextmanager
+def translated(pid: int, file: str) -> Iterator[None]:
+    """Turn the OSErrors of reading ``file`` of ``pid`` into memscan errors."""
+    try:
+        yield
+    except (FileNotFoundError, ProcessLookupError) as err:
+        if err.errno == errno.ENOENT and os.path.exists(path(pid, "")):
+            raise Error(f"{file} is not available on this system") from err
+        raise NoSuchProcess(pid) from err
+    except PermissionError as err:
+        raise AccessDenied(pid, file) from err
+    except OSError as err:
+        if err.errno == errno.ESRCH:
+            raise NoSuchProcess(pid) from err
+        raise
+
+
+def read(pid: int, name: str, buf: bytearray, engine) -> memoryview:  # type: ignore[no-untyped-def]
+    """Read /proc/PID/NAME whole into ``buf``; return a view of the bytes read."""
+    p = path(pid, name)
+    with translated(pid, p):
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            n = engine.read_all(fd, buf)
+        finally:
+            os.close(fd)
+    return memoryview(buf)[:n]
+
+
+def parsed(pid: int, name: str, parse, data):  # type: ignore[no-untyped-def]
+    """Run an engine parser; a ParseError learns which file it was."""
+    try:
+        return parse(data)
+    except ParseError as err:
+        raise ParseError(err.msg, err.offset, path(pid, name)) from None
+
+
+class Stat(NamedTuple):
+    """The fields of /proc/PID/stat memscan needs."""
+
+    state: str  # R S D Z X ...
+    flags: int
+    starttime: int  # clock ticks after boot: tells a reused pid apart
+
+    @property
+    def gone(self) -> bool:
+        return self.state in "ZXx"
+
+    @property
+    def kernel_thread(self) -> bool:
+        return bool(self.flags & _PF_KTHREAD)
+
+
+def stat(pid: int) -> Stat:
+    """Read /proc/PID/stat (no ptrace check: readable for any process)."""
+    p = path(pid, "stat")
+    with translated(pid, p):
+        with open(p, "rb") as f:
+            data = f.read()
+    # comm may hold spaces and parentheses: the state follows the last ')'.
+    try:
+        rest = data[data.rindex(b")") + 2 :].split()
+        return Stat(rest[0].decode(), int(rest[6]), int(rest[19]))
+    except (ValueError, IndexError):
+        raise ParseError("unrecognised stat line", 0, p) from None
+
+
+def check_alive(pid: int, before: Stat) -> None:
+    """Raise NoSuchProcess if ``pid`` exited (or its number was reused) since ``before``.
+
+    A target that turns zombie while smaps is read makes read() return 0:
+    a silent EOF with truncated text (linux-procfs.md section 6). Only this
+    check tells a complete read from a truncated one.
+    """
+    now = stat(pid)
+    if now.gone:
+        raise NoSuchProcess(pid, "process exited during the scan")
+    if now.starttime != before.starttime:
+        raise NoSuchProcess(pid, "process exited during the scan (pid reused)")
+
+
+def explain_empty(pid: int, st: Stat) -> Error:
+    """The error for an empty smaps: a zombie, a kernel thread, or an exit."""
+    if st.kernel_thread:
+        return Error(f"pid {pid} is a kernel thread: it has no user memory")
+    now: Optional[Stat]
+    try:
+        now = stat(pid)
+    except NoSuchProcess:
+        now = None
+    if now is None or now.gone or now.starttime != st.starttime:
+        return NoSuchProcess(pid, "process is a zombie" if now is not None and now.state == "Z" else "")
+    return Error(f"pid {pid}: smaps is empty although the process is alive")
+
+
+def stack_limit(pid: int) -> Optional[int]:
+    """The soft RLIMIT_STACK of ``pid`` in bytes, None if unlimited."""
+    p = path(pid, "limits")
+    with translated(pid, p):
+        with open(p, "rb") as f:
+            for line in f:
+                if line.startswith(b"Max stack size"):
+                    soft = line[26:].split()[0]
+                    return None if soft == b"unlimited" else int(soft)
+    raise ParseError("no 'Max stack size' line", 0, p)

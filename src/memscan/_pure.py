@@ -1,0 +1,510 @@
+"""The pure-Python engine: bytes in, memscan records out.
+
+``_fast.pyx`` implements the same functions with the same results and the
+same ParseError messages; tests run both over the same inputs. Nothing here
+opens files by name, knows pids or translates OSError: that is ``_procfs``.
+
+Formats follow the kernel's ``fs/proc/task_mmu.c`` (Documentation/filesystems/
+proc.rst): a header line per mapping, ``Key:   <n> kB`` lines, and a final
+``VmFlags:`` line. Every field is optional: fields appear with kernel versions
+(see ``_types.SMAPS_KEYS``), so the parser dispatches by key, never position.
+"""
+
+from __future__ import annotations
+
+import os
+from array import array
+from typing import List, Tuple
+
+from ._errors import ParseError
+from ._types import (
+    ANON_OTHER,
+    BINARY,
+    C_MALLOC,
+    CATEGORIES,
+    F,
+    GO_HEAP,
+    GO_RUNTIME,
+    KERNEL,
+    MAPPED_FILES,
+    NFIELDS,
+    PERM_R,
+    PERM_S,
+    PERM_W,
+    PERM_X,
+    SHARED_LIBS,
+    SHMEM,
+    SMAPS_KEYS,
+    THREAD_STACKS,
+    UNITLESS_KEYS,
+    VM_NH,
+    VM_NR,
+    VMFLAG_BIT,
+    VMFLAG_UNKNOWN,
+    LayoutContext,
+    MemFields,
+    SmapsTable,
+    Status,
+)
+
+__all__ = [
+    "read_all",
+    "parse_smaps",
+    "parse_rollup",
+    "parse_status",
+    "classify",
+    "accumulate",
+]
+
+_KEY_INDEX = {k.encode(): i for i, k in enumerate(SMAPS_KEYS)}
+_UNITLESS = frozenset(k.encode() for k in UNITLESS_KEYS)
+_VMFLAG = {k.encode(): v for k, v in VMFLAG_BIT.items()}
+_HEX = frozenset(b"0123456789abcdef")
+_DEC = frozenset(b"0123456789")
+_KEYCHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+# kB values are stored in bytes in a signed 64-bit slot.
+_MAX_KB = (2**63 - 1) // 1024
+_MAX_U64 = 2**64 - 1
+
+MIB = 1 << 20
+ARENA = 64 * MIB  # Go heapArenaBytes on 64-bit Linux; glibc HEAP_MAX_SIZE
+# Go places heap arenas below 2^46 on amd64 (randomized base since Go 1.26,
+# fixed hints 0x00c0<<32 | i<<40 before); glibc's mmap area is near 2^47.
+GO_HEAP_LIMIT = 1 << 46
+GUARD_MAX = 256 * 1024  # pthread guards are one page by default
+
+
+def read_all(fd: int, buf: bytearray) -> int:
+    """Read ``fd`` from offset 0 to EOF into ``buf`` (grown as needed); return the length.
+
+    seq_file files (smaps, maps) hand out about 4 KiB per read() whatever the
+    buffer size, so this loops until read() returns 0. Seeking back to 0
+    regenerates the file, so one fd serves every sample.
+    """
+    if len(buf) < 65536:
+        buf.extend(bytes(65536 - len(buf)))
+    os.lseek(fd, 0, os.SEEK_SET)
+    n = 0
+    while True:
+        if n == len(buf):
+            buf.extend(bytes(len(buf)))
+        with memoryview(buf) as view:
+            got = os.readv(fd, [view[n:]])
+        if not got:
+            return n
+        n += got
+
+
+def _hex(line: bytes, pos: int, stop: bytes, what: str, base: int) -> Tuple[int, int]:
+    """Parse lowercase hex from ``pos`` up to the byte ``stop``; return (value, next)."""
+    end = line.find(stop, pos)
+    if end <= pos or not all(c in _HEX for c in line[pos:end]) or end - pos > 16:
+        raise ParseError(f"bad {what} in mapping header", base)
+    return int(line[pos:end], 16), end + 1
+
+
+def _header(line: bytes, base: int) -> Tuple[int, int, int, int, int, int, bytes]:
+    start, p = _hex(line, 0, b"-", "start address", base)
+    end, p = _hex(line, p, b" ", "end address", base)
+    if end < start:
+        raise ParseError("end address below start address", base)
+    pr = line[p : p + 4]
+    if (
+        len(pr) != 4
+        or pr[0] not in b"r-"
+        or pr[1] not in b"w-"
+        or pr[2] not in b"x-"
+        or pr[3] not in b"sp"
+        or line[p + 4 : p + 5] != b" "
+    ):
+        raise ParseError("bad permissions in mapping header", base)
+    perms = (
+        (PERM_R if pr[0] == 114 else 0)
+        | (PERM_W if pr[1] == 119 else 0)
+        | (PERM_X if pr[2] == 120 else 0)
+        | (PERM_S if pr[3] == 115 else 0)
+    )
+    offset, p = _hex(line, p + 5, b" ", "offset", base)
+    major, p = _hex(line, p, b":", "device", base)
+    minor, p = _hex(line, p, b" ", "device", base)
+    if major > 0xFFFFFFFF or minor > 0xFFFFFFFF:
+        raise ParseError("bad device in mapping header", base)
+    q = p
+    while q < len(line) and line[q] in _DEC:
+        q += 1
+    if q == p or q - p > 20 or (q < len(line) and line[q] != 32):
+        raise ParseError("bad inode in mapping header", base)
+    inode = int(line[p:q])
+    if inode > _MAX_U64:
+        raise ParseError("bad inode in mapping header", base)
+    # The kernel pads to column 73 before the name; unnamed mappings end
+    # with a single space.
+    while q < len(line) and line[q] == 32:
+        q += 1
+    return start, end, perms, offset, major << 32 | minor, inode, line[q:]
+
+
+def _value(line: bytes, p: int, unit: bool, base: int) -> int:
+    """Parse ``<spaces><digits>[ kB]`` from ``p`` to the end of ``line``."""
+    q = p
+    while q < len(line) and line[q] == 32:
+        q += 1
+    r = q
+    while r < len(line) and line[r] in _DEC:
+        r += 1
+    if r == q or q == p:
+        raise ParseError("bad value", base)
+    if r - q > 20:
+        raise ParseError("value out of range", base)
+    rest = line[r:]
+    if unit:
+        if rest != b" kB":
+            raise ParseError("bad value", base)
+        value = int(line[q:r])
+        if value > _MAX_KB:
+            raise ParseError("value out of range", base)
+        return value * 1024
+    if rest:
+        raise ParseError("bad value", base)
+    return 0
+
+
+def _vmflags(line: bytes, base: int) -> int:
+    bits = 0
+    for tok in line[8:].split(b" "):
+        if not tok:
+            continue
+        if len(tok) != 2:
+            raise ParseError("bad VmFlags", base)
+        bits |= _VMFLAG.get(tok, VMFLAG_UNKNOWN)
+    return bits
+
+
+def parse_smaps(buf: bytes) -> SmapsTable:
+    """Parse /proc/PID/smaps, smaps_rollup or maps text into a SmapsTable.
+
+    A mapping without a ``Size:`` line (maps, or an unusual kernel) gets its
+    size from its addresses.
+    """
+    data = bytes(buf)
+    t = SmapsTable()
+    if not data:
+        return t
+    if data[-1] != 10:
+        raise ParseError("truncated line", data.rfind(b"\n") + 1)
+    names: dict = {}
+    fields = t.fields
+    row = -1  # index of the current mapping's first field in ``fields``
+    size_seen = False
+    pos = 0
+    for line in data[:-1].split(b"\n"):
+        base = pos
+        pos += len(line) + 1
+        # Field keys start with an upper-case letter, headers with an address.
+        if line and line[0] in _HEX:
+            if row >= 0 and not size_seen:
+                fields[row] = (t.ends[-1] - t.starts[-1])
+            start, end, perms, offset, dev, inode, raw = _header(line, base)
+            name = names.get(raw)
+            if name is None:
+                name = names[raw] = raw.decode("utf-8", "surrogateescape")
+            t.starts.append(start)
+            t.ends.append(end)
+            t.perms.append(perms)
+            t.offsets.append(offset)
+            t.devs.append(dev)
+            t.inodes.append(inode)
+            t.names.append(name)
+            t.vmflags.append(0)
+            if offset == 0 and inode != 0:
+                t.file_starts.append(len(t.starts) - 1)
+            row = len(fields)
+            fields.extend(_ZEROS)
+            size_seen = False
+            continue
+        colon = line.find(b":")
+        if colon <= 0 or not all(ch in _KEYCHARS for ch in line[:colon]):
+            raise ParseError("unrecognised line", base)
+        if row < 0:
+            raise ParseError("field before the first mapping header", base)
+        key = line[:colon]
+        if key == b"VmFlags":
+            t.vmflags[-1] = _vmflags(line, base)
+            continue
+        unit = key not in _UNITLESS
+        value = _value(line, colon + 1, unit, base)
+        i = _KEY_INDEX.get(key)
+        if i is not None:
+            fields[row + i] = value
+            if i == 0:
+                size_seen = True
+    if row >= 0 and not size_seen:
+        fields[row] = t.ends[-1] - t.starts[-1]
+    return t
+
+
+_ZEROS = array("q", bytes(8 * NFIELDS))
+
+
+def parse_rollup(buf: bytes) -> MemFields:
+    """Parse /proc/PID/smaps_rollup (kernel 4.14+): one ``[rollup]`` record."""
+    t = parse_smaps(buf)
+    if len(t) != 1:
+        raise ParseError("expected one rollup record", 0)
+    return MemFields(*t.fields)
+
+
+_STATUS_KB = {
+    b"VmPeak": 6, b"VmSize": 7, b"VmHWM": 8, b"VmRSS": 9, b"RssAnon": 10,
+    b"RssFile": 11, b"RssShmem": 12, b"VmData": 13, b"VmStk": 14, b"VmExe": 15,
+    b"VmLib": 16, b"VmPTE": 17, b"VmSwap": 18,
+}
+_STATUS_INT = {b"Tgid": 2, b"PPid": 3, b"Uid": 4, b"Threads": 5}
+
+
+def parse_status(buf: bytes) -> Status:
+    """Parse /proc/PID/status. Absent numeric lines are -1."""
+    data = bytes(buf)
+    if not data:
+        raise ParseError("empty status", 0)
+    if data[-1] != 10:
+        raise ParseError("truncated line", data.rfind(b"\n") + 1)
+    out: List[object] = ["", ""] + [-1] * 17
+    pos = 0
+    for line in data[:-1].split(b"\n"):
+        base = pos
+        pos += len(line) + 1
+        colon = line.find(b":")
+        if colon <= 0:
+            raise ParseError("unrecognised line", base)
+        key = line[:colon]
+        if key == b"Name":
+            out[0] = os.fsdecode(line[colon + 1 :].lstrip(b"\t "))
+        elif key == b"State":
+            out[1] = os.fsdecode(line[colon + 1 :].lstrip(b"\t ")[:1])
+        elif key in _STATUS_KB:
+            out[_STATUS_KB[key]] = _value(line.replace(b"\t", b" "), colon + 1, True, base)
+        elif key in _STATUS_INT:
+            # "Uid:\t0\t0\t0\t0": the real id comes first.
+            rest = line[colon + 1 :].lstrip(b"\t ")
+            first = rest.split(b"\t", 1)[0]
+            if not first or not all(ch in _DEC for ch in first) or len(first) > 19:
+                raise ParseError("bad value", base)
+            out[_STATUS_INT[key]] = int(first)
+    if out[2] == -1:
+        raise ParseError("no Tgid line", 0)
+    return Status(*out)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- layout tier
+
+_KERNEL_NAMES = frozenset(("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]"))
+_GO_HEAP_NAMES = frozenset(("[anon: Go: heap]", "[anon: Go: heap reservation]"))
+_GO_STACK_NAMES = frozenset(("[anon: Go: OS thread stack]", "[anon: Go: goroutine stack (system)]"))
+_GLIBC_STACK_PREFIXES = ("[anon: glibc: pthread stack", "[anon: glibc: pthread user stack", "[anon: glibc: unused stack")
+_SHMEM_PREFIXES = ("/memfd:", "/SYSV", "/dev/shm/", "[anon_shmem:")
+
+
+def is_shared_object(name: str) -> bool:
+    """True for a path whose basename has ``.so`` at its end or before a ``.``."""
+    base = name[name.rfind("/") + 1 :]
+    i = base.find(".so")
+    while i >= 0:
+        j = i + 3
+        if j == len(base) or base[j] == "." or base[j:] == " (deleted)":
+            return True
+        i = base.find(".so", j)
+    return False
+
+
+def _by_name(name: str, perms: int, inode: int, dev: int, ctx: LayoutContext) -> int:
+    """Category of a named mapping, or -1 when the name says nothing."""
+    if name[0] == "[":
+        if name == "[heap]":
+            return C_MALLOC
+        if name == "[stack]":
+            return THREAD_STACKS
+        if name in _KERNEL_NAMES:
+            return KERNEL
+        if name.startswith("[anon: Go: "):
+            # Go 1.25+ names its mappings where the kernel has
+            # CONFIG_ANON_VMA_NAME (5.17+).
+            if name in _GO_HEAP_NAMES:
+                return GO_HEAP
+            if name in _GO_STACK_NAMES:
+                return THREAD_STACKS
+            return GO_RUNTIME
+        if name.startswith("[anon: glibc: "):
+            # glibc 2.39+ with glibc.mem.decorate_maps=1.
+            if name.startswith(_GLIBC_STACK_PREFIXES):
+                return THREAD_STACKS
+            if name.startswith("[anon: glibc: malloc") or name.startswith("[anon: glibc: loader malloc"):
+                return C_MALLOC
+            if name.startswith("[anon: glibc: .bss"):
+                return SHARED_LIBS
+            return ANON_OTHER
+        if name.startswith("[anon_shmem:"):
+            return SHMEM
+        return ANON_OTHER
+    if name.startswith(_SHMEM_PREFIXES) or (perms & PERM_S and name.startswith("/dev/zero")):
+        return SHMEM
+    if name == "/dev/zero" and not perms & PERM_S:
+        # MAP_PRIVATE of /dev/zero is plain anonymous memory.
+        return -1
+    if name.startswith("anon_inode:"):
+        # io_uring rings, perf buffers, dmabuf: kernel-owned pages.
+        return KERNEL
+    if inode == 0 and not name.startswith("/"):
+        return -1
+    if inode == ctx.exe_inode and dev == ctx.exe_dev:
+        return BINARY
+    if is_shared_object(name):
+        return SHARED_LIBS
+    return MAPPED_FILES
+
+
+def _go_arena_runs(t: SmapsTable, n: int) -> bytearray:
+    """Mark the mappings of Go heap arenas: runs of adjacent unnamed private
+    anonymous rw-p/---p mappings that start and end on 64 MiB boundaries
+    below 2^46 (go-runtime.md 1.2-1.3). MAP_NORESERVE (``nr``) marks glibc
+    2.36 arenas, never Go's."""
+    marks = bytearray(n)
+    starts, ends, perms, names, inodes, flags = t.starts, t.ends, t.perms, t.names, t.inodes, t.vmflags
+    i = 0
+    while i < n:
+        if perms[i] & ~(PERM_R | PERM_W) or names[i] or inodes[i] or flags[i] & VM_NR:
+            i += 1
+            continue
+        j = i
+        while (
+            j + 1 < n
+            and starts[j + 1] == ends[j]
+            and not perms[j + 1] & ~(PERM_R | PERM_W)
+            and not names[j + 1]
+            and not inodes[j + 1]
+            and not flags[j + 1] & VM_NR
+        ):
+            j += 1
+        if starts[i] % ARENA == 0 and ends[j] % ARENA == 0 and ends[j] <= GO_HEAP_LIMIT:
+            for k in range(i, j + 1):
+                marks[k] = 1
+        i = j + 1
+    return marks
+
+
+def classify(t: SmapsTable, ctx: LayoutContext) -> bytearray:
+    """The layout tier: one category per mapping, from smaps alone.
+
+    Order of the rules: ELF .bss intervals; names; files; Go heap arenas;
+    pthread stacks (a guard ``---p`` right below an ``rw-p`` of the default
+    stack size, or a smaller MAP_STACK one, VmFlags ``nh`` since kernel 6.7);
+    glibc thread arenas (64 MiB aligned, ``rw-p`` head and ``---p`` tail);
+    jemalloc regions (``nr``); Go runtime reservations and what lies in them;
+    the rest is anon_other, or go_runtime in a Go program without C.
+    """
+    n = len(t)
+    cats = bytearray(n)
+    starts, ends, perms, names, inodes, devs, flags = (
+        t.starts, t.ends, t.perms, t.names, t.inodes, t.devs, t.vmflags,
+    )
+    arena = _go_arena_runs(t, n) if ctx.go else bytearray(n)
+    iv = ctx.intervals
+    k = 0
+    pending = []  # anonymous private mappings left for the structural rules
+    for i in range(n):
+        s = starts[i]
+        while k < len(iv) and iv[k].end <= s:
+            k += 1
+        name = names[i]
+        if not name and inodes[i] == 0:
+            if k < len(iv) and iv[k].start <= s:
+                cats[i] = iv[k].category
+            elif perms[i] & PERM_S:
+                cats[i] = SHMEM
+            elif arena[i]:
+                cats[i] = GO_HEAP
+            else:
+                cats[i] = ANON_OTHER
+                pending.append(i)
+            continue
+        c = _by_name(name, perms[i], inodes[i], devs[i], ctx) if name else MAPPED_FILES
+        cats[i] = ANON_OTHER if c < 0 else c
+    if not pending:
+        return cats
+    rw = PERM_R | PERM_W
+    left = []
+    for i in pending:
+        size = ends[i] - starts[i]
+        p = perms[i]
+        if p == rw and i > 0 and cats[i - 1] == ANON_OTHER and ends[i - 1] == starts[i] and perms[i - 1] == 0 and not names[i - 1] and inodes[i - 1] == 0:
+            guard = ends[i - 1] - starts[i - 1]
+            if size == ctx.stack_size or (flags[i] & VM_NH and guard <= GUARD_MAX and size <= ctx.stack_size):
+                cats[i] = THREAD_STACKS
+                if guard <= GUARD_MAX:
+                    cats[i - 1] = THREAD_STACKS
+                continue
+        if p == rw and starts[i] % ARENA == 0:
+            if size == ARENA:
+                cats[i] = C_MALLOC
+                continue
+            j = i + 1
+            if (
+                j < n
+                and starts[j] == ends[i]
+                and perms[j] == 0
+                and cats[j] == ANON_OTHER
+                and not names[j]
+                and inodes[j] == 0
+                and ends[j] == starts[i] + ARENA
+            ):
+                cats[i] = C_MALLOC
+                cats[j] = C_MALLOC
+                continue
+        if ctx.jemalloc and p == rw and flags[i] & VM_NR:
+            cats[i] = C_MALLOC
+            continue
+        left.append(i)
+    if not ctx.go:
+        return cats
+    for i in left:
+        if cats[i] != ANON_OTHER:
+            continue
+        if ctx.go_only:
+            cats[i] = GO_RUNTIME
+        elif perms[i] == 0 and ends[i] - starts[i] >= ARENA:
+            # The page-summary and scavenge-index reservations (~1.1 GiB).
+            cats[i] = GO_RUNTIME
+    for i in left:
+        if cats[i] != ANON_OTHER or perms[i] != rw:
+            continue
+        below = i > 0 and ends[i - 1] == starts[i] and cats[i - 1] == GO_RUNTIME and perms[i - 1] == 0
+        above = i + 1 < n and starts[i + 1] == ends[i] and cats[i + 1] == GO_RUNTIME and perms[i + 1] == 0
+        if below or above or flags[i] & VM_NH:
+            # Islands mapped inside the reservations; the heap and page-alloc
+            # indexes are MADV_NOHUGEPAGE'd while the heap is small.
+            cats[i] = GO_RUNTIME
+    return cats
+
+
+def accumulate(t: SmapsTable, cats: bytes) -> List[int]:
+    """Sum each mapping into its category: a flat list of (10 + 1) x 9 ints,
+    the Counters of each category in CATEGORIES order, then the total."""
+    ncat = len(CATEGORIES)
+    out = [0] * ((ncat + 1) * 9)
+    fields = t.fields
+    size, rss, pss = F["Size"], F["Rss"], F["Pss"]
+    pc, pd, sc, sd = F["Private_Clean"], F["Private_Dirty"], F["Shared_Clean"], F["Shared_Dirty"]
+    anon, swap, lazy, huge = F["Anonymous"], F["Swap"], F["LazyFree"], F["AnonHugePages"]
+    for i in range(len(t)):
+        r = i * NFIELDS
+        for b in (cats[i] * 9, ncat * 9):
+            out[b] += fields[r + size]
+            out[b + 1] += fields[r + rss]
+            out[b + 2] += fields[r + pss]
+            out[b + 3] += fields[r + pc] + fields[r + pd]
+            out[b + 4] += fields[r + sc] + fields[r + sd]
+            out[b + 5] += fields[r + anon]
+            out[b + 6] += fields[r + swap]
+            out[b + 7] += fields[r + lazy]
+            out[b + 8] += fields[r + huge]
+    return out

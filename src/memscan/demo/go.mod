@@ -1,0 +1,3 @@
+module memscandemo
+
+go 1.21

@@ -1,0 +1,101 @@
+"""What the layout classifier needs to know besides the mappings themselves.
+
+The classification rules live in the engines (``classify``), which run them
+over every mapping; this module gathers, once per scan, the few facts they
+take: which file is the executable, where each ELF object's .bss lies, the
+default pthread stack size, whether a Go runtime and which allocator is
+loaded. ELF files are parsed with pyelftools through ``elfinfo``, cached by
+file identity.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, NamedTuple, Optional, Tuple
+
+from . import _procfs
+from ._errors import AccessDenied, NoSuchProcess
+from ._types import BINARY, SHARED_LIBS, Interval, LayoutContext, SmapsTable
+from .snapshot import GoRuntime
+
+PAGE = 4096
+# glibc's ARCH_STACK_DEFAULT_SIZE on x86_64, used when RLIMIT_STACK is unlimited.
+UNLIMITED_STACK_DEFAULT = 2 << 20
+
+
+class Layout(NamedTuple):
+    context: LayoutContext
+    go: Optional[GoRuntime]
+    allocator: Optional[str]
+    warnings: List[str]
+
+
+def _exe_identity(pid: int) -> Tuple[int, int]:
+    """(dev as major << 32 | minor, inode) of the executable, as smaps shows them."""
+    p = _procfs.path(pid, "exe")
+    try:
+        with _procfs.translated(pid, p):
+            st = os.stat(p)
+    except AccessDenied:
+        return (-1, -1)
+    return (os.major(st.st_dev) << 32 | os.minor(st.st_dev), st.st_ino)
+
+
+def _module(pid: int, t: SmapsTable, i: int):  # TODO-elfinfo-import
+    from . import elfinfo  # TODO-elfinfo-import
+
+    start = t.starts[i]
+    # The object may be mapped in several pieces; map_files takes any of them.
+    for candidate in elfinfo.mapped_path(pid, start, t.ends[i], t.names[i]):
+        info = elfinfo.module_info(candidate)
+        if info is not None:
+            return info
+    return None
+
+
+def context(pid: int, t: SmapsTable) -> Layout:
+    from . import elfinfo  # TODO-elfinfo-import
+
+    warnings: List[str] = []
+    exe_dev, exe_inode = _exe_identity(pid)
+    limit = _procfs.stack_limit(pid)
+    stack_size = UNLIMITED_STACK_DEFAULT if limit is None else (limit + PAGE - 1) // PAGE * PAGE
+
+    intervals: List[Interval] = []
+    go: Optional[GoRuntime] = None
+    go_exe = False
+    libs: List[str] = []
+    for i in t.file_starts:
+        name = t.names[i]
+        is_exe = t.inodes[i] == exe_inode and t.devs[i] == exe_dev
+        shared = elfinfo.is_shared_object_name(name)
+        if shared:
+            libs.append(os.path.basename(name))
+        if not (is_exe or shared):
+            continue
+        info = _module(pid, t, i)
+        if info is None:
+            continue
+        bias = t.starts[i] - info.min_vaddr if info.elf_type == "DYN" else 0
+        cat = BINARY if is_exe else SHARED_LIBS
+        intervals.extend(Interval(bias + s, bias + e, cat) for s, e in info.bss)
+        if info.go is not None:
+            runtime = GoRuntime(info.go.version, name, info.go.cgo)
+            if go is None or is_exe:
+                if go is not None and go != runtime:
+                    warnings.append(f"several Go runtimes are loaded; reporting {name}")
+                go, go_exe = runtime, is_exe
+    intervals.sort()
+    allocator = elfinfo.allocator(libs)
+    ctx = LayoutContext(
+        exe_dev=exe_dev,
+        exe_inode=exe_inode,
+        stack_size=stack_size,
+        go=go is not None,
+        # A static Go program (no libc loaded): all anonymous memory outside
+        # the arenas, stacks and .bss is the Go runtime's own.
+        go_only=go_exe and allocator is None,
+        jemalloc=allocator == "jemalloc",
+        intervals=intervals,
+    )
+    return Layout(ctx, go, allocator, warnings)

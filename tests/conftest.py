@@ -1,0 +1,27 @@
+"""Shared fixtures. Helpers for real Go programs live in goprogram.py."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import pytest
+
+from goprogram import GoProgram, GoPrograms
+
+
+@pytest.fixture(scope="session")
+def go_program(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., GoProgram]]:
+    """Factory: ``go_program(version="1.27.3", cgo=False, args=(), env=None)``.
+
+    Builds the bundled demo (memscan/demo) with that Go version (cached
+    across runs under ~/.cache/memscan), starts it and returns a
+    ``goprogram.GoProgram`` once its first JSON report arrived: ``.pid``,
+    ``.proc``, ``.report`` (last report, a dict), ``.command(cmd) -> dict``.
+    Every program started in the session is killed and reaped at its end.
+    Tests using it build Go: mark them ``@pytest.mark.slow``.
+    """
+    programs = GoPrograms(str(tmp_path_factory.mktemp("go-programs")))
+    try:
+        yield programs.start
+    finally:
+        programs.stop_all()

@@ -1,0 +1,205 @@
+"""Run the bundled Go demo program (memscan/demo) as a test subject.
+
+The program prints one JSON report after setting up its memory, then answers
+one JSON line per command on stdin (see the comment at the top of
+``src/memscan/demo/main.go``). :class:`GoProgram` wraps one running instance;
+:class:`GoPrograms` builds, starts and finally reaps them (the
+``go_program`` fixture in conftest.py is its ``start`` method).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from memscan import gobuild
+
+import gotoolchain
+
+__all__ = ["GoProgram", "GoPrograms", "GoProgramError", "STARTUP_TIMEOUT", "COMMAND_TIMEOUT"]
+
+#: Seconds allowed for setup (the first report) and for one command's answer.
+STARTUP_TIMEOUT = 60.0
+COMMAND_TIMEOUT = 60.0
+
+
+class GoProgramError(AssertionError):
+    """The program died, timed out or answered something that is not JSON.
+
+    An AssertionError so that pytest shows it as a test failure with the
+    message, not as an error deep inside a helper.
+    """
+
+
+class GoProgram:
+    """One running demo program.
+
+    Attributes:
+        proc: the ``subprocess.Popen`` (text mode, stdin/stdout pipes).
+        pid: its process id.
+        report: the last JSON report (dict) it printed.
+        binary: path of the executable, version/cgo/args: how it was started.
+        stderr_path: file holding the program's stderr.
+    """
+
+    def __init__(
+        self,
+        proc: "subprocess.Popen[str]",
+        binary: str,
+        version: str,
+        cgo: bool,
+        args: Sequence[str],
+        stderr_path: Optional[str] = None,
+    ) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.binary = binary
+        self.version = version
+        self.cgo = cgo
+        self.args = tuple(args)
+        self.stderr_path = stderr_path
+        self.report: Dict[str, Any] = {}
+        self._sel = selectors.DefaultSelector()
+        assert proc.stdout is not None
+        self._sel.register(proc.stdout, selectors.EVENT_READ)
+
+    def __repr__(self) -> str:
+        return f"<GoProgram pid={self.pid} go{self.version} cgo={self.cgo} args={' '.join(self.args)!r}>"
+
+    def _read_json(self, timeout: float, what: str) -> Dict[str, Any]:
+        """One line from stdout, parsed; fail clearly on death or timeout.
+
+        ``select`` on the pipe and then ``readline``: the program writes each
+        answer with a single write() ending in a newline, so once the pipe is
+        readable the whole line follows at once.
+        """
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GoProgramError(f"{self!r}: no answer to {what} within {timeout:.0f} s")
+            if self._sel.select(left):
+                break
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait(timeout=10)
+            raise GoProgramError(f"{self!r} exited with status {code} before answering {what}{self._stderr()}")
+        try:
+            value = json.loads(line)
+        except ValueError:
+            raise GoProgramError(f"{self!r} answered {what} with non-JSON: {line!r}") from None
+        if not isinstance(value, dict):
+            raise GoProgramError(f"{self!r} answered {what} with {value!r}, not an object")
+        return value
+
+    def _stderr(self) -> str:
+        """The program's stderr, once it has exited (it goes to a file)."""
+        if not self.stderr_path:
+            return ""
+        try:
+            with open(self.stderr_path, encoding="utf-8", errors="replace") as f:
+                text = f.read().strip()
+        except OSError:
+            return ""
+        return f"; stderr:\n{text[-4000:]}" if text else ""
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> Dict[str, Any]:
+        """Read the first report (the program is set up when it appears)."""
+        self.report = self._read_json(timeout, "startup")
+        return self.report
+
+    def command(self, cmd: str, timeout: float = COMMAND_TIMEOUT) -> Dict[str, Any]:
+        """Send one command line, return its JSON answer.
+
+        A report updates :attr:`report`; an ``{"error": ...}`` answer raises.
+        """
+        assert self.proc.stdin is not None
+        if self.proc.poll() is not None:
+            raise GoProgramError(f"{self!r} already exited with status {self.proc.returncode}{self._stderr()}")
+        try:
+            self.proc.stdin.write(cmd.rstrip("\n") + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            code = self.proc.wait(timeout=10)
+            raise GoProgramError(f"{self!r} exited with status {code} before {cmd!r}{self._stderr()}") from None
+        answer = self._read_json(timeout, repr(cmd))
+        if "error" in answer:
+            raise GoProgramError(f"{self!r} refused {cmd!r}: {answer['error']}")
+        if "memstats" in answer:
+            self.report = answer
+        return answer
+
+    def stop(self) -> Optional[int]:
+        """Kill (if running) and reap the process; return its exit status."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            code = self.proc.wait(timeout=30)
+        finally:
+            self._sel.close()
+            for pipe in (self.proc.stdin, self.proc.stdout):
+                if pipe is not None:
+                    try:
+                        pipe.close()
+                    except OSError:  # stdin of a killed process: broken pipe on flush
+                        pass
+        return code
+
+
+class GoPrograms:
+    """Builds the demo per (version, cgo) once and keeps every started program."""
+
+    def __init__(self, stderr_dir: str) -> None:
+        self._stderr_dir = stderr_dir
+        self._binaries: Dict[Tuple[str, bool], str] = {}
+        self.started: List[GoProgram] = []
+
+    def binary(self, version: str, cgo: bool) -> str:
+        key = (version, cgo)
+        if key not in self._binaries:
+            self._binaries[key] = gobuild.build(
+                gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, out_name="memscandemo"
+            )
+        return self._binaries[key]
+
+    def start(
+        self,
+        version: str = "1.27.3",
+        cgo: bool = False,
+        args: Sequence[str] = (),
+        env: Optional[Mapping[str, str]] = None,
+        timeout: float = STARTUP_TIMEOUT,
+    ) -> GoProgram:
+        """Build (cached) and start the demo; return it once it reported.
+
+        ``args`` are the program's flags, e.g. ``("-heap", "64")``; ``env``
+        entries are added to the inherited environment (e.g. ``GODEBUG``).
+        """
+        binary = self.binary(version, cgo)
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        stderr_path = os.path.join(self._stderr_dir, f"go{version}-cgo{int(cgo)}-{len(self.started)}.stderr")
+        with open(stderr_path, "w") as stderr:
+            proc = subprocess.Popen(
+                [binary, *map(str, args)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,  # a file, not a pipe: it can never fill up and block the program
+                text=True,
+                env=full_env,
+            )
+        prog = GoProgram(proc, binary, version, cgo, [str(a) for a in args], stderr_path)
+        self.started.append(prog)
+        prog.wait_ready(timeout)
+        return prog
+
+    def stop_all(self) -> None:
+        for prog in self.started:
+            prog.stop()
+        self.started.clear()
