@@ -16,8 +16,6 @@ import subprocess
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from memscan import gobuild
-
 import gotoolchain
 
 __all__ = ["GoProgram", "GoPrograms", "GoProgramError", "STARTUP_TIMEOUT", "COMMAND_TIMEOUT"]
@@ -162,6 +160,10 @@ class GoPrograms:
     def binary(self, version: str, cgo: bool) -> str:
         key = (version, cgo)
         if key not in self._binaries:
+            # Imported here, not at the top: conftest imports this module, and
+            # a half-written memscan must not break every other test's setup.
+            from memscan import gobuild
+
             self._binaries[key] = gobuild.build(
                 gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, out_name="memscandemo"
             )

@@ -17,7 +17,8 @@ from ._errors import AccessDenied, Error, NoSuchProcess, ParseError
 
 PROCFS_PATH = "/proc"
 
-# PF_KTHREAD in the flags field of /proc/PID/stat (include/linux/sched.h).
+# Flags of /proc/PID/stat (include/linux/sched.h).
+_PF_EXITING = 0x00000004
 _PF_KTHREAD = 0x00200000
 
 
@@ -31,7 +32,9 @@ def translated(pid: int, file: str) -> Iterator[None]:
     try:
         yield
     except (FileNotFoundError, ProcessLookupError) as err:
-        if err.errno == errno.ENOENT and os.path.exists(path(pid, "")):
+        # A zombie keeps its /proc directory but loses exe, map_files and the
+        # like: ENOENT then means "gone" too, unless the process still runs.
+        if err.errno == errno.ENOENT and _running(pid):
             raise Error(f"{file} is not available on this system") from err
         raise NoSuchProcess(pid) from err
     except PermissionError as err:
@@ -40,6 +43,16 @@ def translated(pid: int, file: str) -> Iterator[None]:
         if err.errno == errno.ESRCH:
             raise NoSuchProcess(pid) from err
         raise
+
+
+def _running(pid: int) -> bool:
+    """True unless ``pid`` is gone, a zombie or exiting (its mm already released)."""
+    try:
+        with open(path(pid, "stat"), "rb") as f:
+            st = _parse_stat(f.read())
+    except (OSError, ValueError, IndexError):
+        return False
+    return not (st.gone or st.exiting)
 
 
 def read(pid: int, name: str, buf: bytearray, engine) -> memoryview:  # type: ignore[no-untyped-def]
@@ -74,6 +87,10 @@ class Stat(NamedTuple):
         return self.state in "ZXx"
 
     @property
+    def exiting(self) -> bool:
+        return bool(self.flags & _PF_EXITING)
+
+    @property
     def kernel_thread(self) -> bool:
         return bool(self.flags & _PF_KTHREAD)
 
@@ -84,12 +101,16 @@ def stat(pid: int) -> Stat:
     with translated(pid, p):
         with open(p, "rb") as f:
             data = f.read()
-    # comm may hold spaces and parentheses: the state follows the last ')'.
     try:
-        rest = data[data.rindex(b")") + 2 :].split()
-        return Stat(rest[0].decode(), int(rest[6]), int(rest[19]))
+        return _parse_stat(data)
     except (ValueError, IndexError):
         raise ParseError("unrecognised stat line", 0, p) from None
+
+
+def _parse_stat(data: bytes) -> Stat:
+    # comm may hold spaces and parentheses: the state follows the last ')'.
+    rest = data[data.rindex(b")") + 2 :].split()
+    return Stat(rest[0].decode(), int(rest[6]), int(rest[19]))
 
 
 def check_alive(pid: int, before: Stat) -> None:
@@ -115,7 +136,7 @@ def explain_empty(pid: int, st: Stat) -> Error:
         now = stat(pid)
     except NoSuchProcess:
         now = None
-    if now is None or now.gone or now.starttime != st.starttime:
+    if now is None or now.gone or now.exiting or now.starttime != st.starttime:
         return NoSuchProcess(pid, "process is a zombie" if now is not None and now.state == "Z" else "")
     return Error(f"pid {pid}: smaps is empty although the process is alive")
 

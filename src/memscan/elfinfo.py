@@ -30,7 +30,7 @@ import stat
 import struct
 import threading
 from collections import OrderedDict
-from typing import IO, Iterable, List, NamedTuple, Optional, Tuple
+from typing import IO, Any, Iterable, List, NamedTuple, Optional, Tuple, Type
 
 from elftools.common.exceptions import ELFError
 from elftools.common.utils import struct_parse
@@ -63,7 +63,7 @@ _PF_W = 0x2  # p_flags: writable
 # Anything pyelftools (or construct under it, or a bad length in a damaged
 # file) raises when the bytes are not a well-formed ELF. Bugs in this module
 # (TypeError, AttributeError...) are deliberately not in the list.
-_PARSE_ERRORS: Tuple[type, ...] = (
+_PARSE_ERRORS: Tuple[Type[BaseException], ...] = (
     ELFError,
     ConstructError,
     ValueError,  # includes UnicodeDecodeError
@@ -78,7 +78,9 @@ _PARSE_ERRORS: Tuple[type, ...] = (
 class GoInfo(NamedTuple):
     """The Go build of one ELF module, from its ``.go.buildinfo`` blob."""
 
-    #: e.g. ``"go1.27.3"``; the ``-X:...`` experiment suffix is removed.
+    #: e.g. ``"go1.27.3"``; the ``-X:...`` (or, when the version already has
+    #: a "-", `` X:...``) experiment suffix is removed. Vendor/devel builds
+    #: keep the rest (``"go1.22-20231128-RC02 cl/586117301 +6111acc8e6"``).
     #: ``""`` for a pre-1.18 blob whose strings could not be resolved.
     version: str
     #: GOEXPERIMENT names from the version suffix and ``build GOEXPERIMENT=``
@@ -99,7 +101,7 @@ class GoInfo(NamedTuple):
     godebug: str
     #: Heap arenas start at a random 64 MiB-aligned base (go-runtime.md 1.3):
     #: Go >= 1.26, 64-bit, not ``norandomizedheapbase64``, not race/msan/asan.
-    #: When False the arenas start at 0xc000000000.
+    #: When False (64-bit) the arenas start at 0xc000000000.
     randomized_heap: bool
 
 
@@ -227,8 +229,8 @@ def _read_ptr_string(
 
 def _decode_buildinfo(
     reader: _Reader, offset: int, loads: List[Tuple[int, int, int]]
-) -> Optional[Tuple[str, str, int]]:
-    """(version, modinfo, ptr_size) from the blob at file ``offset``."""
+) -> Optional[Tuple[str, str]]:
+    """(version, modinfo) from the blob at file ``offset``."""
     header = reader.read(offset, _BUILDINFO_HEADER)
     if len(header) < _BUILDINFO_HEADER or not header.startswith(_BUILDINFO_MAGIC):
         return None
@@ -258,11 +260,7 @@ def _decode_buildinfo(
         mod = mod[16:-16]
     else:
         mod = b""
-    return (
-        vers.decode("utf-8", "replace"),
-        mod.decode("utf-8", "replace"),
-        ptr_size,
-    )
+    return vers.decode("utf-8", "replace"), mod.decode("utf-8", "replace")
 
 
 def _unquote(s: str) -> str:
@@ -387,7 +385,7 @@ def _round_up(x: int) -> int:
 # made with pyelftools' classes.
 
 
-def _program_headers(elf: ELFFile) -> list:
+def _program_headers(elf: ELFFile) -> List[Any]:
     phoff = elf["e_phoff"]
     phentsize = elf["e_phentsize"]
     return [
@@ -396,7 +394,7 @@ def _program_headers(elf: ELFFile) -> list:
     ]
 
 
-def _section_headers(elf: ELFFile) -> List[Tuple[str, object]]:
+def _section_headers(elf: ELFFile) -> List[Tuple[str, Any]]:
     """(name, header) of every section; [] without (readable) section headers."""
     try:
         n = elf.num_sections()
@@ -419,12 +417,12 @@ def _section_headers(elf: ELFFile) -> List[Tuple[str, object]]:
         return []
 
 
-def _notes(elf: ELFFile, phdrs: list, shdrs: list) -> Tuple[str, str]:
+def _notes(elf: ELFFile, phdrs: List[Any], shdrs: List[Tuple[str, Any]]) -> Tuple[str, str]:
     build_id = ""
     go_build_id = ""
     # Notes may sit in sections only: a Go exe's PT_NOTE covers
     # .note.go.buildid but not .note.gnu.build-id. Read both.
-    sources: list = [NoteSection(h, name, elf) for name, h in shdrs if h["sh_type"] == "SHT_NOTE"]
+    sources: List[Any] = [NoteSection(h, name, elf) for name, h in shdrs if h["sh_type"] == "SHT_NOTE"]
     sources += [NoteSegment(h, elf.stream, elf) for h in phdrs if h["p_type"] == "PT_NOTE"]
     for src in sources:
         try:
@@ -445,8 +443,8 @@ def _notes(elf: ELFFile, phdrs: list, shdrs: list) -> Tuple[str, str]:
     return build_id, go_build_id
 
 
-def _needed(elf: ELFFile, phdrs: list, shdrs: list) -> Tuple[str, ...]:
-    tables: list = [DynamicSection(h, name, elf) for name, h in shdrs if h["sh_type"] == "SHT_DYNAMIC"]
+def _needed(elf: ELFFile, phdrs: List[Any], shdrs: List[Tuple[str, Any]]) -> Tuple[str, ...]:
+    tables: List[Any] = [DynamicSection(h, name, elf) for name, h in shdrs if h["sh_type"] == "SHT_DYNAMIC"]
     if not tables:
         # No section headers: PT_DYNAMIC, its DT_STRTAB found through PT_LOAD.
         tables = [DynamicSegment(h, elf.stream, elf) for h in phdrs if h["p_type"] == "PT_DYNAMIC"]
@@ -458,7 +456,7 @@ def _needed(elf: ELFFile, phdrs: list, shdrs: list) -> Tuple[str, ...]:
     return ()
 
 
-def _find_buildinfo(reader: _Reader, phdrs: list, shdrs: list) -> Optional[Tuple[str, str, int]]:
+def _find_buildinfo(reader: _Reader, phdrs: List[Any], shdrs: List[Tuple[str, Any]]) -> Optional[Tuple[str, str]]:
     loads = [
         (h["p_vaddr"], h["p_offset"], h["p_filesz"]) for h in phdrs if h["p_type"] == "PT_LOAD"
     ]
@@ -509,7 +507,10 @@ def _parse(stream: IO[bytes]) -> ModuleInfo:
                 bss.append((start, end))
 
     shdrs = _section_headers(elf)
-    build_id, go_build_id = _notes(elf, phdrs, shdrs)
+    try:
+        build_id, go_build_id = _notes(elf, phdrs, shdrs)
+    except _PARSE_ERRORS:
+        build_id = go_build_id = ""
     try:
         needed = _needed(elf, phdrs, shdrs)
     except _PARSE_ERRORS:  # e.g. a bad sh_link to the string table
@@ -521,7 +522,7 @@ def _parse(stream: IO[bytes]) -> ModuleInfo:
     except _PARSE_ERRORS:
         found = None
     if found is not None:
-        raw_version, modinfo, _ptr_size = found
+        raw_version, modinfo = found
         go = _go_info(raw_version, modinfo, elf.elfclass == 64, elf_type, has_interp, needed)
 
     return ModuleInfo(
@@ -554,8 +555,8 @@ def read_module(path: str) -> ModuleInfo:
 # --------------------------------------------------------------------------
 # Cache keyed by file identity
 
-_CACHE_SIZE = 64
-_cache: "OrderedDict[tuple, Optional[ModuleInfo]]" = OrderedDict()
+_CACHE_SIZE = 256
+_cache: "OrderedDict[Tuple[int, ...], Optional[ModuleInfo]]" = OrderedDict()
 _cache_lock = threading.Lock()
 _stats = {"hits": 0, "misses": 0}
 

@@ -1,0 +1,308 @@
+"""Benchmark fixtures: a target with exactly ~N one-page VMAs, the four methods
+compared, and a side-by-side round-robin ratio table in the terminal summary.
+
+    cd /work/main && PYTHONPATH=src python3 -m pytest bench -q --benchmark-min-rounds=5
+    PYTHONPATH=src python3 -m pytest bench --benchmark-disable      # smoke: each body once
+
+Nothing here fails on timing: targets are printed as "met" / "not met" only.
+Why round-robin: CPU speed on these VMs drifts up to 2x in phases of seconds
+(anchors.md section 0), so the robust numbers are medians of per-round ratios
+of methods run interleaved, not ratios of separately measured medians.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+if str(SRC) not in sys.path and not any(Path(p or ".").resolve() == SRC for p in sys.path):
+    sys.path.insert(0, str(SRC))  # PYTHONPATH=src is the documented way; this is a safety net
+
+import memscan  # noqa: E402
+import psutil  # noqa: E402
+
+SIZES = (1000, 20000)
+# Round-robin rounds per N (anchors.md used 60 at 1k and 15 at 10k; these keep
+# the whole run well under 3 minutes on 2 vCPUs) and in --benchmark-disable smoke mode.
+RR_ROUNDS = {1000: 30, 20000: 7}
+RR_ROUNDS_SMOKE = {1000: 2, 20000: 1}
+TARGET_CYTHON_RAW = 1.15  # cython/raw <= this (C one-pass floor measured 1.08-1.24x)
+TARGET_PSUTIL_CYTHON = 5.0  # psutil/cython >= this (psutil measured 6.4-7.5x raw)
+METHODS = ("raw", "cython", "python", "psutil")
+
+try:
+    from memscan import _fast
+except ImportError as _err:  # the extension is not built
+    _fast = None
+    FAST_MISSING = f"memscan._fast is not built ({_err}); run: python3 setup.py build_ext --inplace"
+else:
+    FAST_MISSING = None
+HAVE_CYTHON = _fast is not None and "cython" in getattr(memscan._impl, "ENGINES", {})
+if _fast is not None and not HAVE_CYTHON:
+    FAST_MISSING = "memscan's Cython engine is disabled (MEMSCAN_NO_EXTENSIONS or not CPython)"
+
+
+def _stale_extension() -> Optional[str]:
+    """A warning when the built extension is older than _fast.pyx (others edit src/)."""
+    if _fast is None:
+        return None
+    pyx = Path(memscan.__file__).with_name("_fast.pyx")
+    so = Path(_fast.__file__)
+    if pyx.exists() and so.stat().st_mtime < pyx.stat().st_mtime:
+        return f"{so.name} is older than _fast.pyx: the Cython numbers are for a stale build"
+    return None
+
+
+# --------------------------------------------------------------- the target
+
+
+class Target(NamedTuple):
+    n: int  # pages asked for (~ one-page VMAs)
+    pid: int
+    vmas: int  # lines of /proc/PID/maps once ready
+
+
+@pytest.fixture(scope="session")
+def maptarget_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bench/maptarget.c compiled once per session."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        pytest.skip("no C compiler (gcc/cc) to build bench/maptarget.c")
+    exe = tmp_path_factory.mktemp("maptarget") / "maptarget"
+    subprocess.run([gcc, "-O2", "-Wall", "-o", str(exe), str(HERE / "maptarget.c")], check=True)
+    return exe
+
+
+def _count_vmas(pid: int) -> int:
+    with open(f"/proc/{pid}/maps", "rb") as f:
+        return f.read().count(b"\n")
+
+
+@pytest.fixture(scope="session", params=SIZES, ids=lambda n: f"N={n}")
+def target(request: pytest.FixtureRequest, maptarget_exe: Path) -> Iterator[Target]:
+    """A running maptarget with ~N one-page VMAs; killed at the end."""
+    n = request.param
+    proc = subprocess.Popen(
+        [str(maptarget_exe), str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until "ready" or exit
+        if line != b"ready\n":
+            proc.wait(timeout=10)
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            pytest.fail(f"maptarget {n} did not start (exit {proc.returncode}): {line!r} {err.strip()}")
+        try:
+            os.sched_setaffinity(proc.pid, {0})  # the target is idle anyway; keep it off the reader's way
+        except OSError:
+            pass
+        vmas = _count_vmas(proc.pid)
+        assert vmas >= n, f"maptarget {n}: only {vmas} VMAs in /proc/{proc.pid}/maps"
+        yield Target(n, proc.pid, vmas)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+# --------------------------------------------------------------- the methods
+
+
+class RawReader:
+    """The floor: a persistent fd of /proc/PID/smaps read whole into a reused bytearray."""
+
+    def __init__(self, pid: int) -> None:
+        self.fd = os.open(f"/proc/{pid}/smaps", os.O_RDONLY | os.O_CLOEXEC)
+        self.buf = bytearray()
+        # Without the extension fall back to the pure-Python loop (slower floor; labelled).
+        self.read_all = _fast.read_all if _fast is not None else memscan._pure.read_all
+        self.kind = "_fast.read_all" if _fast is not None else "_pure.read_all (extension missing)"
+
+    def __call__(self) -> int:
+        return self.read_all(self.fd, self.buf)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def make_methods(pid: int) -> Dict[str, Callable[[], object]]:
+    """Zero-argument callables for each method available here (raw first)."""
+    raw = RawReader(pid)
+    proc = psutil.Process(pid)  # persistent, as in anchors.md section 3
+    methods: Dict[str, Callable[[], object]] = {"raw": raw}
+    if HAVE_CYTHON:
+        methods["cython"] = lambda: memscan.scan(pid, tier="layout", engine="cython")
+    methods["python"] = lambda: memscan.scan(pid, tier="layout", engine="python")
+    methods["psutil"] = lambda: proc.memory_maps(grouped=False)
+    return methods
+
+
+@pytest.fixture(scope="session")
+def methods(target: Target) -> Iterator[Dict[str, Callable[[], object]]]:
+    m = make_methods(target.pid)
+    yield m
+    m["raw"].close()  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------- round-robin ratios
+
+
+def _median_ratio(num: List[float], den: List[float]) -> float:
+    return statistics.median(a / b for a, b in zip(num, den))
+
+
+def round_robin(methods: Dict[str, Callable[[], object]], rounds: int, warmup: bool = True) -> Dict[str, object]:
+    """Run the methods interleaved ``rounds`` times; medians of per-round ratios."""
+    if warmup:
+        for fn in methods.values():  # imports, caches, buffer growth
+            fn()
+    times: Dict[str, List[float]] = {name: [] for name in methods}
+    clock = time.perf_counter
+    for _ in range(rounds):
+        for name, fn in methods.items():
+            t0 = clock()
+            fn()
+            times[name].append(clock() - t0)
+    raw = times["raw"]
+    res: Dict[str, object] = {
+        "rounds": rounds,
+        "raw_median_ms": statistics.median(raw) * 1e3,
+        "raw_min_ms": min(raw) * 1e3,
+    }
+    for name in METHODS[1:]:
+        if name in times:
+            res[f"{name}_median_ms"] = statistics.median(times[name]) * 1e3
+            res[f"{name}/raw"] = _median_ratio(times[name], raw)
+        else:
+            res[f"{name}/raw"] = None
+    res["psutil/cython"] = _median_ratio(times["psutil"], times["cython"]) if "cython" in times else None
+    return res
+
+
+RESULTS_KEY = pytest.StashKey[Dict[int, Dict[str, object]]]()
+
+
+@pytest.fixture
+def bench_setup(benchmark, target: Target, rr_ratios: Dict[str, object]) -> Callable[[str], None]:  # type: ignore[no-untyped-def]
+    """``bench_setup(method)``: group per N, name, and the round-robin ratios in extra_info."""
+
+    def setup(method: str) -> None:
+        benchmark.group = f"N={target.n}"
+        benchmark.name = f"{method} N={target.n}"
+        benchmark.extra_info.update(ratio_info(rr_ratios))
+        benchmark.extra_info["method"] = method
+
+    return setup
+
+
+@pytest.fixture(scope="session")
+def cython_engine() -> None:
+    """Skips the test, saying why, when the Cython engine is not built."""
+    if not HAVE_CYTHON:
+        pytest.skip(FAST_MISSING or "memscan's Cython engine is not available")
+
+
+def _opt(config: pytest.Config, name: str, default: object = None) -> object:
+    try:
+        return config.getoption(name)
+    except ValueError:  # pytest-benchmark not installed
+        return default
+
+
+def smoke_mode(config: pytest.Config) -> bool:
+    return bool(_opt(config, "benchmark_disable", False))
+
+
+@pytest.fixture(scope="session")
+def rr_ratios(request: pytest.FixtureRequest, target: Target, methods: Dict[str, Callable[[], object]]) -> Dict[str, object]:
+    """Side-by-side ratios for this N, measured once per session (first use)."""
+    config = request.config
+    smoke = smoke_mode(config)
+    rounds = (RR_ROUNDS_SMOKE if smoke else RR_ROUNDS)[target.n]
+    res = round_robin(methods, rounds, warmup=not smoke)
+    res["n"] = target.n
+    res["vmas"] = target.vmas
+    res["smaps_bytes"] = methods["raw"]()
+    res["raw_method"] = methods["raw"].kind  # type: ignore[attr-defined]
+    res["smoke"] = smoke_mode(config)
+    config.stash.setdefault(RESULTS_KEY, {})[target.n] = res
+    return res
+
+
+def ratio_info(res: Dict[str, object]) -> Dict[str, object]:
+    """What goes into ``benchmark.extra_info``: the round-robin ratios and targets."""
+    keys = ("rounds", "vmas", "smaps_bytes", "raw_median_ms", "cython/raw", "python/raw", "psutil/raw", "psutil/cython")
+    info = {f"rr_{k}": res.get(k) for k in keys}
+    info["target_cython/raw<="] = TARGET_CYTHON_RAW
+    info["target_psutil/cython>="] = TARGET_PSUTIL_CYTHON
+    info["cython_target_met"] = _met(res)
+    return info
+
+
+def _met(res: Dict[str, object]) -> Dict[str, Optional[bool]]:
+    cr, pc = res.get("cython/raw"), res.get("psutil/cython")
+    return {
+        "cython/raw": None if cr is None else bool(cr <= TARGET_CYTHON_RAW),  # type: ignore[operator]
+        "psutil/cython": None if pc is None else bool(pc >= TARGET_PSUTIL_CYTHON),  # type: ignore[operator]
+    }
+
+
+def _fmt_ratio(x: object, width: int = 11) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a".rjust(width)
+    return f"{x:.2f}x".rjust(width)  # type: ignore[str-format]
+
+
+def _word(ok: Optional[bool]) -> str:
+    return "n/a" if ok is None else ("met" if ok else "not met")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    results = config.stash.get(RESULTS_KEY, {})
+    if not results:
+        return
+    tr = terminalreporter
+    smoke = any(r.get("smoke") for r in results.values())
+    title = "memscan round-robin ratios (median of per-round ratios to the raw smaps read)"
+    tr.write_sep("=", title + (" [SMOKE: --benchmark-disable, rounds cut, not meaningful]" if smoke else ""))
+    tr.write_line(
+        f"targets (reference only, never fail): cython/raw <= {TARGET_CYTHON_RAW}, "
+        f"psutil/cython >= {TARGET_PSUTIL_CYTHON:g}; anchors.md: C floor 1.08-1.24x, psutil 6.4-7.5x raw"
+    )
+    header = (
+        f"{'N':>6} {'VMAs':>6} {'rounds':>6} {'raw ms':>8} {'cython/raw':>11} {'python/raw':>11} "
+        f"{'psutil/raw':>11} {'psutil/cython':>14}  cython/raw<={TARGET_CYTHON_RAW}  psutil/cython>={TARGET_PSUTIL_CYTHON:g}"
+    )
+    tr.write_line(header)
+    for n in sorted(results):
+        r = results[n]
+        met = _met(r)
+        tr.write_line(
+            f"{n:>6} {r['vmas']:>6} {r['rounds']:>6} {r['raw_median_ms']:>8.2f} {_fmt_ratio(r['cython/raw'])} "
+            f"{_fmt_ratio(r['python/raw'])} {_fmt_ratio(r['psutil/raw'])} {_fmt_ratio(r['psutil/cython'], 14)}  "
+            f"{_word(met['cython/raw']):>{len('cython/raw<=') + len(str(TARGET_CYTHON_RAW))}}  "
+            f"{_word(met['psutil/cython']):>{len('psutil/cython>=') + len(f'{TARGET_PSUTIL_CYTHON:g}')}}"
+        )
+    any_r = next(iter(results.values()))
+    notes = [f"raw = {any_r['raw_method']} on a persistent fd of /proc/PID/smaps, reused bytearray"]
+    if FAST_MISSING:
+        notes.append(f"cython: n/a ({FAST_MISSING})")
+    stale = _stale_extension()
+    if stale:
+        notes.append(f"WARNING: {stale}")
+    for note in notes:
+        tr.write_line(note)

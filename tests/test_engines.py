@@ -1,0 +1,314 @@
+"""Both engines, the same behaviour: parsers on real captures, hand-made and
+malformed text, Hypothesis-generated input; errors included."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import memscan
+from memscan import ParseError, _pure
+from memscan._types import CATEGORIES, F, NFIELDS, Interval, LayoutContext
+from smapstext import M, render
+
+try:
+    from memscan import _fast
+except ImportError:  # a pure-Python build
+    _fast = None
+
+DATA = Path(__file__).parent / "data"
+CAPTURES = sorted(p for p in DATA.iterdir() if p.suffix in (".smaps", ".maps", ".smaps_rollup"))
+ENGINES = [pytest.param(_pure, id="python")]
+if _fast is not None:
+    ENGINES.append(pytest.param(_fast, id="cython"))
+both = pytest.mark.skipif(_fast is None, reason="the Cython engine is not built (MEMSCAN_NO_EXTENSIONS)")
+
+
+@pytest.fixture(params=ENGINES)
+def impl(request):
+    return request.param
+
+
+def outcome(fn, *args):
+    try:
+        return ("ok", fn(*args))
+    except ParseError as err:
+        return ("error", err.msg, err.offset)
+
+
+def test_implementation_is_the_one_built():
+    """The compiled engine really loads unless the pure build was asked for."""
+    code = "import memscan; print(memscan.IMPLEMENTATION)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ("python" if os.environ.get("MEMSCAN_NO_EXTENSIONS") else "cython")
+
+
+# ------------------------------------------------------------- real captures
+
+
+@both
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_engines_agree_on_captures(path):
+    data = path.read_bytes()
+    assert outcome(_pure.parse_smaps, data) == outcome(_fast.parse_smaps, data)
+    if path.suffix == ".smaps_rollup":
+        assert _pure.parse_rollup(data) == _fast.parse_rollup(data)
+
+
+@both
+@pytest.mark.parametrize("path", [p for p in CAPTURES if p.suffix == ".smaps" and "truncated" not in p.name],
+                         ids=lambda p: p.name)
+def test_engines_classify_and_sum_alike(path):
+    t = _pure.parse_smaps(path.read_bytes())
+    for go, go_only in ((False, False), (True, False), (True, True)):
+        ctx = LayoutContext(-1, -1, 8 << 20, go, go_only, False, [Interval(t.starts[3], t.ends[3], 4)])
+        cats = _pure.classify(t, ctx)
+        assert cats == _fast.classify(t, ctx)
+        assert _pure.accumulate(t, cats) == _fast.accumulate(t, cats)
+
+
+def test_smaps_and_maps_captures_match(impl):
+    """smaps and maps of one idle process list the same mappings."""
+    smaps = impl.parse_smaps((DATA / "python-odd-mappings.smaps").read_bytes())
+    maps = impl.parse_smaps((DATA / "python-odd-mappings.maps").read_bytes())
+    assert list(smaps.starts) == list(maps.starts)
+    assert smaps.names == maps.names
+    assert [v.fields.size for v in smaps.vmas()] == [v.fields.size for v in maps.vmas()]
+    names = set(smaps.names)
+    assert any(n.endswith("/a file with spaces.bin") for n in names)
+    assert any(n.endswith("/gone.bin (deleted)") for n in names)
+    assert "/memfd:memscan corpus (deleted)" in names
+
+
+def test_rollup_capture(impl):
+    r = impl.parse_rollup((DATA / "sleep.smaps_rollup").read_bytes())
+    assert r.rss > 0 and 0 < r.pss <= r.rss
+    assert r.private_clean + r.private_dirty + r.shared_clean + r.shared_dirty == r.rss
+
+
+def test_older_kernel_without_optional_fields(impl):
+    t = impl.parse_smaps((DATA / "derived-kernel5.smaps").read_bytes())
+    full = impl.parse_smaps((DATA / "python-odd-mappings.smaps").read_bytes())
+    assert len(t) == len(full)
+    assert all(v.fields.pss_dirty == 0 and v.fields.ksm == 0 for v in t.vmas())
+    assert [v.fields.rss for v in t.vmas()] == [v.fields.rss for v in full.vmas()]
+
+
+def test_truncated_capture_is_an_error(impl):
+    data = (DATA / "derived-truncated.smaps").read_bytes()
+    with pytest.raises(ParseError) as err:
+        impl.parse_smaps(data)
+    assert err.value.msg == "truncated line"
+    assert err.value.offset == data.rindex(b"\n") + 1
+
+
+def test_status_capture(impl):
+    st_ = impl.parse_status((DATA / "sleep.status").read_bytes())
+    assert st_.name == "sleep" and st_.vm_rss > 0 and st_.threads == 1
+    assert st_.vm_rss == st_.rss_anon + st_.rss_file + st_.rss_shmem
+
+
+# --------------------------------------------------------------- hand-made
+
+
+def test_fields_in_bytes(impl):
+    text = render([M(0x1000, 0x5000, rss=8192, extra={"Swap": 4096, "LazyFree": 4096, "Shared_Clean": 4096})])
+    v = impl.parse_smaps(text).vma(0)
+    assert (v.start, v.end, v.perms, v.name, v.inode) == (0x1000, 0x5000, "rw-p", "", 0)
+    assert v.fields.size == 0x4000 and v.fields.rss == 8192 and v.fields.swap == 4096
+    assert v.vmflags == ("rd", "wr", "mr", "mw", "me", "ac")
+
+
+def test_maps_lines_get_their_size_from_addresses(impl):
+    t = impl.parse_smaps(b"00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus-daemon\n")
+    assert t.vma(0).fields.size == 0x52000 and t.vma(0).dev == (8, 2)
+    assert list(t.file_starts) == [0]
+
+
+def test_unknown_keys_and_flags_are_kept_out(impl):
+    text = render([M(0x1000, 0x2000, flags="rd zz")]).replace(b"Locked:", b"NewField:       12 kB\nLocked:")
+    v = impl.parse_smaps(text).vma(0)
+    assert v.vmflags == ("rd", "??")
+
+
+MALFORMED = [
+    (b"Rss: 4 kB\n", "field before the first mapping header", 0),
+    (b"0000-1000 rw-p 00000000 00:00 0\nRss: 4 MB\n", "bad value", 32),
+    (b"0000-1000 rw-p 00000000 00:00 0\nRss:4 kB\n", "bad value", 32),
+    (b"0000-1000 rw-p 00000000 00:00 0\nRss: 99999999999999999999 kB\n", "value out of range", 32),
+    (b"0000-1000 rw-p 00000000 00:00 0\nRss: 999999999999999999999 kB\n", "value out of range", 32),
+    (b"0000-1000 rw-p 00000000 00:00 0\nno colon here\n", "unrecognised line", 32),
+    (b"0000-1000 rw-p 00000000 00:00 0\nVmFlags: rd w\n", "bad VmFlags", 32),
+    (b"0000-1000 rwzp 00000000 00:00 0\n", "bad permissions in mapping header", 0),
+    (b"2000-1000 rw-p 00000000 00:00 0\n", "end address below start address", 0),
+    (b"00g0-1000 rw-p 00000000 00:00 0\n", "bad start address in mapping header", 0),
+    (b"0000-1000 rw-p 00000000 00:00 x\n", "bad inode in mapping header", 0),
+    (b"0000-1000 rw-p 00000000 0000 0\n", "bad device in mapping header", 0),
+    (b"0000-1000 rw-p 00000000 00:00 0\n\n", "unrecognised line", 32),
+    (b"0000-1000 rw-p 00000000 00:00 0", "truncated line", 0),
+    (b"\x00\xff\n", "unrecognised line", 0),
+]
+
+
+@pytest.mark.parametrize("text,msg,offset", MALFORMED)
+def test_malformed_text(impl, text, msg, offset):
+    with pytest.raises(ParseError) as err:
+        impl.parse_smaps(text)
+    assert (err.value.msg, err.value.offset) == (msg, offset)
+    assert "at byte" in str(err.value)
+
+
+def test_rollup_needs_one_record(impl):
+    with pytest.raises(ParseError, match="expected one rollup record"):
+        impl.parse_rollup(render([M(0, 0x1000), M(0x1000, 0x2000)]))
+
+
+def test_read_all_reads_to_eof(impl, tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(os.urandom(200_000))
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        buf = bytearray()
+        for _ in range(2):  # a second read starts over from offset 0
+            n = impl.read_all(fd, buf)
+            assert bytes(buf[:n]) == p.read_bytes()
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------ Hypothesis
+
+maps_st = st.lists(
+    st.builds(
+        lambda start, pages, perms, name, rss: M(start * 4096, (start + pages) * 4096, perms, name,
+                                                 inode=7 if name.startswith("/") else 0, rss=min(rss, pages) * 4096),
+        st.integers(0, 2**35), st.integers(1, 2**20), st.sampled_from(["rw-p", "---p", "r-xp", "rw-s", "r--p"]),
+        st.sampled_from(["", "[heap]", "[stack]", "/usr/lib/libc.so.6", "/tmp/a file", "/x (deleted)", "[anon: Go: heap]"]),
+        st.integers(0, 2**20),
+    ),
+    max_size=8,
+)
+
+
+@both
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(maps_st, st.data())
+def test_engines_agree_on_generated_text(maps, data):
+    text = render(sorted(maps))
+    mutation = data.draw(st.sampled_from(["none", "cut", "flip", "insert", "delete"]))
+    if text and mutation != "none":
+        i = data.draw(st.integers(0, len(text) - 1))
+        if mutation == "cut":
+            text = text[:i]
+        elif mutation == "flip":
+            text = text[:i] + bytes([data.draw(st.integers(0, 255))]) + text[i + 1:]
+        elif mutation == "insert":
+            text = text[:i] + data.draw(st.binary(max_size=12)) + text[i:]
+        else:
+            text = text[:i] + text[i + data.draw(st.integers(1, 40)):]
+    a, b = outcome(_pure.parse_smaps, text), outcome(_fast.parse_smaps, text)
+    assert a == b
+    if a[0] == "ok":
+        ctx = LayoutContext(-1, -1, 8 << 20, True, False, False, [])
+        assert _pure.classify(a[1], ctx) == _fast.classify(b[1], ctx)
+        assert _pure.accumulate(a[1], _pure.classify(a[1], ctx)) == _fast.accumulate(b[1], _fast.classify(b[1], ctx))
+
+
+@both
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_engines_agree_on_junk(junk):
+    assert outcome(_pure.parse_smaps, junk) == outcome(_fast.parse_smaps, junk)
+
+
+# -------------------------------------------------------- layout rules
+
+MIB = 1 << 20
+CTX = LayoutContext(exe_dev=0xFE << 32, exe_inode=99, stack_size=8 * MIB, go=True, go_only=False,
+                    jemalloc=False, intervals=[])
+
+
+def cats_of(impl, maps, ctx=CTX):
+    t = impl.parse_smaps(render(maps))
+    return [CATEGORIES[c] for c in impl.classify(t, ctx)]
+
+
+def test_rules_go_arenas(impl):
+    base = 0x378418000000  # Go 1.26+: a random 64 MiB-aligned base below 2^46
+    maps = [
+        M(0xC000000000, 0xC000000000 + 200 * MIB),  # fixed hint of Go <= 1.25
+        M(0xC000000000 + 200 * MIB, 0xC000000000 + 256 * MIB, "---p"),
+        M(base, base + 32 * MIB, "---p"),  # random padding below the heap
+        M(base + 32 * MIB, base + 100 * MIB),
+        M(base + 100 * MIB, base + 128 * MIB, "---p"),
+        M(0x500000000000, 0x500000000000 + 64 * MIB),  # above 2^46: not Go's
+    ]
+    assert cats_of(impl, maps) == ["go_heap"] * 5 + ["c_malloc"]
+    # Without a Go runtime nothing is Go heap; MAP_NORESERVE is glibc's.
+    assert "go_heap" not in cats_of(impl, maps, CTX._replace(go=False))
+    assert cats_of(impl, [M(0xC000000000, 0xC004000000, flags="rd wr nr")])[0] != "go_heap"
+
+
+def test_rules_stacks_and_glibc_arenas(impl):
+    top = 0x7F0000000000
+    maps = [
+        M(top, top + 4096, "---p", flags="mr mw me nh"),  # guard
+        M(top + 4096, top + 4096 + 8 * MIB, flags="rd wr mr mw me ac nh"),  # pthread stack
+        M(top + 64 * MIB, top + 64 * MIB + 132 * 1024, flags="rd wr mr mw me nr"),  # glibc arena head
+        M(top + 64 * MIB + 132 * 1024, top + 128 * MIB, "---p", flags="mr mw me nr"),  # its tail
+        M(top + 200 * MIB, top + 210 * MIB),  # plain anonymous
+        M(top + 300 * MIB, top + 301 * MIB, name="[stack]"),
+    ]
+    assert cats_of(impl, maps) == ["thread_stacks"] * 2 + ["c_malloc"] * 2 + ["anon_other", "thread_stacks"]
+
+
+def test_rules_names_and_files(impl):
+    maps = [
+        M(0x400000, 0x401000, "r-xp", "/opt/app/server", inode=99, dev="fe:00"),
+        M(0x401000, 0x402000, "rw-p", "/opt/app/server", inode=99, dev="fe:00", offset=4096),
+        M(0x402000, 0x404000),  # .bss of the binary, from the ELF
+        M(0x500000, 0x501000, "r--p", "/usr/lib/x86_64-linux-gnu/libc.so.6", inode=5, dev="fe:00"),
+        M(0x600000, 0x601000, "r--s", "/var/data/table.db", inode=6, dev="fe:00"),
+        M(0x700000, 0x701000, "rw-s", "/memfd:cache (deleted)", inode=7, dev="00:01"),
+        M(0x800000, 0x801000, "rw-s", "/dev/zero (deleted)", inode=8, dev="00:01"),
+        M(0x900000, 0x901000, "rw-s"),
+        M(0xA00000, 0xA01000, "r-xp", "[vdso]"),
+        M(0xB00000, 0xB01000, name="[heap]"),
+        M(0xC00000, 0xC01000, name="[anon: Go: page summary]"),
+        M(0xD00000, 0xD01000, name="[anon: glibc: malloc arena]"),
+        M(0xE00000, 0xE01000, "rw-p", "/dev/zero", inode=4, dev="00:06"),
+    ]
+    ctx = CTX._replace(intervals=[Interval(0x402000, 0x404000, memscan._types.BINARY)])
+    assert cats_of(impl, maps, ctx) == [
+        "binary", "binary", "binary", "shared_libs", "mapped_files", "shmem", "shmem", "shmem",
+        "kernel", "c_malloc", "go_runtime", "c_malloc", "anon_other",
+    ]
+
+
+def test_rules_go_runtime_reservations(impl):
+    top = 0x7F0000000000
+    maps = [
+        M(top, top + 512 * MIB, "---p"),  # page summary reservation
+        M(top + 512 * MIB, top + 512 * MIB + 4096),  # an island mapped inside it
+        M(top + 513 * MIB, top + 545 * MIB, flags="rd wr mr mw me ac nh"),  # heap index
+        M(top + 600 * MIB, top + 601 * MIB),  # something else
+    ]
+    assert cats_of(impl, maps) == ["go_runtime"] * 3 + ["anon_other"]
+    # A static Go program has no other allocator: the rest is the runtime's.
+    assert cats_of(impl, maps, CTX._replace(go_only=True))[-1] == "go_runtime"
+    assert cats_of(impl, maps, CTX._replace(go=False)) == ["anon_other"] * 4
+
+
+def test_accumulate_is_a_partition(impl):
+    t = impl.parse_smaps((DATA / "python.smaps").read_bytes())
+    sums = impl.accumulate(t, impl.classify(t, CTX))
+    total = sums[9 * len(CATEGORIES):]
+    for k in range(9):
+        assert sum(sums[9 * c + k] for c in range(len(CATEGORIES))) == total[k]
+    assert total[1] == sum(t.fields[i * NFIELDS + F["Rss"]] for i in range(len(t)))

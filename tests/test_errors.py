@@ -1,0 +1,159 @@
+"""Bad input on real processes: a clear exception in the API, one line and a
+non-zero exit in the CLI, never a traceback and never a wrong figure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import memscan
+from memscan import _procfs, cli
+
+NOBODY = 65534
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "memscan", *args], capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, words: str) -> None:
+    assert proc.returncode == 1, proc
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("memscan: error:") and words in lines[0], proc.stderr
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_missing_pid():
+    pid = dead_pid()
+    with pytest.raises(memscan.NoSuchProcess) as err:
+        memscan.scan(pid)
+    assert err.value.pid == pid
+    assert_one_line_error(run_cli("scan", str(pid)), "no longer exists")
+
+
+def test_zombie_is_an_error_not_zero_memory():
+    child = subprocess.Popen(["true"])
+    # Not reaped: it stays a zombie whose smaps reads as empty.
+    deadline = time.monotonic() + 10
+    while _procfs.stat(child.pid).state != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        with pytest.raises(memscan.NoSuchProcess, match="zombie"):
+            memscan.scan(child.pid, tier="layout")
+        with pytest.raises(memscan.NoSuchProcess, match="zombie"):
+            memscan.scan(child.pid, tier="psutil")
+        assert_one_line_error(run_cli("scan", str(child.pid)), "zombie")
+    finally:
+        child.wait()
+
+
+def test_kernel_thread():
+    kthreadd = 2
+    if _procfs.stat(kthreadd).kernel_thread is False:
+        pytest.skip("pid 2 is not kthreadd in this pid namespace")
+    with pytest.raises(memscan.Error, match="kernel thread"):
+        memscan.scan(kthreadd)
+    assert_one_line_error(run_cli("scan", str(kthreadd)), "kernel thread")
+
+
+def test_exits_during_scans_never_give_a_figure():
+    """Targets that exit while being scanned: a snapshot or NoSuchProcess, never anything else."""
+    outcomes = {"snapshot": 0, "gone": 0}
+    for _ in range(40):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.02)"])
+        try:
+            while True:
+                try:
+                    snap = memscan.scan(child.pid, tier="layout")
+                except memscan.NoSuchProcess:
+                    outcomes["gone"] += 1
+                    break
+                outcomes["snapshot"] += 1
+                assert snap.total.rss > 0
+                assert sum(c.rss for c in snap.categories.values()) == snap.total.rss
+        finally:
+            child.wait()
+    assert outcomes["gone"] == 40 and outcomes["snapshot"] > 0
+
+
+def test_malformed_procfs_names_file_and_offset(tmp_path, monkeypatch, capsys):
+    pid = os.getpid()
+    fake = tmp_path / str(pid)
+    fake.mkdir()
+    real = f"/proc/{pid}"
+    for name in ("stat", "limits", "status"):
+        (fake / name).write_bytes(open(f"{real}/{name}", "rb").read())
+    (fake / "smaps").write_bytes(b"00400000-00401000 r-xp 00000000 08:01 12 /bin/x\nRss:  12 parsecs\n")
+    monkeypatch.setattr(_procfs, "PROCFS_PATH", str(tmp_path))
+    with pytest.raises(memscan.ParseError) as err:
+        memscan.scan(pid, tier="layout")
+    assert err.value.path == f"{tmp_path}/{pid}/smaps" and err.value.offset == 48
+    assert cli.main(["scan", str(pid)]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and "smaps: bad value at byte 48" in out.err
+
+
+def as_nobody(fn):
+    """Run ``fn()`` in a child that dropped to uid/gid nobody (as setpriv
+    --reuid does), returning what it printed to stdout and stderr and its status."""
+    r_out, w_out = os.pipe()
+    r_err, w_err = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        status = 99
+        try:
+            os.dup2(w_out, 1)
+            os.dup2(w_err, 2)
+            # pytest captures sys.stdout in-process: write to the pipes instead.
+            sys.stdout = open(1, "w", closefd=False)
+            sys.stderr = open(2, "w", closefd=False)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            status = fn()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(status)
+    os.close(w_out)
+    os.close(w_err)
+    with os.fdopen(r_out) as o, os.fdopen(r_err) as e:
+        out, err = o.read(), e.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out, err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a root target and drop to nobody")
+def test_another_users_process_falls_back_to_psutil():
+    target = subprocess.Popen(["sleep", "60"])
+    try:
+        code, out, err = as_nobody(lambda: cli.main(["scan", str(target.pid), "--json"]))
+        assert code == 0, err
+        snap = json.loads(out)
+        assert snap["source"] == snap["tier"] == "psutil" and snap["categories"] is None
+        assert "CAP_SYS_PTRACE" in snap["warnings"][0]
+        status = memscan._impl.engine.parse_status(open(f"/proc/{target.pid}/status", "rb").read())
+        assert abs(snap["total"]["rss"] - status.vm_rss) <= 64 * 1024
+        # The layout tier asked for explicitly: a clear refusal.
+        code, out, err = as_nobody(lambda: cli.main(["scan", str(target.pid), "--tier", "layout"]))
+        assert code == 1 and out == "" and "permission denied" in err and err.count("\n") == 1
+    finally:
+        target.kill()
+        target.wait()
+
+
+def test_bad_usage_exits_2():
+    proc = run_cli("scan", "notapid")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr

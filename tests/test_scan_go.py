@@ -1,0 +1,139 @@
+"""The layout tier on real Go programs, checked against their own accounting
+(runtime.MemStats, mallinfo2, bytes of C memory touched)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import memscan
+from memscan import _procfs, _pure, layout
+from memscan._impl import ENGINES
+from memscan._types import CATEGORIES
+
+import gotoolchain
+
+pytestmark = pytest.mark.slow
+
+MIB = 1 << 20
+# Pages of runtime spans the program has not touched yet, and rounding.
+SLACK = 4 * MIB
+HEAP_ARGS = ("-heap", 64, "-garbage", 32, "-goroutines", 50)
+C_ARGS = ("-cmalloc", 32, "-csmall", 500, "-cthreads", 2)
+CASES = [pytest.param(v, cgo, id=f"go{v}-{'cgo' if cgo else 'nocgo'}")
+         for v in gotoolchain.GO_VERSIONS for cgo in (False, True)]
+
+
+def start(go_program, version, cgo):
+    return go_program(version=version, cgo=cgo, args=HEAP_ARGS + (C_ARGS if cgo else ()))
+
+
+def check_partition(snap):
+    cats = snap.categories
+    assert set(cats) == set(CATEGORIES)
+    for field in ("size", "rss", "uss", "shared", "anonymous", "swap", "lazyfree", "anon_huge"):
+        assert sum(getattr(c, field) for c in cats.values()) == getattr(snap.total, field), field
+    pss = sum(c.pss for c in cats.values())
+    assert abs(pss - snap.total.pss) <= snap.total.pss / 1000
+
+
+@pytest.mark.parametrize("version,cgo", CASES)
+def test_layout_against_the_programs_accounting(go_program, version, cgo):
+    prog = start(go_program, version, cgo)
+    rep = prog.command("stats")
+    snap = memscan.scan(prog.pid, tier="layout")
+    ms = rep["memstats"]
+    cats = snap.categories
+
+    check_partition(snap)
+    assert snap.tier == "layout" and snap.source == "smaps"
+    assert snap.go is not None and snap.go.version == rep["go_version"] and snap.go.cgo == cgo
+    assert snap.allocator == ("glibc" if cgo else None)
+
+    # The Go heap: at least what is in use (objects and goroutine stacks),
+    # at most what the runtime holds and has not returned to the OS.
+    low = ms["HeapInuse"] + ms["StackInuse"] - SLACK
+    high = ms["HeapSys"] - ms["HeapReleased"] + ms["StackInuse"] + SLACK
+    assert low <= cats["go_heap"].rss <= high, (low, cats["go_heap"].rss, high)
+    # Arenas are reserved in 64 MiB units; the mapped part holds HeapSys + StackInuse.
+    assert cats["go_heap"].size % (64 * MIB) == 0
+    assert cats["go_heap"].size >= ms["HeapSys"] + ms["StackInuse"]
+
+    assert cats["binary"].rss > 0
+    assert cats["kernel"].size > 0  # vdso, vvar
+    if cgo:
+        assert cats["shared_libs"].rss > 0
+        # The small mallocs (20,000 B, served from glibc arenas, as cgo calls
+        # run on threads other than the main one) and the C threads' memory.
+        mi = rep["mallinfo2"]
+        touched = rep["c_small"] + rep["c_threads"]
+        assert touched - MIB <= cats["c_malloc"].rss <= mi["arena"] + 2 * MIB, (touched, cats["c_malloc"].rss, mi)
+        # Every Go M of a cgo program runs on a glibc pthread stack.
+        assert cats["thread_stacks"].size >= 2 * 8 * MIB
+    else:
+        # A static Go program: no libraries, no C allocator; all anonymous
+        # memory is the runtime's.
+        assert cats["shared_libs"].size == 0 and cats["c_malloc"].size == 0
+        assert cats["anon_other"].rss == 0
+        assert cats["go_runtime"].rss > 0
+
+
+@pytest.mark.parametrize("version", gotoolchain.GO_VERSIONS)
+def test_freed_heap_goes_back(go_program, version):
+    prog = start(go_program, version, False)
+    before = memscan.scan(prog.pid, tier="layout").categories["go_heap"].rss
+    rep = prog.command("free")
+    after = memscan.scan(prog.pid, tier="layout").categories["go_heap"].rss
+    ms = rep["memstats"]
+    # debug.FreeOSMemory() released the freed heap with MADV_DONTNEED (Go 1.16+).
+    assert before - after >= 64 * MIB - SLACK
+    assert after <= ms["HeapSys"] - ms["HeapReleased"] + ms["StackInuse"] + SLACK
+
+
+def test_cgo_leak_shows_outside_the_go_heap(go_program):
+    prog = start(go_program, gotoolchain.GO_VERSIONS[-1], True)
+    before = memscan.scan(prog.pid, tier="layout")
+    rep = prog.command("cleak 48")
+    after = memscan.scan(prog.pid, tier="layout")
+    grown = after.total.rss - before.total.rss
+    assert grown >= 48 * MIB - SLACK
+    # MemStats does not see it; memscan sees it outside the Go heap.
+    go_grown = after.categories["go_heap"].rss - before.categories["go_heap"].rss
+    assert abs(go_grown) < SLACK
+    assert rep["memstats"]["HeapInuse"] < 80 * MIB
+
+
+@pytest.mark.parametrize("version,cgo", CASES)
+def test_engines_agree_on_a_go_process(go_program, version, cgo):
+    """Both engines over the same bytes of a live Go process's smaps."""
+    prog = start(go_program, version, cgo)
+    data = bytes(_procfs.read(prog.pid, "smaps", bytearray(), _pure))
+    results = []
+    for name, eng in sorted(ENGINES.items()):
+        t = eng.parse_smaps(data)
+        lay = layout.context(prog.pid, t)
+        results.append((t, eng.classify(t, lay.context), eng.accumulate(t, eng.classify(t, lay.context))))
+    assert all(r == results[0] for r in results)
+    if len(ENGINES) < 2:
+        pytest.skip("only the pure engine is built: nothing to compare it with")
+
+
+def test_cli_scan_json_and_ps(go_program):
+    import json
+    import subprocess
+    import sys
+
+    prog = start(go_program, gotoolchain.GO_VERSIONS[-1], False)
+    out = subprocess.run([sys.executable, "-m", "memscan", "scan", str(prog.pid), "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    d = json.loads(out)
+    assert set(d) == {"pid", "time", "source", "tier", "engine", "total", "categories", "go_heap_detail",
+                      "runtime", "warnings"}
+    assert d["go_heap_detail"] is None and d["runtime"]["go"]["version"] == prog.report["go_version"]
+    table = subprocess.run([sys.executable, "-m", "memscan", "scan", str(prog.pid)],
+                           capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "120"}).stdout
+    assert "go_heap" in table and prog.report["go_version"] in table
+    ps = json.loads(subprocess.run([sys.executable, "-m", "memscan", "ps", "--json"],
+                                   capture_output=True, text=True, check=True).stdout)
+    assert any(p["pid"] == prog.pid and p["version"] == prog.report["go_version"] for p in ps)
