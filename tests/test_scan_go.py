@@ -137,3 +137,13 @@ def test_cli_scan_json_and_ps(go_program):
     ps = json.loads(subprocess.run([sys.executable, "-m", "memscan", "ps", "--json"],
                                    capture_output=True, text=True, check=True).stdout)
     assert any(p["pid"] == prog.pid and p["version"] == prog.report["go_version"] for p in ps)
+
+
+def test_demo_command():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "memscan", "demo", "--quick"], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "COLUMNS": "120"})
+    assert proc.returncode == 0, proc.stderr
+    assert "go_heap" in proc.stdout and "HeapInuse" in proc.stdout and "FreeOSMemory" in proc.stdout
