@@ -27,7 +27,7 @@ def test_raw_read_smaps(benchmark, bench_setup, target, methods, rr_ratios) -> N
     assert n > 500 * target.n  # ~720 B of smaps per one-page VMA
 
 
-def test_scan_layout_cython(benchmark, cython_engine, bench_setup, target, methods) -> None:  # type: ignore[no-untyped-def]
+def test_scan_layout_cython(cython_engine, benchmark, bench_setup, target, methods) -> None:  # type: ignore[no-untyped-def]
     bench_setup("cython")
     snap = benchmark(methods["cython"])
     assert snap.engine == "cython"

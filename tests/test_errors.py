@@ -157,3 +157,19 @@ def test_another_users_process_falls_back_to_psutil():
 def test_bad_usage_exits_2():
     proc = run_cli("scan", "notapid")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_scans_go_on_after_a_parse_error(tmp_path, monkeypatch):
+    """The read buffer is reused across scans: an error must not pin it."""
+    pid = os.getpid()
+    fake = tmp_path / str(pid)
+    fake.mkdir()
+    (fake / "stat").write_bytes(open(f"/proc/{pid}/stat", "rb").read())
+    (fake / "smaps").write_bytes(b"junk\n" * 100_000)
+    with monkeypatch.context() as m:
+        m.setattr(_procfs, "PROCFS_PATH", str(tmp_path))
+        with pytest.raises(memscan.ParseError) as err:
+            memscan.scan(pid, tier="layout")
+    kept = err  # the traceback stays alive, as in a caller that logs it
+    snap = memscan.scan(pid, tier="layout")
+    assert snap.total.rss > 0 and kept.value.offset == 0

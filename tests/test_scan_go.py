@@ -147,3 +147,30 @@ def test_demo_command():
                           timeout=600, env={**os.environ, "COLUMNS": "120"})
     assert proc.returncode == 0, proc.stderr
     assert "go_heap" in proc.stdout and "HeapInuse" in proc.stdout and "FreeOSMemory" in proc.stdout
+
+
+def test_go_in_a_c_shared_library_of_a_python_host(tmp_path):
+    """A Go runtime inside a non-Go host is found from the library's .go.buildinfo."""
+    import subprocess
+    import sys
+
+    from memscan import gobuild
+    from memscan.demo_run import DEMO_DIR
+
+    version = gotoolchain.GO_VERSIONS[-1]
+    lib = gobuild.build(DEMO_DIR, goroot=gotoolchain.goroot(version),
+                        cgo=True, buildmode="c-shared", out_name="libdemo.so")
+    host = subprocess.Popen(
+        [sys.executable, "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1]); print('loaded', flush=True); "
+         "sys.stdin.read()", lib], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert host.stdout.readline().strip() == "loaded"
+        snap = memscan.scan(host.pid, tier="layout")
+        assert snap.go is not None and snap.go.path == lib and snap.go.version == f"go{version}"
+        assert snap.allocator == "glibc"
+        # The library's own Go runtime has its heap arenas in this process.
+        assert snap.categories["go_heap"].size >= 64 * MIB
+        assert snap.categories["shared_libs"].rss > 0
+    finally:
+        host.kill()
+        host.wait()

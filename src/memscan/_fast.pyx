@@ -8,6 +8,7 @@ str per distinct mapping name.
 """
 
 from cpython cimport array
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_SetFromErrno
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
@@ -19,12 +20,10 @@ from posix.unistd cimport lseek, read
 import array as _array_mod
 
 from ._errors import ParseError
-from ._pure import _by_name, parse_status
-from ._types import CATEGORIES, NFIELDS, SMAPS_KEYS, UNITLESS_KEYS, VMFLAG_NAMES, MemFields, SmapsTable
+from ._pure import _STATUS_INT, _STATUS_KB, _by_name
+from ._types import CATEGORIES, NFIELDS, SMAPS_KEYS, UNITLESS_KEYS, VMFLAG_NAMES, MemFields, SmapsTable, Status
 
 __all__ = ["read_all", "parse_smaps", "parse_rollup", "parse_status", "classify", "accumulate"]
-
-# parse_status is not on a hot path: the pure one serves both engines.
 
 DEF NF = 25          # len(SMAPS_KEYS), checked at import below
 DEF NCAT = 10        # len(CATEGORIES)
@@ -88,18 +87,19 @@ _init_keys()
 
 def read_all(int fd, bytearray buf):
     """Read ``fd`` from offset 0 to EOF into ``buf`` (grown as needed); return the length."""
-    cdef Py_ssize_t n = 0, got, size
+    cdef Py_ssize_t n = 0, got, size = len(buf)
     cdef char* p
-    if len(buf) < 65536:
-        buf.extend(bytes(65536 - len(buf)))
+    if size < 65536:
+        size = 65536
+        PyByteArray_Resize(buf, size)
     if lseek(fd, 0, 0) < 0:
         PyErr_SetFromErrno(OSError)
     while True:
-        size = len(buf)
         if n == size:
-            buf.extend(bytes(size))
+            # realloc in place where it can: no temporary object, no copy.
             size *= 2
-        p = buf
+            PyByteArray_Resize(buf, size)
+        p = PyByteArray_AS_STRING(buf)
         with nogil:
             got = read(fd, p + n, size - n)
         if got < 0:
@@ -173,13 +173,18 @@ cdef Py_ssize_t _hex(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n, unsig
     return q + 1
 
 
+cdef inline bint _blank(unsigned char c, bint tabs) noexcept:
+    return c == 32 or (tabs and c == 9)
+
+
 cdef Py_ssize_t _value(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, bint unit,
-                       int64_t* out, Py_ssize_t base) except -1:
-    """``<spaces><digits>[ kB]`` from ``p`` to ``n`` (the end of the line)."""
+                       int64_t* out, Py_ssize_t base, bint tabs=False) except -1:
+    """``<spaces><digits>[ kB]`` from ``p`` to ``n`` (the end of the line);
+    with ``tabs``, a tab counts as a space (status pads with tabs)."""
     cdef Py_ssize_t q = p, r
     cdef uint64_t v = 0
     cdef bint overflow = False
-    while q < n and s[q] == 32:
+    while q < n and _blank(s[q], tabs):
         q += 1
     r = q
     while r < n and 48 <= s[r] <= 57:
@@ -192,7 +197,7 @@ cdef Py_ssize_t _value(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, bint 
     if r - q > 20:
         raise _parse_error("value out of range", base)
     if unit:
-        if n - r != 3 or s[r] != 32 or s[r + 1] != 107 or s[r + 2] != 66:
+        if n - r != 3 or not _blank(s[r], tabs) or s[r + 1] != 107 or s[r + 2] != 66:
             raise _parse_error("bad value", base)
         if overflow or v > <uint64_t>MAX_KB:
             raise _parse_error("value out of range", base)
@@ -432,6 +437,64 @@ def parse_rollup(buf):
     if len(t) != 1:
         raise ParseError("expected one rollup record", 0)
     return MemFields(*t.fields)
+
+
+cdef dict _STATUS_KB_KEYS = {k.decode(): v for k, v in _STATUS_KB.items()}
+cdef dict _STATUS_INT_KEYS = {k.decode(): v for k, v in _STATUS_INT.items()}
+
+
+def parse_status(buf):
+    """Parse /proc/PID/status. Absent numeric lines are -1."""
+    cdef const unsigned char[::1] mv = buf
+    cdef Py_ssize_t total = mv.shape[0], pos = 0, eol, colon, q, r
+    cdef const unsigned char* s
+    cdef int64_t value
+    cdef uint64_t v
+    cdef list out = ["", ""] + [-1] * 17
+    cdef str key
+    if total == 0:
+        raise _parse_error("empty status", 0)
+    s = &mv[0]
+    if s[total - 1] != 10:
+        q = total - 1
+        while q >= 0 and s[q] != 10:
+            q -= 1
+        raise _parse_error("truncated line", q + 1)
+    while pos < total:
+        eol = <Py_ssize_t>(<const unsigned char*>memchr(s + pos, 10, total - pos) - s)
+        colon = pos
+        while colon < eol and s[colon] != 58:
+            colon += 1
+        if colon == pos or colon == eol:
+            raise _parse_error("unrecognised line", pos)
+        key = PyUnicode_DecodeUTF8(<const char*>(s + pos), colon - pos, "surrogateescape")
+        q = colon + 1
+        if key == "Name" or key == "State":
+            while q < eol and (s[q] == 9 or s[q] == 32):
+                q += 1
+            if key == "Name":
+                out[0] = PyUnicode_DecodeUTF8(<const char*>(s + q), eol - q, "surrogateescape")
+            else:
+                out[1] = PyUnicode_DecodeUTF8(<const char*>(s + q), 1 if eol > q else 0, "surrogateescape")
+        elif key in _STATUS_KB_KEYS:
+            _value(s, q, eol, True, &value, pos, True)
+            out[_STATUS_KB_KEYS[key]] = value
+        elif key in _STATUS_INT_KEYS:
+            # "Uid:\t0\t0\t0\t0": the real id comes first.
+            while q < eol and (s[q] == 9 or s[q] == 32):
+                q += 1
+            r = q
+            v = 0
+            while r < eol and 48 <= s[r] <= 57:
+                v = v * 10 + (s[r] - 48)
+                r += 1
+            if r == q or r - q > 19 or (r < eol and s[r] != 9):
+                raise _parse_error("bad value", pos)
+            out[_STATUS_INT_KEYS[key]] = <int64_t>v
+        pos = eol + 1
+    if out[2] == -1:
+        raise _parse_error("no Tgid line", 0)
+    return Status(*out)
 
 
 # -------------------------------------------------------------- layout tier

@@ -279,9 +279,9 @@ def parse_status(buf: bytes) -> Status:
             raise ParseError("unrecognised line", base)
         key = line[:colon]
         if key == b"Name":
-            out[0] = os.fsdecode(line[colon + 1 :].lstrip(b"\t "))
+            out[0] = line[colon + 1 :].lstrip(b"\t ").decode("utf-8", "surrogateescape")
         elif key == b"State":
-            out[1] = os.fsdecode(line[colon + 1 :].lstrip(b"\t ")[:1])
+            out[1] = line[colon + 1 :].lstrip(b"\t ")[:1].decode("utf-8", "surrogateescape")
         elif key in _STATUS_KB:
             out[_STATUS_KB[key]] = _value(line.replace(b"\t", b" "), colon + 1, True, base)
         elif key in _STATUS_INT:

@@ -40,6 +40,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import NoteSection, StringTableSection
 from elftools.elf.segments import NoteSegment
 
+from ._pure import is_shared_object
+
 __all__ = [
     "GoInfo",
     "ModuleInfo",
@@ -673,18 +675,11 @@ def mapped_path(pid: int, start: int, end: int, name: str) -> List[str]:
     return paths
 
 
-_SO_NAME = re.compile(r"\.so(?:\.|$)")
 _GLIBC_OLD = re.compile(r"^libc-\d+\.\d+(?:\.\d+)?\.so$")  # glibc < 2.34
 
 
-def is_shared_object_name(name: str) -> bool:
-    """True when the basename of ``name`` contains ".so" followed by the end or ".".
-
-    ``libc.so.6``, ``ld-linux-x86-64.so.2``, ``_fast.cpython-311-x86_64-linux-gnu.so``
-    are; ``foo.sock``, ``python3.11``, ``data.json`` are not. A trailing
-    " (deleted)" is ignored.
-    """
-    return bool(_SO_NAME.search(os.path.basename(_strip_deleted(name))))
+# The classifier's rule, shared: a basename with ".so" at its end or before a ".".
+is_shared_object_name = is_shared_object
 
 
 def allocator(lib_names: Iterable[str]) -> Optional[str]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from typing import Dict, Optional
+from collections import OrderedDict
+from typing import Dict, Optional, Tuple
 
 from . import _procfs, fallback, layout
 from ._errors import AccessDenied, Error
@@ -13,6 +15,14 @@ from ._types import CATEGORIES, Counters
 from .snapshot import Snapshot
 
 TIERS = ("auto", "exact", "layout", "psutil")
+
+# Samplers scan the same process again and again: keep each thread's read
+# buffer (smaps of 20,000 mappings is 14 MB; growing a new buffer to that
+# size costs as much as parsing it), and the layout facts of recent
+# processes, valid while the process and its loaded files are the same.
+_local = threading.local()
+_layouts: "OrderedDict[Tuple, layout.Layout]" = OrderedDict()
+_LAYOUTS_KEPT = 64
 
 
 def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snapshot:
@@ -49,12 +59,19 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
 def _layout(pid: int, eng, engine_name: str) -> Snapshot:  # type: ignore[no-untyped-def]
     before = _procfs.stat(pid)
     when = time.time()
-    data = _procfs.read(pid, "smaps", bytearray(), eng)
-    if not data:
-        raise _procfs.explain_empty(pid, before)
-    _procfs.check_alive(pid, before)
-    table = _procfs.parsed(pid, "smaps", eng.parse_smaps, data)
-    lay = layout.context(pid, table)
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = bytearray()
+    data = _procfs.read(pid, "smaps", buf, eng)
+    try:
+        if not data:
+            raise _procfs.explain_empty(pid, before)
+        _procfs.check_alive(pid, before)
+        table = _procfs.parsed(pid, "smaps", eng.parse_smaps, data)
+    finally:
+        # A view left alive (in a traceback) would stop the buffer growing.
+        data.release()
+    lay = _layout_of(pid, before.starttime, table)
     sums = eng.accumulate(table, eng.classify(table, lay.context))
     categories: Dict[str, Counters] = {
         cat: Counters(*sums[9 * i : 9 * i + 9]) for i, cat in enumerate(CATEGORIES)
@@ -64,3 +81,22 @@ def _layout(pid: int, eng, engine_name: str) -> Snapshot:  # type: ignore[no-unt
         pid, when, "smaps", "layout", engine_name, total, categories,
         go=lay.go, allocator=lay.allocator, warnings=lay.warnings,
     )
+
+
+def _layout_of(pid: int, starttime: int, table) -> layout.Layout:  # type: ignore[no-untyped-def]
+    """layout.context(), cached per process and set of loaded files.
+
+    The key holds where every file is mapped (address, device, inode): a
+    library loaded or unloaded, or a binary replaced, gives a new key.
+    """
+    files = table.file_starts
+    key = (pid, starttime, tuple(table.starts[i] for i in files), tuple(table.inodes[i] for i in files),
+           tuple(table.devs[i] for i in files))
+    lay = _layouts.get(key)
+    if lay is None:
+        lay = _layouts[key] = layout.context(pid, table)
+        while len(_layouts) > _LAYOUTS_KEPT:
+            _layouts.popitem(last=False)
+    else:
+        _layouts.move_to_end(key)
+    return lay
