@@ -196,22 +196,26 @@ maps_st = st.lists(
 )
 
 
+def mutate(text: bytes, data) -> bytes:
+    """Cut, flip, insert into or delete from ``text`` at a drawn place, or not."""
+    mutation = data.draw(st.sampled_from(["none", "cut", "flip", "insert", "delete"]))
+    if not text or mutation == "none":
+        return text
+    i = data.draw(st.integers(0, len(text) - 1))
+    if mutation == "cut":
+        return text[:i]
+    if mutation == "flip":
+        return text[:i] + bytes([data.draw(st.integers(0, 255))]) + text[i + 1:]
+    if mutation == "insert":
+        return text[:i] + data.draw(st.binary(max_size=12)) + text[i:]
+    return text[:i] + text[i + data.draw(st.integers(1, 40)):]
+
+
 @both
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(maps_st, st.data())
 def test_engines_agree_on_generated_text(maps, data):
-    text = render(sorted(maps))
-    mutation = data.draw(st.sampled_from(["none", "cut", "flip", "insert", "delete"]))
-    if text and mutation != "none":
-        i = data.draw(st.integers(0, len(text) - 1))
-        if mutation == "cut":
-            text = text[:i]
-        elif mutation == "flip":
-            text = text[:i] + bytes([data.draw(st.integers(0, 255))]) + text[i + 1:]
-        elif mutation == "insert":
-            text = text[:i] + data.draw(st.binary(max_size=12)) + text[i:]
-        else:
-            text = text[:i] + text[i + data.draw(st.integers(1, 40)):]
+    text = mutate(render(sorted(maps)), data)
     a, b = outcome(_pure.parse_smaps, text), outcome(_fast.parse_smaps, text)
     assert a == b
     if a[0] == "ok":
@@ -321,15 +325,7 @@ STATUS = (DATA / "python.status").read_bytes()
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_engines_agree_on_status(data):
-    text = STATUS
-    i = data.draw(st.integers(0, len(text) - 1))
-    mutation = data.draw(st.sampled_from(["none", "cut", "flip", "insert"]))
-    if mutation == "cut":
-        text = text[:i]
-    elif mutation == "flip":
-        text = text[:i] + bytes([data.draw(st.integers(0, 255))]) + text[i + 1:]
-    elif mutation == "insert":
-        text = text[:i] + data.draw(st.binary(max_size=8)) + text[i:]
+    text = mutate(STATUS, data)
     assert outcome(_pure.parse_status, text) == outcome(_fast.parse_status, text)
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -165,7 +166,13 @@ def test_go_in_a_c_shared_library_of_a_python_host(tmp_path):
          "sys.stdin.read()", lib], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert host.stdout.readline().strip() == "loaded"
+        # A c-shared library starts its Go runtime on a thread of its own
+        # after dlopen returns: wait (bounded) for the first heap arena.
+        deadline = time.monotonic() + 20
         snap = memscan.scan(host.pid, tier="layout")
+        while snap.categories["go_heap"].size == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            snap = memscan.scan(host.pid, tier="layout")
         assert snap.go is not None and snap.go.path == lib and snap.go.version == f"go{version}"
         assert snap.allocator == "glibc"
         # The library's own Go runtime has its heap arenas in this process.

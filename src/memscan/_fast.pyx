@@ -157,6 +157,16 @@ cdef object _parse_error(str msg, Py_ssize_t offset):
     return ParseError(msg, offset)
 
 
+cdef int _check_complete(const unsigned char* s, Py_ssize_t total) except -1:
+    """The kernel ends every line with a newline: anything else was cut short."""
+    cdef Py_ssize_t q = total - 1
+    if s[q] == 10:
+        return 0
+    while q >= 0 and s[q] != 10:
+        q -= 1
+    raise _parse_error("truncated line", q + 1)
+
+
 cdef Py_ssize_t _hex(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n, unsigned char stop,
                      uint64_t* out, str what, Py_ssize_t base) except -1:
     """Lower-case hex from ``pos`` up to ``stop``; returns the index after ``stop``."""
@@ -248,7 +258,7 @@ def parse_smaps(buf):
     cdef const unsigned char[::1] mv = buf
     cdef Py_ssize_t total = mv.shape[0]
     cdef const unsigned char* s
-    cdef Py_ssize_t pos = 0, eol, line_end, p, q, k, expect = 0, nrows = 0, last_nl
+    cdef Py_ssize_t pos = 0, eol, line_end, p, q, k, expect = 0, nrows = 0
     cdef uint64_t start = 0, end = 0, offset, major, minor, inode, v
     cdef unsigned char perms
     cdef int64_t value
@@ -269,11 +279,7 @@ def parse_smaps(buf):
     if total == 0:
         return t
     s = &mv[0]
-    if s[total - 1] != 10:
-        last_nl = total - 1
-        while last_nl >= 0 and s[last_nl] != 10:
-            last_nl -= 1
-        raise _parse_error("truncated line", last_nl + 1)
+    _check_complete(s, total)
 
     memset(&starts, 0, sizeof(Vec)); memset(&ends, 0, sizeof(Vec))
     memset(&offsets, 0, sizeof(Vec)); memset(&inodes, 0, sizeof(Vec))
@@ -455,11 +461,7 @@ def parse_status(buf):
     if total == 0:
         raise _parse_error("empty status", 0)
     s = &mv[0]
-    if s[total - 1] != 10:
-        q = total - 1
-        while q >= 0 and s[q] != 10:
-            q -= 1
-        raise _parse_error("truncated line", q + 1)
+    _check_complete(s, total)
     while pos < total:
         eol = <Py_ssize_t>(<const unsigned char*>memchr(s + pos, 10, total - pos) - s)
         colon = pos
