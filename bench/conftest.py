@@ -168,18 +168,29 @@ def _median_ratio(num: List[float], den: List[float]) -> float:
 
 
 def round_robin(methods: Dict[str, Callable[[], object]], rounds: int, warmup: bool = True) -> Dict[str, object]:
-    """Run the methods interleaved ``rounds`` times; medians of per-round ratios."""
+    """Each method interleaved with the raw read, ``rounds`` times; medians of per-round ratios.
+
+    Pairs (raw, method) alternate so that CPU drift cancels out, and each
+    method runs in its own steady state: the pure engine's or psutil's
+    allocation churn never lands on the Cython engine's timings.
+    """
     if warmup:
         for fn in methods.values():  # imports, caches, buffer growth
             fn()
-    times: Dict[str, List[float]] = {name: [] for name in methods}
     clock = time.perf_counter
-    for _ in range(rounds):
-        for name, fn in methods.items():
-            t0 = clock()
-            fn()
-            times[name].append(clock() - t0)
-    raw = times["raw"]
+    raw_fn = methods["raw"]
+    times: Dict[str, List[float]] = {}
+    raws: Dict[str, List[float]] = {}
+    for name, fn in methods.items():
+        if name == "raw":
+            continue
+        times[name], raws[name] = [], []
+        for _ in range(rounds):
+            for which, f, out in (("raw", raw_fn, raws[name]), (name, fn, times[name])):
+                t0 = clock()
+                f()
+                out.append(clock() - t0)
+    raw = [t for ts in raws.values() for t in ts]
     res: Dict[str, object] = {
         "rounds": rounds,
         "raw_median_ms": statistics.median(raw) * 1e3,
@@ -188,10 +199,12 @@ def round_robin(methods: Dict[str, Callable[[], object]], rounds: int, warmup: b
     for name in METHODS[1:]:
         if name in times:
             res[f"{name}_median_ms"] = statistics.median(times[name]) * 1e3
-            res[f"{name}/raw"] = _median_ratio(times[name], raw)
+            res[f"{name}/raw"] = _median_ratio(times[name], raws[name])
         else:
             res[f"{name}/raw"] = None
-    res["psutil/cython"] = _median_ratio(times["psutil"], times["cython"]) if "cython" in times else None
+    res["psutil/cython"] = (
+        res["psutil/raw"] / res["cython/raw"] if "cython" in times else None  # type: ignore[operator]
+    )
     return res
 
 

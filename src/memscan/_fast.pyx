@@ -13,9 +13,13 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_SetFromErrno
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 from posix.unistd cimport lseek, read
+
+
+cdef extern from *:
+    int __builtin_ctzll(unsigned long long) nogil
 
 import array as _array_mod
 
@@ -37,6 +41,10 @@ cdef array.array _q = _array_mod.array("q")
 
 cdef int64_t MAX_KB = (<int64_t>0x7FFFFFFFFFFFFFFF) // 1024
 cdef uint64_t MIB = 1 << 20
+cdef uint64_t U32_MAX = 0xFFFFFFFF
+cdef uint64_t SPACES8 = 0x2020202020202020ULL
+# (2**64 - 1) // 10: one more decimal digit beyond it overflows 64 bits.
+cdef uint64_t U64_TENTH = 1844674407370955161ULL
 cdef uint64_t ARENA = 64 * MIB
 cdef uint64_t GO_HEAP_LIMIT = (<uint64_t>1) << 46
 cdef uint64_t GUARD_MAX = 256 * 1024
@@ -83,6 +91,31 @@ cdef void _init_keys():
         p += n + 1
 
 _init_keys()
+
+# Each key as the kernel pads it ("Rss:" and spaces to column 16), as two
+# words; keys of 15 or more bytes leave no room for padding (Private_Hugetlb
+# is printed with a narrower number) and are not on the fast path.
+cdef uint64_t _key_w0[NF]
+cdef uint64_t _key_w1[NF]
+cdef bint _key_fast[NF]
+cdef uint32_t _KB_NL
+
+
+cdef void _init_padded():
+    global _KB_NL
+    cdef bytes padded
+    cdef const char* p
+    cdef Py_ssize_t i
+    for i in range(NF):
+        padded = (SMAPS_KEYS[i] + ":").ljust(16).encode()
+        _key_fast[i] = len(SMAPS_KEYS[i]) < 15
+        p = padded
+        memcpy(&_key_w0[i], p, 8)
+        memcpy(&_key_w1[i], p + 8, 8)
+    p = b" kB\n"
+    memcpy(&_KB_NL, p, 4)
+
+_init_padded()
 
 
 def read_all(int fd, bytearray buf):
@@ -167,15 +200,32 @@ cdef int _check_complete(const unsigned char* s, Py_ssize_t total) except -1:
     raise _parse_error("truncated line", q + 1)
 
 
+# Value of each byte as a lower-case hex digit, 255 for any other byte.
+cdef unsigned char _hexval[256]
+
+
+cdef void _init_hex():
+    cdef int c
+    memset(_hexval, 255, sizeof(_hexval))
+    for c in range(10):
+        _hexval[48 + c] = c
+    for c in range(6):
+        _hexval[97 + c] = 10 + c
+
+_init_hex()
+
+
 cdef Py_ssize_t _hex(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n, unsigned char stop,
                      uint64_t* out, str what, Py_ssize_t base) except -1:
     """Lower-case hex from ``pos`` up to ``stop``; returns the index after ``stop``."""
     cdef Py_ssize_t q = pos
     cdef uint64_t v = 0
-    cdef unsigned char c
-    while q < n and is_hex(s[q]):
-        c = s[q]
-        v = (v << 4) | <uint64_t>(c - 48 if c <= 57 else c - 87)
+    cdef unsigned char d
+    while q < n:
+        d = _hexval[s[q]]
+        if d == 255:
+            break
+        v = (v << 4) | d
         q += 1
     if q == pos or q - pos > 16 or q >= n or s[q] != stop:
         raise _parse_error(f"bad {what} in mapping header", base)
@@ -198,7 +248,7 @@ cdef Py_ssize_t _value(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, bint 
         q += 1
     r = q
     while r < n and 48 <= s[r] <= 57:
-        if v > 1844674407370955161 or (v == 1844674407370955161 and s[r] > 53):
+        if v > U64_TENTH or (v == U64_TENTH and s[r] > 53):
             overflow = True
         v = v * 10 + (s[r] - 48)
         r += 1
@@ -259,13 +309,13 @@ def parse_smaps(buf):
     cdef Py_ssize_t total = mv.shape[0]
     cdef const unsigned char* s
     cdef Py_ssize_t pos = 0, eol, line_end, p, q, k, expect = 0, nrows = 0
-    cdef uint64_t start = 0, end = 0, offset, major, minor, inode, v
+    cdef uint64_t start = 0, end = 0, offset, major, minor, inode, v, w0, w1
+    cdef uint32_t w2
     cdef unsigned char perms
     cdef int64_t value
     cdef int64_t* row = NULL
     cdef bint size_seen = False, unit
-    cdef Vec starts, ends, offsets, inodes, devs, flags, fields, file_starts
-    cdef bytearray perm_bytes = bytearray()
+    cdef Vec starts, ends, offsets, inodes, devs, flags, fields, file_starts, perm_vec
     cdef list names = []
     cdef dict name_cache = {}
     cdef str name
@@ -284,32 +334,51 @@ def parse_smaps(buf):
     memset(&starts, 0, sizeof(Vec)); memset(&ends, 0, sizeof(Vec))
     memset(&offsets, 0, sizeof(Vec)); memset(&inodes, 0, sizeof(Vec))
     memset(&devs, 0, sizeof(Vec)); memset(&flags, 0, sizeof(Vec))
-    memset(&fields, 0, sizeof(Vec)); memset(&file_starts, 0, sizeof(Vec))
+    memset(&fields, 0, sizeof(Vec)); memset(&file_starts, 0, sizeof(Vec)); memset(&perm_vec, 0, sizeof(Vec))
     try:
         while pos < total:
             # Fast path for the common line: the key the kernel prints next,
             # then "<spaces><digits> kB\n". Anything else takes the general
             # path below, which finds the end of the line first.
-            if nrows and expect < NF:
-                k = _key_len[expect]
-                if pos + k < total and s[pos + k] == 58 and memcmp(_key_ptr[expect], s + pos, k) == 0:
-                    q = pos + k + 1
-                    while s[q] == 32:
-                        q += 1
-                    p = q
+            if nrows and expect < NF and _key_fast[expect] and pos + 28 <= total:
+                # The kernel prints "%-16s%8lu kB\n": 16 bytes that are the
+                # same for every line of a key, an 8-byte right-aligned number,
+                # then " kB\n". Compare words, not bytes; anything unusual
+                # takes the general path below.
+                memcpy(&w0, s + pos, 8)
+                memcpy(&w1, s + pos + 8, 8)
+                memcpy(&w2, s + pos + 24, 4)
+                if w0 == _key_w0[expect] and w1 == _key_w1[expect] and w2 == _KB_NL:
+                    # Leading spaces of the number: the zero low bytes of
+                    # word ^ "        " (little-endian: column 16 is byte 0).
+                    memcpy(&w0, s + pos + 16, 8)
+                    w0 ^= SPACES8
+                    p = pos + 16 + (__builtin_ctzll(w0) >> 3 if w0 else 8)
                     v = 0
-                    while 48 <= s[p] <= 57:
-                        v = v * 10 + (s[p] - 48)
-                        p += 1
-                    if (q > pos + k + 1 and 0 < p - q <= 15 and p + 3 < total and s[p] == 32
-                            and s[p + 1] == 107 and s[p + 2] == 66 and s[p + 3] == 10):
-                        # <= 15 digits cannot exceed MAX_KB: no overflow check needed.
+                    q = p
+                    while q < pos + 24 and 48 <= s[q] <= 57:
+                        v = v * 10 + (s[q] - 48)
+                        q += 1
+                    if q == pos + 24 and q > p:
                         row[expect] = <int64_t>v * 1024
                         if expect == 0:
                             size_seen = True
                         expect += 1
-                        pos = p + 4
+                        pos += 28
                         continue
+            if nrows and pos + 13 < total and s[pos] == 84 and memcmp(s + pos, b"THPeligible:", 12) == 0:
+                # After Locked, smaps prints "THPeligible:" with a bare number
+                # (kernel 5.0+): valid when only spaces then digits follow.
+                q = pos + 12
+                while s[q] == 32:
+                    q += 1
+                p = q
+                while 48 <= s[p] <= 57:
+                    p += 1
+                if q > pos + 12 and 0 < p - q <= 20 and s[p] == 10:
+                    expect = 0
+                    pos = p + 1
+                    continue
             eol = <Py_ssize_t>(<const unsigned char*>memchr(s + pos, 10, total - pos) - s)
             line_end = eol
             if line_end > pos and is_hex(s[pos]):
@@ -334,13 +403,13 @@ def parse_smaps(buf):
                 p = _hex(s, p + 5, line_end, 32, &offset, "offset", pos)
                 p = _hex(s, p, line_end, 58, &major, "device", pos)
                 p = _hex(s, p, line_end, 32, &minor, "device", pos)
-                if major > 0xFFFFFFFF or minor > 0xFFFFFFFF:
+                if major > U32_MAX or minor > U32_MAX:
                     raise _parse_error("bad device in mapping header", pos)
                 q = p
                 inode = 0
                 k = 0  # overflow of the inode
                 while q < line_end and 48 <= s[q] <= 57:
-                    if inode > 1844674407370955161 or (inode == 1844674407370955161 and s[q] > 53):
+                    if inode > U64_TENTH or (inode == U64_TENTH and s[q] > 53):
                         k = 1
                     inode = inode * 10 + (s[q] - 48)
                     q += 1
@@ -368,7 +437,9 @@ def parse_smaps(buf):
                 vec_u64(&inodes, inode)
                 vec_u64(&devs, major << 32 | minor)
                 vec_u64(&flags, 0)
-                perm_bytes.append(perms)
+                vec_reserve(&perm_vec, 1)
+                perm_vec.data[perm_vec.len] = <char>perms
+                perm_vec.len += 1
                 names.append(name)
                 if offset == 0 and inode != 0:
                     vec_u64(&file_starts, <uint64_t>nrows)
@@ -428,13 +499,13 @@ def parse_smaps(buf):
         t.vmflags = vec_array(&flags, _Q)
         t.fields = vec_array(&fields, _q)
         t.file_starts = vec_array(&file_starts, _Q)
-        t.perms = perm_bytes
+        t.perms = bytearray(perm_vec.data[:perm_vec.len]) if perm_vec.len else bytearray()
         t.names = names
         return t
     finally:
         PyMem_Free(starts.data); PyMem_Free(ends.data); PyMem_Free(offsets.data)
         PyMem_Free(inodes.data); PyMem_Free(devs.data); PyMem_Free(flags.data)
-        PyMem_Free(fields.data); PyMem_Free(file_starts.data)
+        PyMem_Free(fields.data); PyMem_Free(file_starts.data); PyMem_Free(perm_vec.data)
 
 
 def parse_rollup(buf):
@@ -559,7 +630,11 @@ def classify(t, ctx):
             i = j + 1
         k = 0
 
-    pending = []
+    # state: 1 = an anonymous mapping left for the structural rules, 2 = one
+    # they left for the Go runtime rules.
+    cdef bytearray state_b = bytearray(n)
+    cdef unsigned char[::1] state = state_b
+    cdef bint any_pending = False
     for i in range(n):
         s = starts[i]
         while k < niv and iv_end[k] <= s:
@@ -574,7 +649,8 @@ def classify(t, ctx):
                 cats[i] = GO_HEAP
             else:
                 cats[i] = ANON_OTHER
-                pending.append(i)
+                state[i] = 1
+                any_pending = True
             continue
         if not name:
             cats[i] = MAPPED_FILES
@@ -587,11 +663,12 @@ def classify(t, ctx):
             c = _by_name(name, perms[i], inodes[i], devs[i], ctx)
             last_name, last_shared, last_inode, last_dev, last_cat = name, perms[i] & PERM_S, inodes[i], devs[i], c
         cats[i] = ANON_OTHER if c < 0 else c
-    if not pending:
+    if not any_pending:
         return out
 
-    left = []
-    for i in pending:
+    for i in range(n):
+        if state[i] != 1:
+            continue
         size = ends[i] - starts[i]
         p = perms[i]
         if (p == rw and i > 0 and cats[i - 1] == ANON_OTHER and ends[i - 1] == starts[i]
@@ -615,18 +692,18 @@ def classify(t, ctx):
         if jemalloc and p == rw and flags[i] & VM_NR:
             cats[i] = C_MALLOC
             continue
-        left.append(i)
+        state[i] = 2
     if not go:
         return out
-    for i in left:
-        if cats[i] != ANON_OTHER:
+    for i in range(n):
+        if state[i] != 2 or cats[i] != ANON_OTHER:
             continue
         if go_only:
             cats[i] = GO_RUNTIME
         elif perms[i] == 0 and ends[i] - starts[i] >= ARENA:
             cats[i] = GO_RUNTIME
-    for i in left:
-        if cats[i] != ANON_OTHER or perms[i] != rw:
+    for i in range(n):
+        if state[i] != 2 or cats[i] != ANON_OTHER or perms[i] != rw:
             continue
         below = i > 0 and ends[i - 1] == starts[i] and cats[i - 1] == GO_RUNTIME and perms[i - 1] == 0
         above = i + 1 < n and starts[i + 1] == ends[i] and cats[i + 1] == GO_RUNTIME and perms[i + 1] == 0

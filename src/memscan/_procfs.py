@@ -27,14 +27,19 @@ def path(pid: int, name: str) -> str:
 
 
 @contextlib.contextmanager
-def translated(pid: int, file: str) -> Iterator[None]:
-    """Turn the OSErrors of reading ``file`` of ``pid`` into memscan errors."""
+def translated(pid: int, file: str, pinned: bool = False) -> Iterator[None]:
+    """Turn the OSErrors of reading ``file`` of ``pid`` into memscan errors.
+
+    ``pinned``: the file was opened through a directory fd of the process
+    (``open_dir``), so ENOENT means this very process is gone, whatever now
+    has its pid.
+    """
     try:
         yield
     except (FileNotFoundError, ProcessLookupError) as err:
         # A zombie keeps its /proc directory but loses exe, map_files and the
         # like: ENOENT then means "gone" too, unless the process still runs.
-        if err.errno == errno.ENOENT and _running(pid):
+        if err.errno == errno.ENOENT and not pinned and _running(pid):
             raise Error(f"{file} is not available on this system") from err
         raise NoSuchProcess(pid) from err
     except PermissionError as err:
@@ -55,11 +60,19 @@ def _running(pid: int) -> bool:
     return not (st.gone or st.exiting)
 
 
-def read(pid: int, name: str, buf: bytearray, engine) -> memoryview:  # type: ignore[no-untyped-def]
+def open_dir(pid: int) -> int:
+    """A directory fd of /proc/PID: files opened through it belong to this
+    process even if it exits and its pid is reused meanwhile."""
+    p = path(pid, "")
+    with translated(pid, p):
+        return os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def read(pid: int, name: str, buf: bytearray, engine, dir_fd: Optional[int] = None) -> memoryview:  # type: ignore[no-untyped-def]
     """Read /proc/PID/NAME whole into ``buf``; return a view of the bytes read."""
     p = path(pid, name)
-    with translated(pid, p):
-        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+    with translated(pid, p, dir_fd is not None):
+        fd = os.open(name if dir_fd is not None else p, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
             n = engine.read_all(fd, buf)
         finally:
@@ -95,12 +108,15 @@ class Stat(NamedTuple):
         return bool(self.flags & _PF_KTHREAD)
 
 
-def stat(pid: int) -> Stat:
+def stat(pid: int, dir_fd: Optional[int] = None) -> Stat:
     """Read /proc/PID/stat (no ptrace check: readable for any process)."""
     p = path(pid, "stat")
-    with translated(pid, p):
-        with open(p, "rb") as f:
-            data = f.read()
+    with translated(pid, p, dir_fd is not None):
+        fd = os.open("stat" if dir_fd is not None else p, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            data = os.read(fd, 4096)  # one record, well under a page
+        finally:
+            os.close(fd)
     try:
         return _parse_stat(data)
     except (ValueError, IndexError):
@@ -113,32 +129,25 @@ def _parse_stat(data: bytes) -> Stat:
     return Stat(rest[0].decode(), int(rest[6]), int(rest[19]))
 
 
-def check_alive(pid: int, before: Stat) -> None:
-    """Raise NoSuchProcess if ``pid`` exited (or its number was reused) since ``before``.
+def stat_after_read(pid: int, dir_fd: int, empty: bool) -> Stat:
+    """The process's stat once its smaps was read through ``dir_fd``; raises
+    if what was read cannot be trusted.
 
     A target that turns zombie while smaps is read makes read() return 0:
     a silent EOF with truncated text (linux-procfs.md section 6). Only this
-    check tells a complete read from a truncated one.
+    check tells a complete read from a truncated one. An empty smaps is a
+    zombie, an exiting process or a kernel thread: never zero memory.
     """
-    now = stat(pid)
-    if now.gone:
-        raise NoSuchProcess(pid, "process exited during the scan")
-    if now.starttime != before.starttime:
-        raise NoSuchProcess(pid, "process exited during the scan (pid reused)")
-
-
-def explain_empty(pid: int, st: Stat) -> Error:
-    """The error for an empty smaps: a zombie, a kernel thread, or an exit."""
+    st = stat(pid, dir_fd)
     if st.kernel_thread:
-        return Error(f"pid {pid} is a kernel thread: it has no user memory")
-    now: Optional[Stat]
-    try:
-        now = stat(pid)
-    except NoSuchProcess:
-        now = None
-    if now is None or now.gone or now.exiting or now.starttime != st.starttime:
-        return NoSuchProcess(pid, "process is a zombie" if now is not None and now.state == "Z" else "")
-    return Error(f"pid {pid}: smaps is empty although the process is alive")
+        raise Error(f"pid {pid} is a kernel thread: it has no user memory")
+    if st.state == "Z":
+        raise NoSuchProcess(pid, "process is a zombie" if empty else "process exited during the scan")
+    if st.gone or st.exiting:
+        raise NoSuchProcess(pid, "" if empty else "process exited during the scan")
+    if empty:
+        raise Error(f"pid {pid}: smaps is empty although the process is alive")
+    return st
 
 
 def stack_limit(pid: int) -> Optional[int]:

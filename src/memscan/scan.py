@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -57,21 +58,22 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
 
 
 def _layout(pid: int, eng, engine_name: str) -> Snapshot:  # type: ignore[no-untyped-def]
-    before = _procfs.stat(pid)
     when = time.time()
     buf = getattr(_local, "buf", None)
     if buf is None:
         buf = _local.buf = bytearray()
-    data = _procfs.read(pid, "smaps", buf, eng)
+    dir_fd = _procfs.open_dir(pid)
     try:
-        if not data:
-            raise _procfs.explain_empty(pid, before)
-        _procfs.check_alive(pid, before)
-        table = _procfs.parsed(pid, "smaps", eng.parse_smaps, data)
+        data = _procfs.read(pid, "smaps", buf, eng, dir_fd)
+        try:
+            st = _procfs.stat_after_read(pid, dir_fd, not data)
+            table = _procfs.parsed(pid, "smaps", eng.parse_smaps, data)
+        finally:
+            # A view left alive (in a traceback) would stop the buffer growing.
+            data.release()
     finally:
-        # A view left alive (in a traceback) would stop the buffer growing.
-        data.release()
-    lay = _layout_of(pid, before.starttime, table)
+        os.close(dir_fd)
+    lay = _layout_of(pid, st.starttime, table)
     sums = eng.accumulate(table, eng.classify(table, lay.context))
     categories: Dict[str, Counters] = {
         cat: Counters(*sums[9 * i : 9 * i + 9]) for i, cat in enumerate(CATEGORIES)
