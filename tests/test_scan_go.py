@@ -131,7 +131,8 @@ def test_cli_scan_json_and_ps(go_program):
     d = json.loads(out)
     assert set(d) == {"pid", "time", "source", "tier", "engine", "total", "categories", "go_heap_detail",
                       "runtime", "warnings"}
-    assert d["go_heap_detail"] is None and d["runtime"]["go"]["version"] == prog.report["go_version"]
+    assert d["tier"] == "exact" and set(d["go_heap_detail"]) == {"objects", "stacks", "free", "released", "reserved"}
+    assert d["runtime"]["go"]["version"] == prog.report["go_version"]
     table = subprocess.run([sys.executable, "-m", "memscan", "scan", str(prog.pid)],
                            capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "120"}).stdout
     assert "go_heap" in table and prog.report["go_version"] in table

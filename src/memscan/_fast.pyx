@@ -742,3 +742,336 @@ def accumulate(t, cats):
             out[b + 7] += f[r + F_LAZY]
             out[b + 8] += f[r + F_HUGE]
     return [out[i] for i in range((NCAT + 1) * NCOUNT)]
+
+
+# ------------------------------------------------------------------ pagemap
+#
+# page_counts: the steps, and why, are described in _pure (the specification):
+# PAGEMAP_SCAN for present/swapped/zero runs, pread of pagemap over the
+# present non-zero runs for bit 56; pread of whole ranges without the ioctl.
+
+from libc.errno cimport errno, EINTR, EINVAL, EIO, ENOTTY, ESRCH
+from posix.unistd cimport pread
+from cpython.mem cimport PyMem_Malloc
+
+
+cdef extern from "<sys/ioctl.h>" nogil:
+    int ioctl(int fd, unsigned long request, ...)
+
+
+# include/uapi/linux/fs.h (6.7+), declared by hand as older headers lack it.
+cdef struct page_region:
+    uint64_t start
+    uint64_t end           # exclusive
+    uint64_t categories
+
+cdef struct pm_scan_arg:
+    uint64_t size
+    uint64_t flags
+    uint64_t start
+    uint64_t end
+    uint64_t walk_end      # out: where the walk stopped (may be stale, see _pure)
+    uint64_t vec
+    uint64_t vec_len
+    uint64_t max_pages
+    uint64_t category_inverted
+    uint64_t category_mask
+    uint64_t category_anyof_mask
+    uint64_t return_mask
+
+# One present, non-zero piece of a range, in pages.
+cdef struct PmSeg:
+    uint64_t start
+    uint64_t end
+    Py_ssize_t k
+
+from os import strerror as os_strerror
+
+from . import _pure as _pure_mod
+from ._pure import zero_pfns
+
+cdef unsigned long PM_SCAN_NR = _pure_mod.PAGEMAP_SCAN
+cdef uint64_t PG_PRESENT = _pure_mod.PAGE_IS_PRESENT
+cdef uint64_t PG_SWAPPED = _pure_mod.PAGE_IS_SWAPPED
+cdef uint64_t PG_PFNZERO = _pure_mod.PAGE_IS_PFNZERO
+cdef uint64_t PM_BIT_PRESENT = (<uint64_t>1) << 63
+cdef uint64_t PM_BIT_SWAPPED = (<uint64_t>1) << 62
+cdef uint64_t PM_BIT_EXCL = (<uint64_t>1) << 56
+cdef uint64_t PM_PFN = ((<uint64_t>1) << 55) - 1
+cdef Py_ssize_t PM_VEC_LEN = _pure_mod.SCAN_VEC_LEN
+cdef uint64_t PM_SCAN_GAP = _pure_mod._SCAN_GAP
+cdef uint64_t PM_READ_GAP = _pure_mod._READ_GAP
+cdef Py_ssize_t PM_READ_BYTES = _pure_mod._READ_BYTES
+cdef bint _scan_unsupported = False
+_RANGES_MSG = "ranges must be sorted, non-overlapping, page-aligned (start, end) pairs"
+
+if sizeof(pm_scan_arg) != _pure_mod.PM_SCAN_ARG_SIZE or sizeof(page_region) != 24:
+    raise ImportError("memscan._fast: struct pm_scan_arg has the wrong size")
+
+
+cdef uint64_t* _pm_ranges(ranges, Py_ssize_t* count) except NULL:
+    """The ranges as 2n page numbers (start, end), checked like _pure._check_ranges."""
+    cdef Py_ssize_t n = len(ranges), i
+    cdef uint64_t* r = <uint64_t*>PyMem_Malloc(16 * n + 16)
+    cdef uint64_t prev = 0, s, e
+    if r == NULL:
+        raise MemoryError()
+    try:
+        for i in range(n):
+            ps, pe = ranges[i]
+            if ps < 0 or pe < 0 or pe >= 1 << 64:
+                raise ValueError(_RANGES_MSG)
+            s = ps
+            e = pe
+            if s & 4095 or e & 4095 or s > e or s < prev:
+                raise ValueError(_RANGES_MSG)
+            prev = e
+            r[2 * i] = s >> 12
+            r[2 * i + 1] = e >> 12
+    except BaseException:
+        PyMem_Free(r)
+        raise
+    count[0] = n
+    return r
+
+
+cdef int _pm_fill(int fd, uint64_t* buf, uint64_t first, uint64_t npages, int* err) noexcept nogil:
+    """pread the entries of pages [first, first + npages): 0, or -1 with
+    ``err`` = errno, or -2 when a read returned 0 bytes (the target exited)."""
+    cdef char* p = <char*>buf
+    cdef size_t want = npages * 8, got = 0
+    cdef ssize_t r
+    while got < want:
+        r = pread(fd, p + got, want - got, <long long>(first * 8 + got))
+        if r < 0:
+            if errno == EINTR:
+                continue
+            err[0] = errno
+            return -1
+        if r == 0:
+            return -2
+        got += r
+    return 0
+
+
+cdef int _pm_read_segs(int fd, const PmSeg* segs, Py_ssize_t nseg, int64_t* out, bint full,
+                       uint64_t zero, uint64_t hz_lo, uint64_t hz_hi) except -1:
+    """Read the entries of ``segs`` (sorted, disjoint) and count them into
+    ``out``: with ``full``, all four counts (zero pages by PFN when ``zero``
+    is known), else only exclusive ones. Nearby segments share a read; with
+    none, the entry of address 0 is read (see ``_pure._read_segments``)."""
+    cdef Py_ssize_t per_read = PM_READ_BYTES // 8, i = 0, j
+    cdef uint64_t* buf
+    cdef uint64_t lo = 0, hi = 0, s, e, fill, b, q, v, pfn
+    cdef int64_t* o
+    cdef int64_t npres, nswap, nexcl, nzero
+    cdef int rc = 0, err = 0
+    buf = <uint64_t*>PyMem_Malloc(PM_READ_BYTES)
+    if buf == NULL:
+        raise MemoryError()
+    if nseg == 0:
+        # Nothing to read: still prove the target's memory outlived the
+        # scans (PAGEMAP_SCAN finds nothing, not ESRCH, once it is gone).
+        rc = _pm_fill(fd, buf, 0, 1, &err)
+    with nogil:
+        while i < nseg and rc == 0:
+            s = segs[i].start
+            e = segs[i].end
+            o = out + 4 * segs[i].k
+            while s < e:
+                if not (lo <= s < hi):
+                    fill = e
+                    j = i + 1
+                    while fill < s + per_read and j < nseg and segs[j].start - fill <= PM_READ_GAP:
+                        fill = segs[j].end
+                        j += 1
+                    if fill > s + per_read:
+                        fill = s + per_read
+                    rc = _pm_fill(fd, buf, s, fill - s, &err)
+                    if rc != 0:
+                        break
+                    lo = s
+                    hi = fill
+                b = e if e < hi else hi
+                npres = nswap = nexcl = nzero = 0
+                if full:
+                    for q in range(s - lo, b - lo):
+                        v = buf[q]
+                        if v & PM_BIT_SWAPPED:
+                            nswap += 1
+                        if v & PM_BIT_PRESENT:
+                            npres += 1
+                            pfn = v & PM_PFN
+                            if zero and (pfn == zero or (hz_lo <= pfn < hz_hi)):
+                                nzero += 1
+                            elif v & PM_BIT_EXCL:
+                                nexcl += 1
+                    o[0] += npres
+                    o[1] += nswap
+                    o[3] += nzero
+                else:
+                    for q in range(s - lo, b - lo):
+                        nexcl += (buf[q] >> 56 & 0x81) == 0x81
+                o[2] += nexcl
+                s = b
+            i += 1
+    PyMem_Free(buf)
+    if rc == -2:
+        raise ProcessLookupError(ESRCH, "pagemap read 0 bytes: the process exited")
+    if rc == -1:
+        raise OSError(err, os_strerror(err))
+    return 0
+
+
+cdef int _pm_seg_push(Vec* v, uint64_t s, uint64_t e, Py_ssize_t k) except -1:
+    cdef PmSeg* g
+    vec_reserve(v, sizeof(PmSeg))
+    g = <PmSeg*>(v.data + v.len)
+    g.start = s
+    g.end = e
+    g.k = k
+    v.len += sizeof(PmSeg)
+    return 0
+
+
+cdef int _pm_scan(int fd, const uint64_t* rng, Py_ssize_t n, int64_t* out) except -1:
+    """page_counts by PAGEMAP_SCAN (+ pread for bit 56). Returns 0, or ENOTTY
+    or EINVAL when the kernel has no PAGEMAP_SCAN; raises other errors."""
+    cdef page_region* vec = <page_region*>PyMem_Malloc(PM_VEC_LEN * sizeof(page_region))
+    cdef pm_scan_arg arg
+    cdef Vec segs
+    cdef Py_ssize_t i = 0, j, k, r, last
+    cdef uint64_t pos, span_end, rs, re, cat, a, b, nxt, npg
+    cdef int ret, err
+    if vec == NULL:
+        raise MemoryError()
+    memset(&segs, 0, sizeof(Vec))
+    try:
+        while i < n:
+            last = i + 1
+            while last < n and rng[2 * last] - rng[2 * last - 1] <= PM_SCAN_GAP:
+                last += 1
+            pos = rng[2 * i] << 12
+            span_end = rng[2 * last - 1] << 12
+            k = i
+            while pos < span_end:
+                memset(&arg, 0, sizeof(arg))
+                arg.size = sizeof(arg)
+                arg.start = pos
+                arg.end = span_end
+                arg.vec = <uint64_t>vec
+                arg.vec_len = PM_VEC_LEN
+                arg.category_anyof_mask = PG_PRESENT | PG_SWAPPED
+                arg.return_mask = PG_PRESENT | PG_SWAPPED | PG_PFNZERO
+                with nogil:
+                    ret = ioctl(fd, PM_SCAN_NR, &arg)
+                    err = errno
+                if ret < 0:
+                    if err == ENOTTY or err == EINVAL:
+                        return err
+                    raise OSError(err, os_strerror(err))
+                for r in range(ret):
+                    rs = vec[r].start >> 12
+                    re = vec[r].end >> 12
+                    cat = vec[r].categories
+                    if rs < pos >> 12:
+                        rs = pos >> 12
+                    if re > span_end >> 12:
+                        re = span_end >> 12
+                    while k < last and rng[2 * k + 1] <= rs:
+                        k += 1
+                    j = k
+                    while j < last and rng[2 * j] < re:
+                        a = rs if rs > rng[2 * j] else rng[2 * j]
+                        b = re if re < rng[2 * j + 1] else rng[2 * j + 1]
+                        if a < b:
+                            npg = b - a
+                            if cat & PG_PRESENT:
+                                out[4 * j] += npg
+                                if cat & PG_PFNZERO:
+                                    out[4 * j + 3] += npg
+                                else:
+                                    _pm_seg_push(&segs, a, b, j)
+                            elif cat & PG_SWAPPED:
+                                out[4 * j + 1] += npg
+                        j += 1
+                if ret < PM_VEC_LEN:
+                    break
+                # A full vector: go on after what was returned (walk_end alone may be stale).
+                nxt = arg.walk_end if arg.walk_end > vec[ret - 1].end else vec[ret - 1].end
+                if nxt <= pos:
+                    raise OSError(EIO, "PAGEMAP_SCAN made no progress")
+                pos = nxt
+            i = last
+        _pm_read_segs(fd, <PmSeg*>segs.data, segs.len // <Py_ssize_t>sizeof(PmSeg), out, False, 0, 0, 0)
+        return 0
+    finally:
+        PyMem_Free(vec)
+        PyMem_Free(segs.data)
+
+
+def page_counts(int fd, ranges):
+    """Page counts of address ranges of a process from its pagemap fd: 4 ints
+    per range, present, swapped, exclusive, zero (see ``_pure.page_counts``)."""
+    global _scan_unsupported
+    cdef Py_ssize_t n = 0, i
+    cdef uint64_t* rng = _pm_ranges(ranges, &n)
+    cdef int64_t* out = NULL
+    cdef int rc = ENOTTY
+    if n == 0:
+        PyMem_Free(rng)
+        return []
+    try:
+        out = <int64_t*>PyMem_Malloc(32 * n + 32)
+        if out == NULL:
+            raise MemoryError()
+        memset(out, 0, 32 * n)
+        if not _scan_unsupported:
+            rc = _pm_scan(fd, rng, n, out)
+            if rc == ENOTTY:
+                _scan_unsupported = True
+        if rc != 0:
+            memset(out, 0, 32 * n)
+            _pm_pread_ranges(fd, rng, n, out)
+        return [out[i] for i in range(4 * n)]
+    finally:
+        PyMem_Free(rng)
+        PyMem_Free(out)
+
+
+cdef int _pm_pread_ranges(int fd, const uint64_t* rng, Py_ssize_t n, int64_t* out) except -1:
+    cdef Vec segs
+    cdef Py_ssize_t i
+    zero, hz_lo, hz_hi = _pure_mod.zero_pfns()
+    memset(&segs, 0, sizeof(Vec))
+    try:
+        for i in range(n):
+            if rng[2 * i] < rng[2 * i + 1]:
+                _pm_seg_push(&segs, rng[2 * i], rng[2 * i + 1], i)
+        _pm_read_segs(fd, <PmSeg*>segs.data, segs.len // <Py_ssize_t>sizeof(PmSeg), out, True, zero, hz_lo, hz_hi)
+    finally:
+        PyMem_Free(segs.data)
+    return 0
+
+
+def page_counts_pread(int fd, ranges):
+    """page_counts by pread of pagemap alone (see ``_pure.page_counts_pread``)."""
+    cdef Py_ssize_t n = 0, i
+    cdef uint64_t* rng = _pm_ranges(ranges, &n)
+    cdef int64_t* out = NULL
+    if n == 0:
+        PyMem_Free(rng)
+        return []
+    try:
+        out = <int64_t*>PyMem_Malloc(32 * n + 32)
+        if out == NULL:
+            raise MemoryError()
+        memset(out, 0, 32 * n)
+        _pm_pread_ranges(fd, rng, n, out)
+        return [out[i] for i in range(4 * n)]
+    finally:
+        PyMem_Free(rng)
+        PyMem_Free(out)
+
+
+__all__ += ["page_counts", "page_counts_pread", "zero_pfns"]

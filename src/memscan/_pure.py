@@ -508,3 +508,329 @@ def accumulate(t: SmapsTable, cats: bytes) -> List[int]:
             out[b + 7] += fields[r + lazy]
             out[b + 8] += fields[r + huge]
     return out
+
+
+# ------------------------------------------------------------------ pagemap
+#
+# Page counts of address ranges of a live process, from its /proc/PID/pagemap
+# (linux-procfs.md sections 3 and 4). Both engines follow the same steps, so
+# they give the same counts on the same process state:
+#
+# 1. PAGEMAP_SCAN (kernel 6.7+) over the ranges, ranges closer than
+#    _SCAN_GAP pages merged into one span, with category_anyof_mask =
+#    PRESENT|SWAPPED and return_mask = PRESENT|SWAPPED|PFNZERO: run-length
+#    present, swapped and zero-page runs (PFNZERO is one compare per PTE in
+#    the kernel, unlike FILE or HUGE, which look at the struct page).
+# 2. pread of pagemap over the present, non-zero runs (runs closer than
+#    _READ_GAP pages read together, in reads of at most _READ_BYTES), counting
+#    entries with bits 63 and 56: SCAN has no "exclusive" category.
+# 3. Without PAGEMAP_SCAN (ENOTTY or EINVAL: an older kernel), pread of the
+#    whole ranges; zero pages are then told by their PFN, which only an opener
+#    with CAP_SYS_ADMIN sees: otherwise zero is 0 (see zero_pfns()).
+#
+# walk_end can be stale on 6.18 when the output vector is longer than the
+# kernel's 512-region bounce buffer: a call that came back with fewer regions
+# than the vector holds finished its range; after a full vector the scan
+# continues from max(walk_end, end of the last region), never from walk_end
+# alone (which double-counts).
+
+import ctypes as _ctypes
+import errno as _errno
+import fcntl as _fcntl
+import mmap as _mmap
+import struct as _struct
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PM_PRESENT = 1 << 63
+PM_SWAPPED = 1 << 62
+PM_EXCLUSIVE = 1 << 56
+PM_PFN_MASK = (1 << 55) - 1
+
+# include/uapi/linux/fs.h (6.7+), not in older headers: declared by hand.
+PAGEMAP_SCAN = 0xC0606610  # _IOWR('f', 16, struct pm_scan_arg), sizeof == 96
+PM_SCAN_ARG_SIZE = 96
+PAGE_IS_PRESENT = 1 << 3
+PAGE_IS_SWAPPED = 1 << 4
+PAGE_IS_PFNZERO = 1 << 5
+_SCAN_ANYOF = PAGE_IS_PRESENT | PAGE_IS_SWAPPED
+_SCAN_RETURN = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO
+SCAN_VEC_LEN = 4096  # regions per ioctl (struct page_region: 24 bytes)
+_SCAN_GAP = 256  # pages: ranges closer than this share one scan
+_READ_GAP = 256  # pages: runs closer than this share one pread
+_READ_BYTES = 256 * 1024  # bytes per pread (32,768 pages, 128 MiB of address space)
+
+# Top byte of an entry (bits 56-63) -> 1 when: present and exclusive; present; swapped.
+_EXCL_TOP = bytes(1 if b & 0x81 == 0x81 else 0 for b in range(256))
+_PRESENT_TOP = bytes(1 if b & 0x80 else 0 for b in range(256))
+_SWAPPED_TOP = bytes(1 if b & 0x40 else 0 for b in range(256))
+
+_scan_unsupported = False  # set once PAGEMAP_SCAN gave ENOTTY (no ioctl on pagemap)
+_zero_pfns_cache: "Tuple[int, int, int] | None" = None
+
+
+def _check_ranges(ranges: "List[Tuple[int, int]]") -> None:
+    prev = 0
+    for start, end in ranges:
+        if start % PAGE_SIZE or end % PAGE_SIZE or start > end or start < prev or start < 0 or end >= 1 << 64:
+            raise ValueError("ranges must be sorted, non-overlapping, page-aligned (start, end) pairs")
+        prev = end
+
+
+def _exited() -> ProcessLookupError:
+    return ProcessLookupError(_errno.ESRCH, "pagemap read 0 bytes: the process exited")
+
+
+def _pread_full(fd: int, view: memoryview, offset: int) -> None:
+    """Fill ``view`` from ``offset`` of pagemap; 0 bytes means the target exited."""
+    n = 0
+    while n < len(view):
+        got = os.preadv(fd, [view[n:]], offset + n)
+        if got == 0:
+            raise _exited()
+        n += got
+
+
+def zero_pfns() -> Tuple[int, int, int]:
+    """(zero_pfn, huge_zero_first_pfn, huge_zero_end_pfn) as this process sees
+    them in its own pagemap, or zeros where unknown.
+
+    Found once: a private anonymous page that is only read maps the shared
+    zero page, a read-only 2 MiB MADV_HUGEPAGE range the huge zero page (when
+    THP and its zero page are on). PFNs are 0 unless the opener of pagemap
+    had CAP_SYS_ADMIN: then (0, 0, 0), and the pread path reports no zero
+    pages. Only that path uses this; PAGEMAP_SCAN tells zero pages itself.
+    """
+    global _zero_pfns_cache
+    if _zero_pfns_cache is None:
+        try:
+            _zero_pfns_cache = _find_zero_pfns()
+        except OSError:  # no /proc/self/pagemap (a sandbox): no PFNs either
+            _zero_pfns_cache = (0, 0, 0)
+    return _zero_pfns_cache
+
+
+def _find_zero_pfns() -> Tuple[int, int, int]:
+    zero = hz_lo = hz_hi = 0
+    huge = 2 << 20
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", "rb") as f:
+            huge = int(f.read())
+    except (OSError, ValueError):
+        pass
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        def entry(addr: int) -> int:
+            data = os.pread(fd, 8, (addr >> PAGE_SHIFT) * 8)
+            return _struct.unpack("<Q", data)[0] if len(data) == 8 else 0
+
+        m = _mmap.mmap(-1, PAGE_SIZE, _mmap.MAP_PRIVATE | _mmap.MAP_ANONYMOUS)
+        try:
+            m[0]  # a read fault maps the zero page
+            c = _ctypes.c_char.from_buffer(m)
+            e = entry(_ctypes.addressof(c))
+            del c
+        finally:
+            m.close()
+        if e & PM_PRESENT:
+            zero = e & PM_PFN_MASK
+        if zero and hasattr(_mmap, "MADV_HUGEPAGE"):
+            m = _mmap.mmap(-1, 2 * huge, _mmap.MAP_PRIVATE | _mmap.MAP_ANONYMOUS)
+            try:
+                c = _ctypes.c_char.from_buffer(m)
+                base = _ctypes.addressof(c)
+                del c
+                off = -base % huge
+                m.madvise(_mmap.MADV_HUGEPAGE, off, huge)
+                m[off]
+                e0, e1 = entry(base + off), entry(base + off + PAGE_SIZE)
+                pfn = e0 & PM_PFN_MASK
+                if e0 & PM_PRESENT and e1 & PM_PRESENT and pfn and pfn != zero and (e1 & PM_PFN_MASK) == pfn + 1:
+                    hz_lo, hz_hi = pfn, pfn + huge // PAGE_SIZE
+            except OSError:
+                pass
+            finally:
+                m.close()
+    finally:
+        os.close(fd)
+    return zero, hz_lo, hz_hi
+
+
+def _spans(ranges: "List[Tuple[int, int]]", gap: int) -> "List[Tuple[int, int]]":
+    """Index intervals [i, j) of ranges whose gaps are at most ``gap`` pages."""
+    out = []
+    i = 0
+    n = len(ranges)
+    while i < n:
+        j = i + 1
+        while j < n and ranges[j][0] - ranges[j - 1][1] <= gap * PAGE_SIZE:
+            j += 1
+        out.append((i, j))
+        i = j
+    return out
+
+
+def _read_segments(fd: int, segs: "List[Tuple[int, int, int]]", count) -> None:  # type: ignore[no-untyped-def]
+    """Read the pagemap entries of ``segs`` (sorted, disjoint (start, end,
+    index) page ranges), nearby ones in one pread; ``count(buf, a, b, index)``
+    gets the entries [a, b) of each segment, as bytes offsets into ``buf``.
+
+    Every call reads pagemap at least once (the entry of address 0 when there
+    are no segments): a read after the scans that returns bytes proves the
+    target's memory still existed when they ran. On 6.18 PAGEMAP_SCAN of a
+    zombie or reaped target returns no regions, not ESRCH; pread returns 0
+    bytes.
+    """
+    nseg = len(segs)
+    if nseg == 0:
+        # Nothing to read, but PAGEMAP_SCAN finds nothing rather than failing
+        # once the target's mm is gone: make sure it was there throughout.
+        _pread_full(fd, memoryview(bytearray(8)), 0)
+        return
+    buf = bytearray(_READ_BYTES)
+    view = memoryview(buf)
+    per_read = _READ_BYTES // 8
+    i = 0
+    lo = hi = 0  # pages in buf: [lo, hi)
+    while i < nseg:
+        s, e, k = segs[i]
+        s >>= PAGE_SHIFT
+        e >>= PAGE_SHIFT
+        while s < e:
+            if not (lo <= s < hi):
+                # Refill from s: up to the last segment reachable through gaps
+                # of at most _READ_GAP pages, and at most one buffer.
+                fill = e
+                j = i + 1
+                while fill < s + per_read and j < nseg and (segs[j][0] >> PAGE_SHIFT) - fill <= _READ_GAP:
+                    fill = segs[j][1] >> PAGE_SHIFT
+                    j += 1
+                fill = min(fill, s + per_read)
+                _pread_full(fd, view[: (fill - s) * 8], s * 8)
+                lo, hi = s, fill
+            b = min(e, hi)
+            count(buf, (s - lo) * 8, (b - lo) * 8, k)
+            s = b
+        i += 1
+
+
+def page_counts(fd: int, ranges: "List[Tuple[int, int]]") -> List[int]:
+    """Page counts of address ranges of a process, from its pagemap fd.
+
+    ``fd``: an open /proc/PID/pagemap; ``ranges``: sorted, non-overlapping,
+    page-aligned (start, end) address pairs (ValueError otherwise). Returns
+    4 ints per range: present (pagemap bit 63; the zero page included),
+    swapped (bit 62), exclusive (present, not the zero page, bit 56) and zero
+    (present pages that are the shared zero page or the huge zero page).
+
+    Uses PAGEMAP_SCAN where the kernel has it, pread of pagemap otherwise
+    (see page_counts_pread). OSError from the kernel propagates (ESRCH as
+    ProcessLookupError). A target that exited before or during the call
+    raises ProcessLookupError: pagemap is always read after the scans (a
+    read of 0 bytes means the target's memory is gone), never silent zeros.
+    Ranges must lie below the top of user space (TASK_SIZE).
+    """
+    global _scan_unsupported
+    _check_ranges(ranges)
+    if not ranges:
+        return []
+    if _scan_unsupported:
+        return page_counts_pread(fd, ranges)
+    try:
+        return _page_counts_scan(fd, ranges)
+    except OSError as err:
+        if err.errno == _errno.ENOTTY:
+            _scan_unsupported = True
+        if err.errno in (_errno.ENOTTY, _errno.EINVAL):
+            return page_counts_pread(fd, ranges)
+        raise
+
+
+def _page_counts_scan(fd: int, ranges: "List[Tuple[int, int]]") -> List[int]:
+    out = [0] * (4 * len(ranges))
+    vec = bytearray(SCAN_VEC_LEN * 24)
+    vec_addr = _ctypes.addressof((_ctypes.c_char * len(vec)).from_buffer(vec))
+    words = memoryview(vec).cast("Q")
+    arg = bytearray(PM_SCAN_ARG_SIZE)
+    segs: List[Tuple[int, int, int]] = []  # present, non-zero pieces: (start, end, range index)
+    for first, last in _spans(ranges, _SCAN_GAP):
+        span_end = ranges[last - 1][1]
+        pos = ranges[first][0]
+        k = first
+        while pos < span_end:
+            _struct.pack_into(
+                "<12Q", arg, 0, PM_SCAN_ARG_SIZE, 0, pos, span_end, 0, vec_addr, SCAN_VEC_LEN, 0,
+                0, 0, _SCAN_ANYOF, _SCAN_RETURN,
+            )
+            ret = _fcntl.ioctl(fd, PAGEMAP_SCAN, arg, True)
+            for r in range(ret):
+                rs, re_, cat = max(words[3 * r], pos), min(words[3 * r + 1], span_end), words[3 * r + 2]
+                while k < last and ranges[k][1] <= rs:
+                    k += 1
+                j = k
+                while j < last and ranges[j][0] < re_:
+                    a, b = max(rs, ranges[j][0]), min(re_, ranges[j][1])
+                    if a < b:
+                        n = (b - a) >> PAGE_SHIFT
+                        if cat & PAGE_IS_PRESENT:
+                            out[4 * j] += n
+                            if cat & PAGE_IS_PFNZERO:
+                                out[4 * j + 3] += n
+                            else:
+                                segs.append((a, b, j))
+                        elif cat & PAGE_IS_SWAPPED:
+                            out[4 * j + 1] += n
+                    j += 1
+            if ret < SCAN_VEC_LEN:
+                break
+            # A full vector: go on after what was returned (walk_end alone may be stale).
+            walk_end = _struct.unpack_from("<Q", arg, 32)[0]
+            nxt = max(walk_end, words[3 * ret - 2])
+            if nxt <= pos:
+                raise OSError(_errno.EIO, "PAGEMAP_SCAN made no progress")
+            pos = nxt
+
+    def count(buf: bytearray, a: int, b: int, j: int) -> None:
+        out[4 * j + 2] += buf[a + 7 : b : 8].translate(_EXCL_TOP).count(1)
+
+    _read_segments(fd, segs, count)
+    return out
+
+
+def page_counts_pread(fd: int, ranges: "List[Tuple[int, int]]") -> List[int]:
+    """page_counts by pread of pagemap alone (what page_counts falls back to
+    without PAGEMAP_SCAN): 8 bytes per page of every range, read in chunks of
+    up to 256 KiB. Zero pages are told by PFN (zero_pfns()): counted only
+    when both this process and the opener of ``fd`` see PFNs, 0 otherwise."""
+    _check_ranges(ranges)
+    if not ranges:
+        return []
+    out = [0] * (4 * len(ranges))
+    zero, hz_lo, hz_hi = zero_pfns()
+
+    def count(buf: bytearray, a: int, b: int, j: int) -> None:
+        top = buf[a + 7 : b : 8]
+        o = 4 * j
+        npresent = top.translate(_PRESENT_TOP).count(1)
+        out[o] += npresent
+        out[o + 1] += top.translate(_SWAPPED_TOP).count(1)
+        if not zero or not npresent:
+            out[o + 2] += top.translate(_EXCL_TOP).count(1)
+            return
+        # PFNs visible: look at each present entry.
+        nzero = nexcl = 0
+        for e in memoryview(buf)[a:b].cast("Q"):
+            if e & PM_PRESENT:
+                pfn = e & PM_PFN_MASK
+                if pfn == zero or hz_lo <= pfn < hz_hi:
+                    nzero += 1
+                elif e & PM_EXCLUSIVE:
+                    nexcl += 1
+        out[o + 2] += nexcl
+        out[o + 3] += nzero
+
+    _read_segments(fd, [(s, e, j) for j, (s, e) in enumerate(ranges) if s < e], count)
+    return out
+
+
+__all__ += ["page_counts", "page_counts_pread", "zero_pfns"]

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from . import __version__
+from . import __version__, fallback
 from ._errors import Error
 from ._impl import ENGINES
 from ._types import CATEGORIES
@@ -64,8 +64,13 @@ def render(snap: Snapshot, console=None) -> None:  # type: ignore[no-untyped-def
         table.add_row(name, mib(c.size), mib(c.rss), mib(c.pss), mib(c.uss), mib(c.swap), f"{share:.1f}")
     if rows:
         table.add_section()
-    table.add_row("total", mib(total.size), mib(total.rss), mib(total.pss), mib(total.uss), mib(total.swap), "100.0",
-                  style="bold")
+    # Without smaps (the psutil tier) pss and uss are unknown: not zero.
+    unknown = set(fallback.UNKNOWN) if snap.source == "psutil" else set()
+
+    def cell(name: str) -> str:
+        return "n/a" if name in unknown else mib(getattr(total, name))
+
+    table.add_row("total", cell("size"), cell("rss"), cell("pss"), cell("uss"), cell("swap"), "100.0", style="bold")
     console.print(table)
     for w in snap.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import List, NamedTuple, Optional, Tuple
 
-from . import _procfs
+from . import _procfs, elfinfo
 from ._errors import AccessDenied, NoSuchProcess
 from ._types import BINARY, SHARED_LIBS, Interval, LayoutContext, SmapsTable
 from .snapshot import GoRuntime
@@ -23,9 +23,17 @@ PAGE = 4096
 UNLIMITED_STACK_DEFAULT = 2 << 20
 
 
+class GoModule(NamedTuple):
+    """Where the ELF object holding a Go runtime can be read, and its load bias."""
+
+    path: str  # a path that opens the file as mapped (map_files, or the name)
+    bias: int
+
+
 class Layout(NamedTuple):
     context: LayoutContext
     go: Optional[GoRuntime]
+    go_module: Optional[GoModule]
     allocator: Optional[str]
     warnings: List[str]
 
@@ -41,21 +49,16 @@ def _exe_identity(pid: int) -> Tuple[int, int]:
     return (os.major(st.st_dev) << 32 | os.minor(st.st_dev), st.st_ino)
 
 
-def _module(pid: int, t: SmapsTable, i: int):  # TODO-elfinfo-import
-    from . import elfinfo  # TODO-elfinfo-import
-
-    start = t.starts[i]
-    # The object may be mapped in several pieces; map_files takes any of them.
-    for candidate in elfinfo.mapped_path(pid, start, t.ends[i], t.names[i]):
+def _module(pid: int, t: SmapsTable, i: int) -> "Tuple[Optional[elfinfo.ModuleInfo], str]":
+    """The ELF facts of the file mapped at mapping ``i``, and the path that gave them."""
+    for candidate in elfinfo.mapped_path(pid, t.starts[i], t.ends[i], t.names[i]):
         info = elfinfo.module_info(candidate)
         if info is not None:
-            return info
-    return None
+            return info, candidate
+    return None, ""
 
 
 def context(pid: int, t: SmapsTable) -> Layout:
-    from . import elfinfo  # TODO-elfinfo-import
-
     warnings: List[str] = []
     exe_dev, exe_inode = _exe_identity(pid)
     limit = _procfs.stack_limit(pid)
@@ -63,6 +66,7 @@ def context(pid: int, t: SmapsTable) -> Layout:
 
     intervals: List[Interval] = []
     go: Optional[GoRuntime] = None
+    go_module: Optional[GoModule] = None
     go_exe = False
     libs: List[str] = []
     for i in t.file_starts:
@@ -73,7 +77,7 @@ def context(pid: int, t: SmapsTable) -> Layout:
             libs.append(os.path.basename(name))
         if not (is_exe or shared):
             continue
-        info = _module(pid, t, i)
+        info, opened = _module(pid, t, i)
         if info is None:
             continue
         bias = t.starts[i] - info.min_vaddr if info.elf_type == "DYN" else 0
@@ -85,6 +89,7 @@ def context(pid: int, t: SmapsTable) -> Layout:
                 if go is not None and go != runtime:
                     warnings.append(f"several Go runtimes are loaded; reporting {name}")
                 go, go_exe = runtime, is_exe
+                go_module = GoModule(opened, bias)
     intervals.sort()
     allocator = elfinfo.allocator(libs)
     ctx = LayoutContext(
@@ -98,4 +103,4 @@ def context(pid: int, t: SmapsTable) -> Layout:
         jemalloc=allocator == "jemalloc",
         intervals=intervals,
     )
-    return Layout(ctx, go, allocator, warnings)
+    return Layout(ctx, go, go_module, allocator, warnings)

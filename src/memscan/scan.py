@@ -9,7 +9,7 @@ import time
 from collections import OrderedDict
 from typing import Dict, Optional, Tuple
 
-from . import _procfs, fallback, layout
+from . import _procfs, exact, fallback, goheap, layout, pagemap
 from ._errors import AccessDenied, Error
 from ._impl import get_engine
 from ._types import CATEGORIES, Counters
@@ -29,10 +29,12 @@ _LAYOUTS_KEPT = 64
 def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snapshot:
     """Attribute the memory of process ``pid`` to memscan's categories.
 
-    ``tier``: "layout" decides per mapping from smaps alone; "psutil" gives
-    totals only; "auto" gives the best tier permitted and falls back to
-    psutil with a warning when smaps may not be read. ``engine`` picks
-    "cython" or "python" (default: the fastest available).
+    ``tier``: "layout" decides per mapping from smaps alone; "exact" also
+    splits the Go heap by the runtime's own page states (read-only from
+    /proc/PID/mem, which needs ptrace-attach rights) and fills
+    ``go_heap_detail``; "psutil" gives totals only; "auto" gives the best
+    tier permitted, with a warning naming what was missing. ``engine``
+    picks "cython" or "python" (default: the fastest available).
 
     Raises NoSuchProcess (no such pid, a zombie, or an exit during the scan),
     AccessDenied (an explicit tier that is not permitted), ParseError.
@@ -41,23 +43,21 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
         raise ValueError(f"tier must be one of {', '.join(TIERS)}, not {tier!r}")
     eng = get_engine(engine)
     name = "cython" if eng.__name__.endswith("_fast") else "python"
-    if tier == "exact":
-        raise Error("the exact tier is not available in this version; use tier='layout'")
     if tier == "psutil":
         return fallback.snapshot(pid, name, "psutil tier requested")
     if not sys.platform.startswith("linux"):
         if tier == "auto":
             return fallback.snapshot(pid, name, "smaps exists only on Linux")
-        raise Error("the layout tier needs Linux's /proc/PID/smaps")
+        raise Error(f"the {tier} tier needs Linux's /proc/PID/smaps")
     try:
-        return _layout(pid, eng, name)
+        return _smaps_scan(pid, eng, name, tier)
     except AccessDenied as err:
         if tier != "auto":
             raise
         return fallback.snapshot(pid, name, f"smaps of pid {pid} may not be read ({err.path}: permission denied)")
 
 
-def _layout(pid: int, eng, engine_name: str) -> Snapshot:  # type: ignore[no-untyped-def]
+def _smaps_scan(pid: int, eng, engine_name: str, tier: str) -> Snapshot:  # type: ignore[no-untyped-def]
     when = time.time()
     buf = getattr(_local, "buf", None)
     if buf is None:
@@ -74,15 +74,57 @@ def _layout(pid: int, eng, engine_name: str) -> Snapshot:  # type: ignore[no-unt
     finally:
         os.close(dir_fd)
     lay = _layout_of(pid, st.starttime, table)
-    sums = eng.accumulate(table, eng.classify(table, lay.context))
+    cats = eng.classify(table, lay.context)
+    sums = eng.accumulate(table, cats)
     categories: Dict[str, Counters] = {
         cat: Counters(*sums[9 * i : 9 * i + 9]) for i, cat in enumerate(CATEGORIES)
     }
     total = Counters(*sums[9 * len(CATEGORIES) :])
+    warnings = list(lay.warnings)
+    detail = None
+    done = "layout"
+    # Without a Go runtime there is nothing for the exact tier to add (C
+    # allocators are attributed per mapping in this version): no warning.
+    if tier == "exact" or (tier == "auto" and lay.go_module is not None):
+        try:
+            split = _split_go_heap(pid, table, cats, lay, eng)
+        except Error as err:
+            if tier == "exact":
+                raise
+            warnings.append(f"layout tier shown: {err}")
+        else:
+            categories = exact.apply(categories, CATEGORIES, split)
+            detail, done = split.detail, "exact"
     return Snapshot(
-        pid, when, "smaps", "layout", engine_name, total, categories,
-        go=lay.go, allocator=lay.allocator, warnings=lay.warnings,
+        pid, when, "smaps", done, engine_name, total, categories, go_heap_detail=detail,
+        go=lay.go, allocator=lay.allocator, warnings=warnings,
     )
+
+
+# A heap read that races with the target (a structure changed mid-read) is
+# tried again this many times before the scan falls back.
+HEAP_READ_TRIES = 3
+
+
+def _split_go_heap(pid: int, table, cats, lay: layout.Layout, eng) -> exact.GoHeapSplit:  # type: ignore[no-untyped-def]
+    """The exact tier's Go heap, or an Error saying why it cannot be had."""
+    if lay.go_module is None:
+        raise Error("the exact tier splits Go heaps, and no Go runtime is loaded")
+    mem = _procfs.path(pid, "mem")
+    for attempt in range(HEAP_READ_TRIES):
+        try:
+            with _procfs.translated(pid, mem):
+                heap = goheap.read_heap(pid, lay.go_module.path, lay.go_module.bias)
+            break
+        except goheap.HeapChanged:
+            if attempt + 1 == HEAP_READ_TRIES:
+                raise Error(f"the Go heap kept changing while it was read ({HEAP_READ_TRIES} tries)") from None
+        except AccessDenied as err:
+            raise AccessDenied(pid, mem, "reading the Go runtime's structures needs ptrace-attach rights "
+                                         "(the process's owner, or CAP_SYS_PTRACE)") from err
+    with pagemap.Pagemap(pid, eng) as pm:
+        return exact.split_go_heap(table, cats, heap.intervals, heap.arenas, heap.arena_bytes, pm,
+                                   exact.outside_category(lay.context.go_only))
 
 
 def _layout_of(pid: int, starttime: int, table) -> layout.Layout:  # type: ignore[no-untyped-def]

@@ -1,0 +1,1240 @@
+"""The Go runtime's own page states of its heap, read from a live process.
+
+For the exact tier: every 8 KiB runtime page of every heap arena of one Go
+runtime gets a state, from the runtime's structures read read-only through
+``/proc/PID/mem`` (go-runtime.md sections 1, 5, 6 and 7):
+
+- ``mheap_.heapArenas`` (``allArenas`` before Go 1.25) lists the arenas;
+  ``mheap_.arenas[l1][l2]`` points to each one's ``heapArena``, whose
+  ``spans`` array maps every page to an ``*mspan``;
+- ``mspan.state`` says what a span holds: ``mSpanInUse`` (objects) or
+  ``mSpanManual`` (goroutine stacks, GC workbufs);
+- the page allocator, ``mheap_.pages``, keeps two bits per page in
+  ``chunks[l1][l2]`` (``pallocData``, one per 4 MiB chunk): allocated
+  (``pallocBits``) and scavenged (returned to the OS); ``pages.inUse`` lists
+  the address ranges it has grown into;
+- each P's page cache (``allp[i].pcache``) holds up to 64 pages that are
+  allocated in the bitmaps but belong to no span; it remembers which of them
+  were scavenged.
+
+States, per page:
+
+========  ===================================================================
+OBJECTS   allocated, covered by an mSpanInUse span (= MemStats.HeapInuse)
+STACKS    covered by an mSpanManual span: goroutine stacks (= StackInuse)
+          plus GC workbufs (counted in GCSys)
+FREE      grown, not in a span, not scavenged (= HeapIdle - HeapReleased)
+RELEASED  grown, not in a span, scavenged (= HeapReleased)
+RESERVED  arena address space the page allocator never grew into: mapped
+          PROT_NONE, not in HeapSys at all
+========  ===================================================================
+
+Pages allocated in the bitmaps but in no span are counted the way MemStats
+counts them, which is never as in-use: pages in a P's page cache are idle
+(FREE, or RELEASED when the cache says they were scavenged: the runtime
+moves their scavenged bits into the cache and still counts them in
+HeapReleased until a span takes them); Go 1.26+ marks a random number of
+padding pages at the start of the first heap chunk allocated *and*
+scavenged, never touched, counted as released (RELEASED). A page the
+background scavenger is releasing at this very moment is allocated without
+a span and not yet scavenged: FREE, as MemStats still counts it.
+
+RESERVED is a fifth state next to the four of the page allocator: an arena
+is reserved in 64 MiB steps but grown into in 4 MiB chunks, so the last
+arena usually has a PROT_NONE tail (Go 1.26+ also skips a random part at the
+start of the first arena). Calling it FREE or RELEASED would break both
+identities above; ``exact`` already names it "reserved" (index 4).
+
+Safety: ``/proc/PID/mem`` is opened ``O_RDONLY`` and only ``os.pread`` is
+used, no ptrace. Reading a never-touched anonymous page through it maps the
+zero page into the target (the page turns present in its pagemap, which the
+exact tier reads), so every anonymous page is looked up in
+``/proc/PID/pagemap`` first and taken as zeros when neither present nor
+swapped; a heapArena's spans array, for one, is mostly untouched in a
+partly grown arena. Every pointer followed must lie in a
+readable mapping of ``/proc/PID/maps``, and the total read is capped.
+
+The target keeps running while we read (spans arrays first, then the
+mspans, then the bitmaps, a few milliseconds): what changed half-way shows
+as disagreement. A live span outside the arenas, a pointer outside every
+mapping, page bits outside the grown ranges raise :class:`HeapChanged`; the
+caller may try again. Pages that disagree one by one (a live span whose
+pages do not point back to it or are not allocated, allocated pages in no
+span and no page cache) are "unsettled": they get the state the bitmaps
+give, are counted in ``HeapPages.unsettled``, and more than
+``max_unsettled`` of the grown heap raises :class:`HeapChanged` too. An
+idle program reads with none; a program allocating at full speed has a few
+percent. Nothing here loops on the target's data: every read is bounded by
+counts checked beforehand.
+
+Layouts come from the binary's DWARF (types ``runtime.mheap``,
+``runtime.pageAlloc``, ``runtime.heapArena``, ``runtime.mspan``,
+``runtime.pallocData``, ``runtime.addrRanges``, ``runtime.pageCache``, and
+the ``DW_TAG_constant`` entries of package runtime), addresses from the ELF
+symbol table. Without DWARF (``-ldflags=-w`` or ``-s``, ``strip``) this
+raises :class:`NoRuntimeInfo`. Parsed layouts are cached per file identity.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import os
+import re
+import struct
+import threading
+from collections import OrderedDict
+from typing import Any, Dict, Iterator, List, Literal, NamedTuple, Optional, Sequence, Tuple
+
+from elftools.common.exceptions import DWARFError, ELFError
+from elftools.construct.core import ConstructError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+from . import _procfs, elfinfo
+from ._errors import Error, NoSuchProcess
+
+__all__ = [
+    "OBJECTS",
+    "STACKS",
+    "FREE",
+    "RELEASED",
+    "RESERVED",
+    "STATE_NAMES",
+    "MAX_READ_BYTES",
+    "MAX_UNSETTLED",
+    "HeapPages",
+    "NoRuntimeInfo",
+    "HeapChanged",
+    "ReadLimitExceeded",
+    "read_heap",
+    "clear_cache",
+]
+
+OBJECTS, STACKS, FREE, RELEASED, RESERVED = range(5)
+#: Index = state; the same names as ``exact.DETAIL``.
+STATE_NAMES = ("objects", "stacks", "free", "released", "reserved")
+
+#: Default share of the grown heap that may have changed during one read
+#: (see :func:`read_heap`): idle programs read with none, a program that
+#: allocates hard all the time may move a few percent in the milliseconds
+#: a read takes.
+MAX_UNSETTLED = 0.01
+
+#: Default cap on the bytes one :func:`read_heap` asks from the target
+#: (memory plus pagemap entries). A 64 MiB heap needs ~160 KB; a heap of
+#: small spans up to ~1 MB per 64 MiB arena (spans array, mspans), so the
+#: cap is reached somewhere between 20 and 250 GiB of heap.
+MAX_READ_BYTES = 256 << 20
+
+_OS_PAGE = elfinfo.PAGE_SIZE  # the kernel's page: /proc/PID/pagemap's granule
+_PM_PRESENT = 1 << 63
+_PM_SWAPPED = 1 << 62
+
+# Sanity bounds on counts read from the target, checked before reading.
+_MAX_RANGES = 1 << 16  # pages.inUse entries (one per discontiguous growth)
+_MAX_PS = 1 << 16  # len(allp) (GOMAXPROCS)
+# mspans whose addresses lie at most _SPAN_GAP apart are read with one pread
+# of at most _SPAN_BATCH bytes. The mspans of one arena interleave with
+# those of the others; measured on a 1 GiB heap of small spans: gap 256 B:
+# 6.7 MB read, 290 ms; 1 KiB: 11.5 MB, 235 ms; 8 KiB: 60 MB, 171 ms.
+_SPAN_GAP = 1024
+_SPAN_BATCH = 64 << 10
+
+
+class NoRuntimeInfo(Error):
+    """The binary lacks what the exact tier needs to read its Go heap (DWARF,
+    the symbol table, or a type/constant the reader relies on)."""
+
+    __module__ = "memscan"
+
+
+class HeapChanged(Error):
+    """The runtime's structures changed while they were read (the target runs
+    on): what was read is inconsistent. Reading again usually succeeds."""
+
+    __module__ = "memscan"
+
+
+class ReadLimitExceeded(Error):
+    """Reading the heap's structures would exceed the read cap."""
+
+    __module__ = "memscan"
+
+
+class HeapPages(NamedTuple):
+    """The page states of one Go runtime's heap arenas."""
+
+    #: Sorted, non-overlapping ``(start, end, state)``, adjacent pages with
+    #: the same state merged (also across adjacent arenas); together they
+    #: cover every arena exactly.
+    intervals: List[Tuple[int, int, int]]
+    #: Base address of every arena, sorted; each is ``[base, base + arena_bytes)``.
+    arenas: Tuple[int, ...]
+    #: ``runtime.heapArenaBytes`` (64 MiB on 64-bit Linux).
+    arena_bytes: int
+    #: ``runtime.pageSize`` (8 KiB).
+    page_size: int
+    #: The runtime's Go version, e.g. ``"go1.27.3"``.
+    go_version: str
+    #: Bytes read from /proc/PID/mem (pages found non-resident not included).
+    bytes_read: int
+    #: Bytes read from /proc/PID/pagemap.
+    pagemap_bytes: int
+    #: Bytes of pages whose structures disagreed, i.e. changed while they
+    #: were read (classified from the page allocator's bitmaps alone); 0 for
+    #: an idle program.
+    unsettled: int = 0
+
+    def totals(self) -> Dict[str, int]:
+        """Bytes per state name."""
+        out = dict.fromkeys(STATE_NAMES, 0)
+        for start, end, state in self.intervals:
+            out[STATE_NAMES[state]] += end - start
+        return out
+
+
+# --------------------------------------------------------------------------
+# Layout: what the binary's DWARF says
+
+
+class _Slice(NamedTuple):
+    """A Go slice header field: its offset, the offsets of its members, and
+    the size of one element."""
+
+    offset: int
+    array: int
+    len: int
+    cap: int
+    elem: int
+
+
+class _Layout(NamedTuple):
+    go_version: str
+    ptr: int  # pointer size
+    word: str  # struct format of a pointer, e.g. "<Q"
+    mheap: int  # link-time address of runtime.mheap_
+    allp: int  # link-time address of runtime.allp, 0 if unknown
+    # package runtime constants
+    arena_bytes: int
+    arena_base_offset: int  # arenaBaseOffset, modulo 2**(8*ptr)
+    page_size: int
+    chunk_pages: int
+    span_in_use: int
+    span_manual: int
+    # runtime.mheap: arenas [L1]*[L2]*heapArena
+    arenas: int
+    arenas_l1: int
+    arenas_l2: int
+    heap_arenas: _Slice  # heapArenas (Go 1.25+) / allArenas []arenaIdx
+    # mheap.pages (runtime.pageAlloc), offsets from mheap_
+    chunks: int  # chunks [L1]*[L2]pallocData
+    chunks_l1: int
+    chunks_l2: int
+    palloc_size: int
+    palloc_bits: int  # pallocData.pallocBits (embedded), offset in pallocData
+    scavenged: int  # pallocData.scavenged
+    in_use: _Slice  # pages.inUse.ranges []addrRange
+    range_base: int  # addrRange.base.a
+    range_limit: int  # addrRange.limit.a
+    # runtime.heapArena
+    spans: int
+    spans_len: int
+    # runtime.mspan
+    span_size: int
+    span_start: int
+    span_npages: int
+    span_state: int  # byte offset of the state value inside mspan.state
+    span_state_size: int
+    # allp []*p and p.pcache (runtime.pageCache); pcache < 0 when unknown
+    allp_slice: Optional[_Slice]
+    pcache: int
+    pcache_base: int
+    pcache_cache: int
+    pcache_scav: int
+
+
+_RUNTIME_VARS = ("runtime.mheap_", "runtime.allp")
+_CONSTANTS = {
+    "arena_bytes": ("runtime.heapArenaBytes",),
+    # Go names it arenaBaseOffset; the uintptr copy is what DWARF has.
+    "arena_base_offset": ("runtime.arenaBaseOffsetUintptr", "runtime.arenaBaseOffset"),
+    "page_size": ("runtime.pageSize", "runtime._PageSize"),
+    "chunk_pages": ("runtime.pallocChunkPages",),
+    "span_in_use": ("runtime.mSpanInUse",),
+    "span_manual": ("runtime.mSpanManual",),
+}
+_QUALIFIERS = ("DW_TAG_typedef", "DW_TAG_const_type", "DW_TAG_volatile_type")
+
+
+def _no_info(path: str, what: str) -> NoRuntimeInfo:
+    return NoRuntimeInfo(f"the exact tier cannot read the Go heap of {path}: {what}")
+
+
+class _Dwarf:
+    """Finds named DIEs in a Go binary's DWARF and reads types from them."""
+
+    def __init__(self, elf: ELFFile, path: str) -> None:
+        self.path = path
+        self.ptr = elf.elfclass // 8
+        self.dies: Dict[str, Any] = {}
+        self.consts: Dict[str, int] = {}
+        self._find(elf.get_dwarf_info())
+
+    def _find(self, dwarf: Any) -> None:
+        wanted = set(_RUNTIME_VARS) | {n for names in _CONSTANTS.values() for n in names}
+        self._find_by_name(dwarf, wanted)
+        if not self._complete():
+            self._walk(dwarf, wanted)
+
+    def _find_by_name(self, dwarf: Any, wanted: "set[str]") -> None:
+        """Fast path: Go writes DIE names inline (DW_FORM_string), first after
+        the DIE's abbreviation code (a 1-2 byte ULEB128), so a name found in
+        .debug_info gives the offset of a candidate DIE. Only DIEs that parse
+        and carry that very name are kept; anything else is left to _walk,
+        which parses every top-level DIE of the runtime units (~0.7 s)."""
+        info = dwarf.debug_info_sec
+        try:
+            data = info.stream.getvalue()
+        except AttributeError:
+            return
+        for name in sorted(wanted):
+            needle = name.encode() + b"\0"
+            pos = data.find(needle)
+            while pos >= 0 and name not in self.dies and name not in self.consts:
+                for offset in (pos - 1, pos - 2):
+                    die = self._die_at(dwarf, offset)
+                    if die is not None and die.attributes["DW_AT_name"].value == needle[:-1]:
+                        self._keep(name, die)
+                pos = data.find(needle, pos + 1)
+
+    @staticmethod
+    def _die_at(dwarf: Any, offset: int) -> Any:
+        if offset < 0:
+            return None
+        try:
+            die = dwarf.get_DIE_from_refaddr(offset)
+        except Exception:  # noqa: BLE001 - bytes that are not a DIE fail in many ways
+            return None
+        name = die.attributes.get("DW_AT_name")
+        return die if name is not None and name.form == "DW_FORM_string" else None
+
+    def _walk(self, dwarf: Any, wanted: "set[str]") -> None:
+        # Go's linker emits several compile units named "runtime" (types in
+        # one, package runtime's constants and variables in another; 10 in
+        # 1.21.13, 9 in 1.27.3): look at those first, the others (main, C
+        # units of cgo, ...) only if something is still missing.
+        later = []
+        for cu in dwarf.iter_CUs():
+            top = cu.get_top_DIE()
+            name = top.attributes.get("DW_AT_name")
+            if name is not None and name.value == b"runtime":
+                self._collect(top, wanted)
+            else:
+                later.append(top)
+        for top in later:
+            if self._complete():
+                break
+            self._collect(top, wanted)
+
+    def _complete(self) -> bool:
+        """Everything required found (runtime.allp is optional; a constant
+        needs one of its names)."""
+        return "runtime.mheap_" in self.dies and all(
+            any(n in self.consts for n in names) for names in _CONSTANTS.values())
+
+    def _collect(self, top: Any, wanted: set) -> None:
+        for die in top.iter_children():
+            attr = die.attributes.get("DW_AT_name")
+            if attr is None:
+                continue
+            name = attr.value.decode("utf-8", "replace")
+            if name in wanted:
+                self._keep(name, die)
+
+    def _keep(self, name: str, die: Any) -> None:
+        if die.tag == "DW_TAG_constant" and "DW_AT_const_value" in die.attributes:
+            self.consts.setdefault(name, die.attributes["DW_AT_const_value"].value)
+        elif die.tag in ("DW_TAG_structure_type", "DW_TAG_variable"):
+            self.dies.setdefault(name, die)
+
+    # -- lookups; every miss is a NoRuntimeInfo naming what is missing
+
+    def const(self, key: str) -> int:
+        for name in _CONSTANTS[key]:
+            if name in self.consts:
+                return int(self.consts[name])
+        raise _no_info(self.path, f"its DWARF has no constant {_CONSTANTS[key][0]}")
+
+    def var_type(self, name: str) -> Any:
+        die = self.dies.get(name)
+        if die is None or "DW_AT_type" not in die.attributes:
+            raise _no_info(self.path, f"its DWARF has no variable {name}")
+        return strip(die.get_DIE_from_attribute("DW_AT_type"))
+
+    def member(self, struct_die: Any, *names: str) -> Tuple[int, Any]:
+        """(offset, type) of the first of ``names`` found in the struct."""
+        for m in struct_die.iter_children():
+            if m.tag != "DW_TAG_member":
+                continue
+            attr = m.attributes.get("DW_AT_name")
+            if attr is None or attr.value.decode() not in names:
+                continue
+            loc = m.attributes.get("DW_AT_data_member_location")
+            if loc is None or not isinstance(loc.value, int):
+                break
+            return loc.value, strip(m.get_DIE_from_attribute("DW_AT_type"))
+        raise _no_info(self.path, f"its DWARF type {type_name(struct_die)} has no field {' or '.join(names)}")
+
+    def path_of(self, struct_die: Any, *fields: str) -> Tuple[int, Any]:
+        """Offset and type of a nested field, e.g. ("pages", "chunks")."""
+        offset = 0
+        for field in fields:
+            off, struct_die = self.member(struct_die, field)
+            offset += off
+        return offset, struct_die
+
+    def slice(self, offset: int, die: Any) -> _Slice:
+        array, ptr = self.member(die, "array")
+        elem = pointee(ptr)
+        elem_size = size(elem) or (self.ptr if elem.tag == "DW_TAG_pointer_type" else 0)
+        return _Slice(offset, array, self.member(die, "len")[0], self.member(die, "cap")[0], elem_size)
+
+    def value_in(self, offset: int, die: Any) -> Tuple[int, int]:
+        """(offset, size) of the integer inside a wrapper type.
+
+        ``mspan.state`` is ``mSpanStateBox{s atomic.Uint8}`` (1.21-1.27) and
+        ``atomic.Uint8`` is ``{_ noCopy; value uint8}``: descend through
+        structs with exactly one member of non-zero size.
+        """
+        for _ in range(8):
+            if die.tag == "DW_TAG_base_type":
+                return offset, size(die)
+            if die.tag != "DW_TAG_structure_type":
+                break
+            sized = []
+            for m in die.iter_children():
+                if m.tag == "DW_TAG_member" and "DW_AT_data_member_location" in m.attributes:
+                    t = strip(m.get_DIE_from_attribute("DW_AT_type"))
+                    if size(t):
+                        sized.append((m.attributes["DW_AT_data_member_location"].value, t))
+            if len(sized) != 1:
+                break
+            offset, die = offset + sized[0][0], sized[0][1]
+        raise _no_info(self.path, f"cannot find the integer inside {type_name(die)}")
+
+
+def strip(die: Any) -> Any:
+    """The type under typedefs and qualifiers."""
+    for _ in range(16):
+        if die.tag not in _QUALIFIERS or "DW_AT_type" not in die.attributes:
+            break
+        die = die.get_DIE_from_attribute("DW_AT_type")
+    return die
+
+
+def type_name(die: Any) -> str:
+    attr = die.attributes.get("DW_AT_name")
+    return attr.value.decode("utf-8", "replace") if attr is not None else f"<{die.tag}>"
+
+
+def size(die: Any) -> int:
+    attr = die.attributes.get("DW_AT_byte_size")
+    return attr.value if attr is not None else 0
+
+
+def pointee(die: Any) -> Any:
+    """What a pointer type points to."""
+    return strip(die.get_DIE_from_attribute("DW_AT_type"))
+
+
+def _array_elem(die: Any) -> Any:
+    """The element type of an array type."""
+    return strip(die.get_DIE_from_attribute("DW_AT_type"))
+
+
+def array_len(die: Any) -> int:
+    for sub in die.iter_children():
+        if sub.tag == "DW_TAG_subrange_type":
+            if "DW_AT_count" in sub.attributes:
+                return sub.attributes["DW_AT_count"].value
+            if "DW_AT_upper_bound" in sub.attributes:
+                return sub.attributes["DW_AT_upper_bound"].value + 1
+    return 0
+
+
+def _symbols(elf: ELFFile, path: str) -> Dict[str, Tuple[int, int]]:
+    """(st_value, st_size) of runtime.mheap_ and, if present, runtime.allp."""
+    symtab = elf.get_section_by_name(".symtab")
+    if not isinstance(symtab, SymbolTableSection):
+        raise _no_info(path, "it has no symbol table (stripped); the exact tier needs it and DWARF "
+                             "for this binary (tables for stripped binaries are later work)")
+    out = {}
+    for name in _RUNTIME_VARS:
+        sym = _find_symbol(symtab, name)
+        if sym is not None:
+            out[name] = (sym["st_value"], sym["st_size"])
+    if "runtime.mheap_" not in out:
+        raise _no_info(path, "its symbol table has no runtime.mheap_")
+    return out
+
+
+def _find_symbol(symtab: SymbolTableSection, name: str) -> Any:
+    """The symbol ``name``, or None.
+
+    SymbolTableSection.get_symbol_by_name parses every symbol to build its
+    name map (0.2 s for a Go binary); here the name is looked up in the
+    string table first and only the entries are compared with it, raw
+    (st_name is the first 4 bytes of an Elf32_Sym and of an Elf64_Sym)."""
+    strtab = symtab.stringtable.data()
+    pos = strtab.find(b"\0" + name.encode() + b"\0")
+    if pos < 0:
+        found = symtab.get_symbol_by_name(name)  # e.g. a tail-merged string table
+        return found[0] if found else None
+    fmt = ("<" if symtab.elffile.little_endian else ">") + "I"
+    entsize = symtab["sh_entsize"]
+    data = symtab.data()
+    for i in range(symtab.num_symbols()):
+        if struct.unpack_from(fmt, data, i * entsize)[0] == pos + 1:
+            return symtab.get_symbol(i)
+    return None
+
+
+def _parse_layout(elf: ELFFile, path: str, go_version: str) -> _Layout:
+    if not elf.has_dwarf_info():
+        raise _no_info(path, "it has no DWARF debug info (built with -ldflags=-w or -s, or stripped); "
+                             "the exact tier needs DWARF for this binary (tables for stripped binaries are later work)")
+    syms = _symbols(elf, path)
+    ptr = elf.elfclass // 8
+    d = _Dwarf(elf, path)
+    mheap = d.var_type("runtime.mheap_")
+    if syms["runtime.mheap_"][1] not in (0, size(mheap)):
+        raise _no_info(path, f"runtime.mheap_ is {syms['runtime.mheap_'][1]} bytes in the symbol table "
+                             f"but {size(mheap)} in DWARF")
+    fields: Dict[str, Any] = {key: d.const(key) for key in _CONSTANTS}
+    fields["arena_base_offset"] %= 1 << (8 * ptr)
+    heap_arena = _mheap_layout(d, mheap, fields)
+    _span_layout(d, heap_arena, fields)
+    _page_cache_layout(d, fields)
+    allp = syms.get("runtime.allp", (0, 0))[0] if fields["allp_slice"] is not None else 0
+    layout = _Layout(
+        go_version=go_version,
+        ptr=ptr,
+        word=("<" if elf.little_endian else ">") + ("Q" if ptr == 8 else "I"),
+        mheap=syms["runtime.mheap_"][0],
+        allp=allp,
+        **fields,
+    )
+    _check_layout(layout, path)
+    return layout
+
+
+def _mheap_layout(d: _Dwarf, mheap: Any, out: Dict[str, Any]) -> Any:
+    """Fields of runtime.mheap and its page allocator; returns the heapArena type."""
+    # arenas [1 << arenaL1Bits]*[1 << arenaL2Bits]*heapArena
+    out["arenas"], arenas_t = d.member(mheap, "arenas")
+    l2_t = pointee(_array_elem(arenas_t))
+    out["arenas_l1"], out["arenas_l2"] = array_len(arenas_t), array_len(l2_t)
+    # heapArenas since Go 1.25, allArenas in 1.21-1.24 ([]arenaIdx both).
+    out["heap_arenas"] = d.slice(*d.member(mheap, "heapArenas", "allArenas"))
+    # pages.chunks [1 << pallocChunksL1Bits]*[1 << pallocChunksL2Bits]pallocData
+    out["chunks"], chunks_t = d.path_of(mheap, "pages", "chunks")
+    palloc = pointee(_array_elem(chunks_t))
+    out["chunks_l1"], out["chunks_l2"] = array_len(chunks_t), array_len(palloc)
+    palloc_data = _array_elem(palloc)
+    out["palloc_size"] = size(palloc_data)
+    out["palloc_bits"] = d.member(palloc_data, "pallocBits")[0]  # embedded pallocBits
+    out["scavenged"] = d.member(palloc_data, "scavenged")[0]
+    # pages.inUse.ranges []addrRange; addrRange{base, limit offAddr}, offAddr{a uintptr}
+    in_use_off, in_use_t = d.path_of(mheap, "pages", "inUse", "ranges")
+    out["in_use"] = d.slice(in_use_off, in_use_t)
+    range_t = pointee(d.member(in_use_t, "array")[1])
+    out["range_base"] = d.value_in(*d.member(range_t, "base"))[0]
+    out["range_limit"] = d.value_in(*d.member(range_t, "limit"))[0]
+    return pointee(_array_elem(l2_t))
+
+
+def _span_layout(d: _Dwarf, heap_arena: Any, out: Dict[str, Any]) -> None:
+    """heapArena.spans and the mspan fields read."""
+    out["spans"], spans_t = d.member(heap_arena, "spans")
+    out["spans_len"] = array_len(spans_t)
+    mspan = pointee(_array_elem(spans_t))
+    out["span_size"] = size(mspan)
+    out["span_start"] = d.member(mspan, "startAddr")[0]
+    out["span_npages"] = d.member(mspan, "npages")[0]
+    out["span_state"], out["span_state_size"] = d.value_in(*d.member(mspan, "state"))
+
+
+def _page_cache_layout(d: _Dwarf, out: Dict[str, Any]) -> None:
+    """allp []*p and p.pcache (runtime.pageCache{base, cache, scav}): optional,
+    a refinement of the released pages (see the module doc)."""
+    out.update(allp_slice=None, pcache=-1, pcache_base=0, pcache_cache=0, pcache_scav=0)
+    if "runtime.allp" not in d.dies:
+        return
+    try:
+        allp_t = d.var_type("runtime.allp")
+        allp_slice = d.slice(0, allp_t)
+        p_t = pointee(pointee(d.member(allp_t, "array")[1]))
+        pcache, pcache_t = d.member(p_t, "pcache")
+        fields = {f"pcache_{name}": d.member(pcache_t, name)[0] for name in ("base", "cache", "scav")}
+    except NoRuntimeInfo:
+        return
+    out.update(allp_slice=allp_slice, pcache=pcache, **fields)
+
+
+def _check_layout(lay: _Layout, path: str) -> None:
+    """The relations the reader relies on; a binary breaking them is not
+    one this reader understands."""
+    problems = []
+    chunk_bytes = lay.chunk_pages * lay.page_size
+    if lay.spans_len * lay.page_size != lay.arena_bytes:
+        problems.append("heapArena.spans does not cover heapArenaBytes")
+    if lay.arena_bytes % chunk_bytes:
+        problems.append("arenas are not made of whole page-allocator chunks")
+    bitmap = lay.chunk_pages // 8
+    if lay.chunk_pages % 64 or max(lay.palloc_bits, lay.scavenged) + bitmap > lay.palloc_size:
+        problems.append("pallocData does not hold two bitmaps of pallocChunkPages bits")
+    for name, n in (("arenas L2", lay.arenas_l2), ("chunks L2", lay.chunks_l2)):
+        if n <= 0 or n & (n - 1):
+            problems.append(f"{name} length {n} is not a power of two")
+    if lay.arenas_l1 <= 0 or lay.chunks_l1 <= 0:
+        problems.append("empty arenas or chunks index")
+    if lay.span_state_size not in (1, 2, 4, 8) or lay.heap_arenas.elem not in (4, 8):
+        problems.append("unexpected mspan.state or arenaIdx size")
+    if problems:
+        raise _no_info(path, "its runtime layout is not the one this reader knows (" + "; ".join(problems) + ")")
+
+
+# Parsed layouts (or the NoRuntimeInfo message) per file identity.
+_cache: "OrderedDict[Tuple[int, ...], Any]" = OrderedDict()
+_CACHE_SIZE = 16
+_lock = threading.Lock()
+
+_DWARF_ERRORS = (ELFError, DWARFError, ConstructError, KeyError, IndexError, ValueError, struct.error, EOFError)
+
+
+def _layout(path: str) -> _Layout:
+    """The layout of the Go binary at ``path``, parsed once per file identity."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise Error(f"cannot open the Go binary {path}: {err.strerror}") from err
+    try:
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        with _lock:
+            hit = _cache.get(key)
+            if hit is not None:
+                _cache.move_to_end(key)
+        if hit is None:
+            try:
+                hit = _parse_file(fd, path)
+            except NoRuntimeInfo as err:
+                hit = str(err)
+            with _lock:
+                _cache[key] = hit
+                while len(_cache) > _CACHE_SIZE:
+                    _cache.popitem(last=False)
+    finally:
+        os.close(fd)
+    if isinstance(hit, str):
+        raise NoRuntimeInfo(hit)
+    return hit
+
+
+def _parse_file(fd: int, path: str) -> _Layout:
+    # elfinfo opens the very file we have open (by fd), not the path again.
+    info = elfinfo.module_info(f"/proc/self/fd/{fd}")
+    if info is None:
+        raise _no_info(path, "it is not an ELF file")
+    if info.go is None:
+        raise _no_info(path, "it holds no Go runtime (no .go.buildinfo)")
+    with os.fdopen(os.dup(fd), "rb") as f:
+        try:
+            return _parse_layout(ELFFile(f), path, info.go.version)
+        except _DWARF_ERRORS as err:
+            raise _no_info(path, f"its DWARF could not be parsed ({type(err).__name__}: {err})") from err
+
+
+def clear_cache() -> None:
+    """Forget every parsed layout."""
+    with _lock:
+        _cache.clear()
+
+
+# --------------------------------------------------------------------------
+# The target: bounded, validated, read-only reads
+
+
+class _Mapping(NamedTuple):
+    start: int
+    end: int
+    readable: bool
+    anonymous: bool
+
+
+def _parse_maps(text: bytes) -> List[_Mapping]:
+    out = []
+    for line in text.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) < 5:
+            continue
+        lo, _, hi = fields[0].partition(b"-")
+        # inode 0: anonymous (also [heap], [stack], [anon:...]); special
+        # files like [vvar] are not readable through mem anyway.
+        out.append(_Mapping(int(lo, 16), int(hi, 16), fields[1][:1] == b"r", fields[4] == b"0"))
+    out.sort()
+    return out
+
+
+class _Target:
+    """Reads of one process's memory through /proc/PID/mem, pread only."""
+
+    def __init__(self, pid: int, limit: int) -> None:
+        self.pid = pid
+        self.limit = limit
+        self.bytes_read = 0
+        self.pagemap_bytes = 0
+        self.charged = 0  # bytes asked for, resident or not: what the cap limits
+        self._pagemap: Dict[int, int] = {}
+        self.mem = self.pagemap = -1
+        maps_path = _procfs.path(pid, "maps")
+        with _procfs.translated(pid, maps_path):
+            with open(maps_path, "rb") as f:
+                self.maps = _parse_maps(f.read())
+        self._starts = [m.start for m in self.maps]
+        try:
+            for name in ("mem", "pagemap"):
+                p = _procfs.path(pid, name)
+                with _procfs.translated(pid, p):
+                    fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)  # never O_RDWR: we only read
+                setattr(self, name, fd)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for name in ("mem", "pagemap"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
+    def __enter__(self) -> "_Target":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def mapping(self, addr: int) -> Optional[_Mapping]:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and addr < self.maps[i].end:
+            return self.maps[i]
+        return None
+
+    def _pieces(self, addr: int, size: int, what: str) -> List[Tuple[int, int, bool]]:
+        """(start, end, anonymous) of the mappings covering [addr, addr+size)."""
+        out = []
+        pos, end = addr, addr + size
+        while pos < end:
+            m = self.mapping(pos)
+            if m is None or not m.readable:
+                raise HeapChanged(f"{what} at {addr:#x} (+{size:#x}) is not in a readable mapping of pid {self.pid}")
+            out.append((pos, min(end, m.end), m.anonymous))
+            pos = m.end
+        return out
+
+    def _charge(self, n: int) -> None:
+        """Count ``n`` bytes about to be asked for against the cap."""
+        self.charged += n
+        if self.charged > self.limit:
+            raise ReadLimitExceeded(
+                f"reading the Go heap structures of pid {self.pid} would exceed {self.limit} bytes")
+
+    def _present(self, start: int, end: int) -> List[bool]:
+        """Per 4 KiB page of [start, end): may it be read (present or swapped)?"""
+        first, last = start // _OS_PAGE, (end - 1) // _OS_PAGE
+        missing = [p for p in range(first, last + 1) if p not in self._pagemap]
+        if missing:
+            lo, hi = missing[0], missing[-1] + 1
+            self._charge(8 * (hi - lo))
+            data = os.pread(self.pagemap, 8 * (hi - lo), 8 * lo)
+            self.pagemap_bytes += len(data)
+            if len(data) != 8 * (hi - lo):
+                self._gone_or_changed("pagemap")
+            for i, (entry,) in enumerate(struct.iter_unpack("<Q", data)):
+                self._pagemap[lo + i] = entry
+        return [bool(self._pagemap[p] & (_PM_PRESENT | _PM_SWAPPED)) for p in range(first, last + 1)]
+
+    def _gone_or_changed(self, what: str) -> None:
+        st = _procfs.stat(self.pid)
+        if st.gone or st.exiting:
+            raise NoSuchProcess(self.pid, "process exited while its Go heap was read")
+        raise HeapChanged(f"short read of /proc/{self.pid}/{what}: a mapping went away")
+
+    def read(self, addr: int, size: int, what: str) -> bytes:
+        """``size`` bytes at ``addr``; non-resident anonymous pages read as zeros."""
+        if size <= 0:
+            return b""
+        pieces = self._pieces(addr, size, what)
+        self._charge(size)
+        out = bytearray(size)
+        for start, end, anonymous in pieces:
+            for lo, hi in self._readable_runs(start, end, anonymous):
+                try:
+                    data = os.pread(self.mem, hi - lo, lo)
+                except OSError as err:
+                    if err.errno == errno.EIO:  # unmapped since we read maps
+                        raise HeapChanged(f"{what} at {lo:#x} was unmapped while being read") from None
+                    raise
+                self.bytes_read += len(data)
+                if len(data) != hi - lo:
+                    self._gone_or_changed("mem")
+                out[lo - addr : hi - addr] = data
+        return bytes(out)
+
+    def _readable_runs(self, start: int, end: int, anonymous: bool) -> Iterator[Tuple[int, int]]:
+        """Sub-ranges to pread. For anonymous memory, only pages that are
+        present or swapped: reading any other page would map the zero page
+        into the target. File pages are read as they are (what the program
+        would see); the runtime structures read here are all anonymous."""
+        if not anonymous:
+            yield start, end
+            return
+        first = start // _OS_PAGE
+        run = None
+        for i, ok in enumerate(self._present(start, end)):
+            page = (first + i) * _OS_PAGE
+            if ok and run is None:
+                run = max(page, start)
+            elif not ok and run is not None:
+                yield run, page
+                run = None
+        if run is not None:
+            yield run, end
+
+    def words(self, addr: int, n: int, word: str, what: str) -> Tuple[int, ...]:
+        """``n`` words of format ``word`` (e.g. "<Q") at ``addr``."""
+        data = self.read(addr, n * struct.calcsize(word), what)
+        return struct.unpack(f"{word[0]}{n}{word[1:]}", data)
+
+    def word(self, addr: int, word: str, what: str) -> int:
+        return self.words(addr, 1, word, what)[0]
+
+
+# --------------------------------------------------------------------------
+# Reading the heap
+
+
+def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MAX_READ_BYTES,
+              max_unsettled: float = MAX_UNSETTLED) -> HeapPages:
+    """The page states of the heap of the Go runtime in ``binary_path``.
+
+    ``binary_path`` opens the ELF file holding the runtime as the process
+    maps it (e.g. a ``/proc/PID/map_files`` entry, see
+    :func:`memscan.elfinfo.mapped_path`); ``load_bias`` is 0 for ET_EXEC,
+    else the mapping's start minus ``ModuleInfo.min_vaddr``. One pass, no
+    retry.
+
+    ``max_unsettled``: the fraction of the grown heap whose pages may have
+    changed while they were read (``HeapPages.unsettled``) before the read
+    is refused; 0 accepts only a read in which every span, spans entry and
+    bitmap agree.
+
+    Raises:
+        NoRuntimeInfo: the binary has no DWARF or symbol table (or not the
+            types this reader knows); retrying cannot help.
+        HeapChanged: the structures changed under us (a pointer or span
+            outside the heap, allocated pages outside the grown ranges, or
+            more unsettled pages than allowed); try again.
+        ReadLimitExceeded: more than ``max_bytes`` would have to be read.
+        NoSuchProcess, AccessDenied: as for every /proc read (reading
+            another process's memory needs ptrace-attach rights).
+    """
+    lay = _layout(binary_path)
+    with _Target(pid, max_bytes) as target, _procfs.translated(pid, _procfs.path(pid, "mem")):
+        return _Reader(target, lay, load_bias, max_unsettled).heap()
+
+
+class _Arena(NamedTuple):
+    base: int
+    heap_arena: int  # address of its runtime.heapArena
+
+
+class _Span(NamedTuple):
+    start: int
+    end: int  # startAddr + npages * pageSize
+    state: int
+
+
+class _Reader:
+    """One read of one runtime's heap structures."""
+
+    def __init__(self, target: _Target, lay: _Layout, load_bias: int, max_unsettled: float) -> None:
+        self.t = target
+        self.lay = lay
+        self.max_unsettled = max_unsettled
+        self.mask = (1 << (8 * lay.ptr)) - 1
+        self.mheap = (lay.mheap + load_bias) & self.mask
+        self.allp = (lay.allp + load_bias) & self.mask if lay.allp else 0
+        self.page_size = lay.page_size
+        self.npages = lay.spans_len  # pages per arena
+
+    def word(self, addr: int, what: str) -> int:
+        return self.t.word(addr, self.lay.word, what)
+
+    def slice(self, addr: int, s: _Slice, limit: int, what: str) -> bytes:
+        """The elements of the slice whose header is at ``addr``."""
+        first = min(s.array, s.len, s.cap)
+        raw = self.t.read(addr + first, max(s.array, s.len, s.cap) + self.lay.ptr - first, what)
+        array, length, cap = (struct.unpack_from(self.lay.word, raw, off - first)[0]
+                              for off in (s.array, s.len, s.cap))
+        if length > cap or length > limit or (length and not array):
+            raise HeapChanged(f"{what}: implausible slice (len {length}, cap {cap})")
+        return self.t.read(array, length * s.elem, what)
+
+    def heap(self) -> HeapPages:
+        lay = self.lay
+        m = self.t.mapping(self.mheap)
+        if m is None or not m.readable:
+            raise Error(f"runtime.mheap_ at {self.mheap:#x} is not mapped in pid {self.t.pid}: "
+                        "not the binary (or load bias) of this process")
+        arenas = self.arenas()
+        grown = self.grown_ranges()
+        caches = self.page_caches()
+        cover = _merge([(a.base, a.base + lay.arena_bytes) for a in arenas])
+        states = []
+        unsettled = 0
+        for a in arenas:
+            # One arena at a time, reads first and decoding after, so that
+            # what the program changes meanwhile (HeapPages.unsettled) is
+            # what it changes in the few milliseconds this arena takes.
+            spans = self.spans_of(a)
+            raw_spans = self.read_span_batches({p for p in spans if p})
+            alloc, scav = self.chunk_bits(a.base)
+            arena, changed = self.arena_states(a.base, spans, self.decode_spans(raw_spans), cover, alloc, scav,
+                                               grown, caches)
+            states.append((a.base, arena))
+            unsettled += changed * self.page_size
+        intervals = _intervals(states, self.page_size)
+        grown_bytes = sum(e - s for s, e, state in intervals if state != RESERVED)
+        if unsettled > self.max_unsettled * grown_bytes:
+            raise HeapChanged(f"{unsettled // 1024} KiB of the heap changed while it was read "
+                              f"(more than {self.max_unsettled:.1%} of {grown_bytes // 1024} KiB)")
+        return HeapPages(
+            intervals=intervals,
+            arenas=tuple(a.base for a in arenas),
+            arena_bytes=lay.arena_bytes,
+            page_size=self.page_size,
+            go_version=lay.go_version,
+            bytes_read=self.t.bytes_read,
+            pagemap_bytes=self.t.pagemap_bytes,
+            unsettled=unsettled,
+        )
+
+    # -- arenas
+
+    def arenas(self) -> List[_Arena]:
+        """Every arena: mheap_.heapArenas (Go 1.25+; allArenas in 1.21-1.24)
+        holds their indices, mheap_.arenas[l1][l2] their heapArena."""
+        lay = self.lay
+        idx_word = lay.word[0] + ("Q" if lay.heap_arenas.elem == 8 else "I")
+        raw = self.slice(self.mheap + lay.heap_arenas.offset, lay.heap_arenas,
+                         self.t.limit // lay.heap_arenas.elem, "mheap_.heapArenas")
+        l2_arrays: Dict[int, int] = {}
+        out = []
+        for (idx,) in struct.iter_unpack(idx_word, raw):
+            l1, l2 = divmod(idx, lay.arenas_l2)
+            if l1 >= lay.arenas_l1:
+                raise HeapChanged(f"arena index {idx:#x} out of range")
+            if l1 not in l2_arrays:
+                l2_arrays[l1] = self.word(self.mheap + lay.arenas + l1 * lay.ptr, "mheap_.arenas")
+            if not l2_arrays[l1]:
+                raise HeapChanged(f"mheap_.arenas[{l1}] is nil for arena index {idx:#x}")
+            ha = self.word(l2_arrays[l1] + l2 * lay.ptr, "heap arena index entry")
+            if not ha:
+                raise HeapChanged(f"arena index {idx:#x} has no heapArena")
+            out.append(_Arena((idx * lay.arena_bytes + lay.arena_base_offset) & self.mask, ha))
+        out.sort()
+        if len({a.base for a in out}) != len(out):
+            raise HeapChanged("an arena is listed twice")
+        return out
+
+    def spans_of(self, arena: _Arena) -> Tuple[int, ...]:
+        """heapArena.spans: the *mspan of every page (nil: never allocated).
+
+        Its offset differs: 0x104000 in Go 1.21 (after the 1 MiB pointer
+        bitmap, heapArena is 1.1 MB), 0 from 1.22 on (68-70 KB)."""
+        return self.t.words(arena.heap_arena + self.lay.spans, self.npages, self.lay.word,
+                            f"heapArena.spans of arena {arena.base:#x}")
+
+    # -- page allocator
+
+    def grown_ranges(self) -> List[Tuple[int, int]]:
+        """mheap_.pages.inUse: the address ranges the page allocator grew into."""
+        lay = self.lay
+        raw = self.slice(self.mheap + lay.in_use.offset, lay.in_use, _MAX_RANGES, "mheap_.pages.inUse")
+        out = []
+        for i in range(0, len(raw), lay.in_use.elem):
+            base = struct.unpack_from(lay.word, raw, i + lay.range_base)[0]
+            limit = struct.unpack_from(lay.word, raw, i + lay.range_limit)[0]
+            if limit < base:
+                raise HeapChanged("mheap_.pages.inUse holds an inverted range")
+            out.append((base, limit))
+        return out
+
+    def chunk_bits(self, base: int) -> Tuple[int, int]:
+        """(allocated, scavenged) bitmaps of the arena at ``base``, bit i =
+        page i, from the pallocData of the chunks covering it."""
+        lay = self.lay
+        chunk_bytes = lay.chunk_pages * self.page_size
+        first = ((base - lay.arena_base_offset) & self.mask) // chunk_bytes
+        n = lay.arena_bytes // chunk_bytes
+        alloc = scav = 0
+        ci = first
+        while ci < first + n:  # one read per L2 block (one block in practice)
+            l1, l2 = divmod(ci, lay.chunks_l2)
+            count = min(first + n - ci, lay.chunks_l2 - l2)
+            if l1 >= lay.chunks_l1:
+                raise HeapChanged(f"chunk index {ci:#x} out of range")
+            block = self.word(self.mheap + lay.chunks + l1 * lay.ptr, "mheap_.pages.chunks")
+            if block:  # nil: the allocator never grew here (checked against inUse later)
+                raw = self.t.read(block + l2 * lay.palloc_size, count * lay.palloc_size, "pallocData")
+                for k in range(count):
+                    shift = (ci - first + k) * lay.chunk_pages
+                    entry = k * lay.palloc_size
+                    alloc |= self.bitmap(raw, entry + lay.palloc_bits) << shift
+                    scav |= self.bitmap(raw, entry + lay.scavenged) << shift
+            ci += count
+        return alloc, scav
+
+    def bitmap(self, raw: bytes, offset: int) -> int:
+        """A pallocBits/pageBits ([N]uint64, bit i of word k = page 64k+i) as an int."""
+        words = struct.unpack_from(self.lay.word[0] + "%dQ" % (self.lay.chunk_pages // 64), raw, offset)
+        return sum(w << (64 * k) for k, w in enumerate(words))
+
+    def page_caches(self) -> List[Tuple[int, int, int]]:
+        """(base, cache, scav) of every P's page cache: 64 pages from base,
+        bit i of cache set = page i free in the cache, of scav = scavenged.
+        Empty when the binary's DWARF did not describe them."""
+        lay = self.lay
+        if lay.allp_slice is None or not self.allp or lay.pcache < 0:
+            return []
+        raw = self.slice(self.allp, lay.allp_slice, _MAX_PS, "runtime.allp")
+        u64 = lay.word[0] + "Q"  # pageCache.cache and .scav are uint64 bitmaps
+        first = min(lay.pcache_base, lay.pcache_cache, lay.pcache_scav)
+        size = max(lay.pcache_base + lay.ptr, lay.pcache_cache + 8, lay.pcache_scav + 8) - first
+        out = []
+        for (p,) in struct.iter_unpack(lay.word, raw):
+            if not p:
+                continue
+            pc = self.t.read(p + lay.pcache + first, size, "p.pcache")
+            base = struct.unpack_from(lay.word, pc, lay.pcache_base - first)[0]
+            cache = struct.unpack_from(u64, pc, lay.pcache_cache - first)[0]
+            scav = struct.unpack_from(u64, pc, lay.pcache_scav - first)[0]
+            if cache:
+                out.append((base, cache, scav & cache))
+        return out
+
+    # -- spans
+
+    def read_span_batches(self, pointers: "set[int]") -> List[Tuple[int, bytes, List[int]]]:
+        """The bytes of the mspans at ``pointers``: (address, bytes, pointers in them).
+
+        mspans come from a fixalloc (16 KiB chunks of persistentalloc
+        memory), so the referenced ones lie close together: pointers at most
+        _SPAN_GAP apart, in one mapping, are read with one pread of at most
+        _SPAN_BATCH bytes."""
+        out = []
+        for batch in self._batches(sorted(pointers)):
+            lo = batch[0]
+            out.append((lo, self.t.read(lo, batch[-1] + self.lay.span_size - lo, "mspan"), batch))
+        return out
+
+    def decode_spans(self, batches: List[Tuple[int, bytes, List[int]]]) -> Dict[int, _Span]:
+        """The live (in-use or manual) mspans of what read_span_batches read."""
+        lay = self.lay
+        ps = self.page_size
+        word = struct.Struct(lay.word)
+        live = (lay.span_in_use, lay.span_manual)
+        order: Literal["little", "big"] = "little" if lay.word[0] == "<" else "big"
+        out: Dict[int, _Span] = {}
+        for lo, raw, batch in batches:
+            for p in batch:
+                off = p - lo + lay.span_state
+                state = int.from_bytes(raw[off : off + lay.span_state_size], order)
+                if state in live:  # else dead: left behind in spans arrays by a free
+                    start = word.unpack_from(raw, p - lo + lay.span_start)[0]
+                    npages = word.unpack_from(raw, p - lo + lay.span_npages)[0]
+                    out[p] = _Span(start, start + npages * ps, state)
+        return out
+
+    def _batches(self, pointers: Sequence[int]) -> Iterator[List[int]]:
+        batch: List[int] = []
+        m: Optional[_Mapping] = None
+        size = self.lay.span_size
+        for p in pointers:  # sorted
+            if m is None or p >= m.end:
+                if batch:
+                    yield batch
+                    batch = []
+                m = self.t.mapping(p)
+                if m is None:
+                    raise HeapChanged(f"heapArena.spans points to {p:#x}, outside every mapping")
+            if p % self.lay.ptr or p + size > m.end:
+                raise HeapChanged(f"heapArena.spans points to {p:#x}, not an mspan")
+            if batch and (p - batch[-1] > _SPAN_GAP or p + size - batch[0] > _SPAN_BATCH):
+                yield batch
+                batch = []
+            batch.append(p)
+        if batch:
+            yield batch
+
+    # -- states
+
+    def arena_states(self, base: int, spans: Tuple[int, ...], info: Dict[int, _Span],
+                     cover: List[Tuple[int, int]], alloc: int, scav: int,
+                     grown: List[Tuple[int, int]], caches: List[Tuple[int, int, int]]) -> Tuple[bytearray, int]:
+        """The state of every page of the arena at ``base``, and how many of
+        its pages are unsettled (changed while they were read)."""
+        n, ps = self.npages, self.page_size
+        full = (1 << n) - 1
+        grown_bits = _range_bits(grown, base, n, ps)
+        if (alloc | scav) & ~grown_bits & full:
+            raise HeapChanged(f"page bits set outside the grown heap in arena {base:#x}")
+        owned, unsettled = self.span_pages(base, spans, info, cover, _page_flags(alloc, n), _page_flags(scav, n))
+        objects, stacks = _flag_bits(owned, OBJECTS + 1), _flag_bits(owned, STACKS + 1)
+        spanned = objects | stacks
+        cached, cached_scav = _cache_bits(caches, base, n, ps)
+        # Allocated without a span: expected only for pages in a P's page
+        # cache and for Go 1.26+ random padding (allocated and scavenged).
+        # Any other page had its span freed or made while we read (or is
+        # being scavenged right now, a few pages at a time).
+        unsettled += bin(alloc & ~scav & ~cached & ~spanned & grown_bits).count("1")
+        # Scavenged and not in a span: free scavenged pages and the padding,
+        # both counted released by MemStats; pages in a page cache had their
+        # scavenged bit moved into the cache.
+        released = (scav | (cached_scav & alloc)) & grown_bits & ~spanned
+        states = bytearray([FREE]) * n
+        for mask, state in ((full & ~grown_bits, RESERVED), (released, RELEASED), (objects, OBJECTS),
+                            (stacks, STACKS)):
+            for lo, hi in _runs(mask):
+                states[lo:hi] = bytes([state]) * (hi - lo)
+        return states, unsettled
+
+    def span_pages(self, base: int, spans: Tuple[int, ...], info: Dict[int, _Span],
+                   cover: List[Tuple[int, int]], alloc: bytes, scav: bytes) -> Tuple[bytearray, int]:
+        """Per page of the arena at ``base``: OBJECTS + 1 or STACKS + 1 when
+        a live span owns it, else 0; and the number of pages in live spans
+        that disagree (changed while we read them).
+
+        A live span's pages all point to it (so no two live spans share a
+        page), are allocated and not scavenged. A span lies inside the
+        arenas, but may cross from one arena into an adjacent one (objects
+        larger than the rest of an arena): it must fit in one run of
+        contiguous arenas, not in one arena."""
+        lay, ps = self.lay, self.page_size
+        arena_end = base + lay.arena_bytes
+        owned = bytearray(self.npages)
+        marks = {lay.span_in_use: OBJECTS + 1, lay.span_manual: STACKS + 1}
+        unsettled = 0
+        for p in set(spans):
+            s = info.get(p)
+            if s is None:
+                continue  # nil or dead
+            if not (base <= s.start and s.end <= arena_end):
+                if s.start % ps or s.end <= s.start or not any(lo <= s.start and s.end <= hi for lo, hi in cover):
+                    raise HeapChanged(f"live span at {s.start:#x}-{s.end:#x} lies outside the heap arenas")
+            lo = (max(s.start, base) - base) // ps
+            hi = (min(s.end, arena_end) - base) // ps
+            if lo >= hi:
+                continue  # a stale pointer to an mspan reused elsewhere
+            mark, k = marks[s.state], hi - lo
+            if spans[lo:hi].count(p) == k and alloc.count(1, lo, hi) == k and not scav.count(1, lo, hi):
+                owned[lo:hi] = bytes([mark]) * k
+                continue
+            for i in range(lo, hi):  # some pages changed under us: page by page
+                if spans[i] == p and alloc[i] and not scav[i]:
+                    owned[i] = mark
+                else:
+                    unsettled += 1
+        return owned, unsettled
+
+
+def _page_flags(bits: int, n: int) -> bytes:
+    """Bitmap -> one byte per page (1 = set), bit i = byte i."""
+    return format(bits, f"0{n}b")[::-1].encode().translate(_DIGIT_TO_FLAG)
+
+
+def _flag_bits(flags: bytearray, value: int) -> int:
+    """One byte per page -> bitmap of the pages whose byte is ``value``."""
+    table = bytes(0x31 if i == value else 0x30 for i in range(256))
+    return int(flags.translate(table)[::-1], 2) if flags else 0
+
+
+_DIGIT_TO_FLAG = bytes.maketrans(b"01", b"\x00\x01")
+
+
+def _merge(ranges: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    out: List[Tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _range_bits(ranges: List[Tuple[int, int]], base: int, n: int, ps: int) -> int:
+    """Bit i set when page i of the arena at ``base`` lies in one of ``ranges``."""
+    bits = 0
+    end = base + n * ps
+    for lo, hi in ranges:
+        lo, hi = max(lo, base), min(hi, end)
+        if lo < hi:
+            first, last = (lo - base) // ps, (hi - base + ps - 1) // ps
+            bits |= ((1 << (last - first)) - 1) << first
+    return bits
+
+
+def _cache_bits(caches: List[Tuple[int, int, int]], base: int, n: int, ps: int) -> Tuple[int, int]:
+    """Pages of the arena at ``base`` that the P's page caches hold, and
+    those of them that are scavenged."""
+    pages = scav_pages = 0
+    for cbase, cache, scav in caches:
+        first = (cbase - base) // ps
+        if 0 <= first < n and (cbase - base) % ps == 0:
+            pages |= cache << first
+            scav_pages |= scav << first
+    full = (1 << n) - 1
+    return pages & full, scav_pages & full
+
+
+
+
+_ONES = re.compile("1+")
+
+
+def _runs(mask: int) -> Iterator[Tuple[int, int]]:
+    """[lo, hi) of every run of set bits."""
+    if not mask:
+        return
+    bits = format(mask, "b")[::-1]  # bits[i] is bit i
+    for m in _ONES.finditer(bits):
+        yield m.start(), m.end()
+
+
+_SAME = re.compile(rb"(.)\1*", re.DOTALL)
+
+
+def _intervals(arenas: List[Tuple[int, bytearray]], ps: int) -> List[Tuple[int, int, int]]:
+    """Per-page states (arenas sorted by base) -> merged intervals."""
+    out: List[Tuple[int, int, int]] = []
+    for base, states in arenas:
+        for m in _SAME.finditer(states):
+            start, end, state = base + m.start() * ps, base + m.end() * ps, states[m.start()]
+            if out and out[-1][1] == start and out[-1][2] == state:
+                out[-1] = (out[-1][0], end, state)
+            else:
+                out.append((start, end, state))
+    return out

@@ -1,0 +1,150 @@
+"""The exact tier: Go heap arenas split by the runtime's page states, checked
+against the programs' own accounting (runtime.MemStats)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import memscan
+from memscan import exact
+
+import gotoolchain
+
+MIB = 1 << 20
+HEAP_ARGS = ("-heap", 64, "-garbage", 32, "-goroutines", 50)
+C_ARGS = ("-cmalloc", 32, "-csmall", 500, "-cthreads", 2)
+CASES = [pytest.param(v, cgo, id=f"go{v}-{'cgo' if cgo else 'nocgo'}")
+         for v in gotoolchain.GO_VERSIONS for cgo in (False, True)]
+
+
+@given(st.integers(0, 10**9), st.lists(st.integers(0, 10**6), min_size=1, max_size=20))
+def test_shares_add_up(total, weights):
+    parts = exact.shares(total, weights)
+    assert sum(parts) == total and all(p >= 0 for p in parts)
+    if sum(weights):
+        assert all(p == 0 for p, w in zip(parts, weights) if w == 0)
+
+
+def test_pieces_cover_the_mapping():
+    a = 0xC000000000
+    states = [(a, a + 8 * MIB, 0), (a + 8 * MIB, a + 9 * MIB, 1), (a + 9 * MIB, a + 64 * MIB, 3)]
+    pieces = exact.pieces_of(a - 4096, a + 40 * MIB, True, states, [a], 64 * MIB)
+    assert pieces[0] == exact.Piece(a - 4096, a, -1)
+    assert [p.detail for p in pieces] == [-1, 0, 1, 3]
+    assert pieces[-1].end == a + 40 * MIB
+    assert all(x.end == y.start for x, y in zip(pieces, pieces[1:]))
+    assert [p.detail for p in exact.pieces_of(a + 40 * MIB, a + 64 * MIB, False, states, [a], 64 * MIB)] == [4]
+
+
+def close(value, want, rel, floor):
+    return abs(value - want) <= max(want * rel, floor)
+
+
+def check_exact(snap, ms):
+    d = snap.go_heap_detail
+    assert snap.tier == "exact" and d is not None
+    heap = snap.categories["go_heap"]
+    for field in memscan.COUNTER_FIELDS:
+        assert sum(getattr(c, field) for c in d.values()) == getattr(heap, field), field
+        assert sum(getattr(c, field) for c in snap.categories.values()) == getattr(snap.total, field), field
+    assert close(d["objects"].size, ms["HeapInuse"], 0.01, 0), (d["objects"].size, ms["HeapInuse"])
+    assert close(d["stacks"].size, ms["StackInuse"], 0.10, 256 * 1024), (d["stacks"].size, ms["StackInuse"])
+    assert close(d["free"].size, ms["HeapIdle"] - ms["HeapReleased"], 0.01, 512 * 1024)
+    assert close(d["released"].size, ms["HeapReleased"], 0.01, 512 * 1024)
+    assert d["reserved"].rss == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version,cgo", CASES)
+def test_go_heap_detail_matches_memstats(go_program, version, cgo):
+    prog = go_program(version=version, cgo=cgo, args=HEAP_ARGS + (C_ARGS if cgo else ()))
+    ms = prog.command("stats")["memstats"]
+    snap = memscan.scan(prog.pid, tier="exact")
+    check_exact(snap, ms)
+    d = snap.go_heap_detail
+    # The live heap was written to: resident. Freed heap the runtime keeps is resident too.
+    assert d["objects"].rss >= ms["HeapInuse"] - 4 * MIB
+    assert memscan.scan(prog.pid).tier == "exact"  # auto picks exact where permitted
+
+    prog.command("free")
+    # The report of "free" allocates after reading MemStats: ask again.
+    ms = prog.command("stats")["memstats"]
+    snap = memscan.scan(prog.pid, tier="exact")
+    check_exact(snap, ms)
+    # FreeOSMemory released with MADV_DONTNEED (Go 1.16+): released pages leave RSS.
+    assert snap.go_heap_detail["released"].size >= 64 * MIB
+    assert snap.go_heap_detail["released"].rss <= 1 * MIB
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", gotoolchain.GO_VERSIONS)
+def test_madv_free_released_pages_stay_resident(go_program, version):
+    prog = go_program(version=version, args=HEAP_ARGS, env={"GODEBUG": "madvdontneed=0"})
+    prog.command("free")
+    snap = memscan.scan(prog.pid, tier="exact")
+    released = snap.go_heap_detail["released"]
+    # The kernel keeps MADV_FREE'd pages until it needs them: in RSS, as LazyFree.
+    assert released.rss >= 60 * MIB
+    assert released.lazyfree == snap.categories["go_heap"].lazyfree == snap.total.lazyfree
+    assert close(released.lazyfree, released.rss, 0.02, 2 * MIB)
+
+
+@pytest.mark.slow
+def test_without_dwarf_auto_falls_back_and_exact_refuses(tmp_path):
+    """A binary built with -ldflags=-w has no DWARF: auto says so and shows
+    the layout tier; exact is a clear error, one line in the CLI."""
+    import subprocess
+    import sys
+
+    from memscan import gobuild
+    from memscan.demo_run import DEMO_DIR
+
+    version = gotoolchain.GO_VERSIONS[-1]
+    binary = gobuild.build(DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=False, ldflags="-w",
+                           out_name="demo-nodwarf")
+    proc = subprocess.Popen([binary, *map(str, HEAP_ARGS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        snap = memscan.scan(proc.pid)
+        assert snap.tier == "layout" and snap.go_heap_detail is None
+        assert any("DWARF" in w for w in snap.warnings), snap.warnings
+        with pytest.raises(memscan.Error, match="DWARF"):
+            memscan.scan(proc.pid, tier="exact")
+        cli = subprocess.run([sys.executable, "-m", "memscan", "scan", str(proc.pid), "--tier", "exact"],
+                             capture_output=True, text=True)
+        assert cli.returncode == 1 and cli.stderr.count("\n") == 1 and "Traceback" not in cli.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.slow
+def test_exact_tier_in_a_c_shared_library(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from memscan import gobuild
+    from memscan.demo_run import DEMO_DIR
+
+    lib = gobuild.build(DEMO_DIR, goroot=gotoolchain.goroot(gotoolchain.GO_VERSIONS[-1]), cgo=True,
+                        buildmode="c-shared", out_name="libdemo.so")
+    host = subprocess.Popen([sys.executable, "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1]); print('ok', "
+                             "flush=True); sys.stdin.read()", lib], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        host.stdout.readline()
+        deadline = time.monotonic() + 20
+        while True:  # the library's runtime starts on its own thread
+            snap = memscan.scan(host.pid, tier="exact")
+            if snap.go_heap_detail["objects"].size > 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert snap.go.path == lib and snap.go_heap_detail["objects"].size > 0
+        heap = snap.categories["go_heap"]
+        assert sum(c.size for c in snap.go_heap_detail.values()) == heap.size
+    finally:
+        host.kill()
+        host.wait()

@@ -1,0 +1,317 @@
+"""goheap: the Go runtime's page states, read from live demo programs and
+compared with the runtime's own accounting (runtime.MemStats).
+
+The helpers' tests at the top run without Go; the rest build and run the
+demo with every toolchain in GO_VERSIONS (marked slow).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import struct
+import subprocess
+import sys
+import time
+from typing import Dict, List, Tuple
+
+import pytest
+
+import gotoolchain
+from gotoolchain import GO_VERSIONS
+from memscan import Error, elfinfo, gobuild, goheap
+
+MiB = 1 << 20
+KiB = 1 << 10
+HEAP, GARBAGE, GOROUTINES = 64, 32, 50
+ARGS = ["-heap", HEAP, "-garbage", GARBAGE, "-goroutines", GOROUTINES]
+
+
+# --------------------------------------------------------------------------
+# helpers of the tests
+
+
+def exe_module(pid: int) -> Tuple[str, int]:
+    """(path that opens the executable as mapped, load bias) of ``pid``."""
+    exe = os.readlink(f"/proc/{pid}/exe")
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            fields = line.split(None, 5)
+            if len(fields) == 6 and fields[5].rstrip("\n") == exe and int(fields[2], 16) == 0:
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                for path in elfinfo.mapped_path(pid, start, end, exe):
+                    info = elfinfo.module_info(path)
+                    if info is not None:
+                        return path, (start - info.min_vaddr if info.elf_type == "DYN" else 0)
+    raise AssertionError(f"no mapping of {exe} in pid {pid}")
+
+
+def read(pid: int, path: str, bias: int, tries: int = 3) -> goheap.HeapPages:
+    """read_heap, tried again (bounded) if the target changed under it."""
+    for attempt in range(tries):
+        try:
+            return goheap.read_heap(pid, path, bias)
+        except goheap.HeapChanged:
+            if attempt + 1 == tries:
+                raise
+    raise AssertionError("unreachable")
+
+
+def present_anon_pages(pid: int) -> int:
+    """Pages of readable anonymous mappings that pagemap shows present."""
+    n = 0
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 5 or fields[1][0] != "r":
+                    continue
+                lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                first, count = lo // mmap.PAGESIZE, (hi - lo) // mmap.PAGESIZE
+                data = os.pread(fd, 8 * count, 8 * first)
+                n += sum(1 for (e,) in struct.iter_unpack("<Q", data) if e >> 63)
+    finally:
+        os.close(fd)
+    return n
+
+
+def check_cover(heap: goheap.HeapPages) -> None:
+    """Intervals sorted, disjoint, merged, inside arenas, covering them all."""
+    assert heap.arenas == tuple(sorted(heap.arenas)) and heap.arenas
+    assert all(a % heap.arena_bytes == 0 for a in heap.arenas)
+    prev_end, prev_state = None, None
+    for start, end, state in heap.intervals:
+        assert start < end and start % heap.page_size == 0 and end % heap.page_size == 0
+        assert 0 <= state < len(goheap.STATE_NAMES)
+        if prev_end is not None:
+            assert start >= prev_end, "overlap"
+            assert not (start == prev_end and state == prev_state), "adjacent intervals not merged"
+        assert any(a <= start and end <= a + heap.arena_bytes for a in heap.arenas) or \
+            _in_adjacent_arenas(heap, start, end)
+        prev_end, prev_state = end, state
+    assert sum(e - s for s, e, _ in heap.intervals) == len(heap.arenas) * heap.arena_bytes
+
+
+def _in_adjacent_arenas(heap: goheap.HeapPages, start: int, end: int) -> bool:
+    """A merged interval may run across adjacent arenas."""
+    pos = start
+    while pos < end:
+        if pos - pos % heap.arena_bytes not in heap.arenas:
+            return False
+        pos = pos - pos % heap.arena_bytes + heap.arena_bytes
+    return True
+
+
+def expected(memstats: Dict[str, int]) -> Dict[str, int]:
+    return {
+        "objects": memstats["HeapInuse"],
+        "stacks": memstats["StackInuse"],
+        "free": memstats["HeapIdle"] - memstats["HeapReleased"],
+        "released": memstats["HeapReleased"],
+    }
+
+
+def describe(version: str, cgo: bool, what: str, totals: Dict[str, int], memstats: Dict[str, int]) -> str:
+    exp = expected(memstats)
+    parts = [f"{name} {totals[name] / MiB:.3f} MiB ({(totals[name] - exp[name]) / KiB:+.0f} KiB)" for name in exp]
+    parts.append(f"reserved {totals['reserved'] / MiB:.0f} MiB")
+    return f"go{version} cgo={int(cgo)} {what}: " + ", ".join(parts)
+
+
+def assert_close(name: str, got: int, want: int, rel: float, floor: int) -> None:
+    assert abs(got - want) <= max(rel * want, floor), \
+        f"{name}: {got / MiB:.3f} MiB read, MemStats says {want / MiB:.3f} MiB"
+
+
+# --------------------------------------------------------------------------
+# without Go
+
+
+def test_runs_and_intervals() -> None:
+    assert list(goheap._runs(0)) == []
+    assert list(goheap._runs(0b1101100)) == [(2, 4), (5, 7)]
+    ps = 8192
+    a = bytearray([goheap.OBJECTS] * 3 + [goheap.FREE] * 2)
+    b = bytearray([goheap.FREE] * 4 + [goheap.RESERVED])
+    # The second arena is adjacent: its leading FREE pages merge with the first's trailing ones.
+    out = goheap._intervals([(0x10000, a), (0x10000 + 5 * ps, b)], ps)
+    assert out == [
+        (0x10000, 0x10000 + 3 * ps, goheap.OBJECTS),
+        (0x10000 + 3 * ps, 0x10000 + 9 * ps, goheap.FREE),
+        (0x10000 + 9 * ps, 0x10000 + 10 * ps, goheap.RESERVED),
+    ]
+    assert goheap._range_bits([(ps, 3 * ps), (10 * ps, 100 * ps)], 0, 8, ps) == 0b110
+    assert goheap.STATE_NAMES[goheap.RELEASED] == "released"
+
+
+def test_target_reads_resident_memory_and_zeros_for_untouched_pages() -> None:
+    """The reader gives the bytes of resident pages, zeros for never-touched
+    anonymous pages without making them present, and refuses unmapped
+    addresses and reads past its cap."""
+    buf = ctypes.create_string_buffer(b"memscan!" * 4096)  # 32 KiB, written: resident
+    untouched = mmap.mmap(-1, 16 * mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # never touched
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(untouched))
+    pid = os.getpid()
+    with goheap._Target(pid, 1 << 20) as t:
+        assert t.read(ctypes.addressof(buf), 32 * KiB, "buf") == b"memscan!" * 4096
+        assert t.read(addr, 16 * mmap.PAGESIZE, "untouched") == bytes(16 * mmap.PAGESIZE)
+        assert t.bytes_read == 32 * KiB
+    with open(f"/proc/{pid}/pagemap", "rb") as f:
+        entries = struct.unpack(f"<{16}Q", os.pread(f.fileno(), 16 * 8, addr // mmap.PAGESIZE * 8))
+    assert not any(e >> 63 for e in entries), "a read mapped pages into the target"
+    with goheap._Target(pid, 48 * KiB) as t:
+        with pytest.raises(goheap.HeapChanged):
+            t.read(8, 8, "page zero")  # never mapped
+        t.read(ctypes.addressof(buf), 32 * KiB, "buf")
+        with pytest.raises(goheap.ReadLimitExceeded):
+            t.read(addr, 16 * mmap.PAGESIZE, "untouched")  # the cap counts what is asked for
+    untouched.close()
+
+
+def test_non_go_binary_is_no_runtime_info() -> None:
+    with pytest.raises(goheap.NoRuntimeInfo, match="no Go runtime"):
+        goheap.read_heap(os.getpid(), sys.executable, 0)
+    assert issubclass(goheap.NoRuntimeInfo, Error) and issubclass(goheap.HeapChanged, Error)
+
+
+# --------------------------------------------------------------------------
+# against the demo program
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cgo", [False, True], ids=["nocgo", "cgo"])
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_page_states_match_memstats(go_program, version: str, cgo: bool) -> None:
+    prog = go_program(version=version, cgo=cgo, args=ARGS)
+    path, bias = exe_module(prog.pid)
+    assert bias == 0  # the demo is ET_EXEC
+
+    report = prog.command("stats")
+    goheap.clear_cache()
+    pages_before = present_anon_pages(prog.pid)
+    t0 = time.perf_counter()
+    heap = read(prog.pid, path, bias)
+    t1 = time.perf_counter()
+    again = read(prog.pid, path, bias)  # layout cached: only the memory reads
+    t2 = time.perf_counter()
+    pages_after = present_anon_pages(prog.pid)
+
+    ms = report["memstats"]
+    totals = heap.totals()
+    print(f"\ngo{version} cgo={int(cgo)}: read_heap {1000 * (t1 - t0):.1f} ms first (DWARF parse included), "
+          f"{1000 * (t2 - t1):.1f} ms cached; {heap.bytes_read} B of memory + {heap.pagemap_bytes} B of pagemap "
+          f"read; {len(heap.arenas)} arenas; {heap.unsettled} B unsettled")
+    print(describe(version, cgo, "stats", totals, ms))
+
+    assert heap.go_version == f"go{version}"
+    assert heap.arena_bytes == 64 * MiB and heap.page_size == 8 * KiB
+    # The program is idle: its structures agree (but for a page the
+    # background scavenger may be releasing right now).
+    assert heap.unsettled <= 64 * KiB
+    check_cover(heap)
+    assert again.arenas == heap.arenas
+    check_cover(again)
+    # Reading did not map the zero page into untouched structures (a
+    # background scavenge may only lower the count).
+    assert pages_after <= pages_before
+
+    exp = expected(ms)
+    assert_close("objects", totals["objects"], exp["objects"], 0.01, 0)
+    # mSpanManual also holds GC workbufs, which MemStats counts in GCSys.
+    assert_close("stacks", totals["stacks"], exp["stacks"], 0.10, 256 * KiB)
+    # A floor of 256 KiB for a background scavenge between report and read.
+    assert_close("released", totals["released"], exp["released"], 0.01, 256 * KiB)
+    assert_close("free", totals["free"], exp["free"], 0.01, 512 * KiB)
+    # What the runtime grew into is HeapSys + StackInuse (go-runtime.md 1.5);
+    # the rest of the arenas is reserved address space.
+    grown = sum(totals[name] for name in ("objects", "stacks", "free", "released"))
+    assert_close("grown", grown, ms["HeapSys"] + ms["StackInuse"], 0.01, 0)
+
+    # Drop the live heap and scavenge everything: the released pages follow.
+    report = prog.command("free")
+    heap = read(prog.pid, path, bias)
+    totals2 = heap.totals()
+    print(describe(version, cgo, "free", totals2, report["memstats"]))
+    check_cover(heap)
+    assert totals2["released"] >= totals["released"] + HEAP * MiB
+    assert_close("released", totals2["released"], report["memstats"]["HeapReleased"], 0.01, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_binary_without_dwarf_raises_no_runtime_info(version: str) -> None:
+    binary = gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=False, ldflags="-w",
+                           out_name="memscandemo")
+    with pytest.raises(goheap.NoRuntimeInfo, match="needs DWARF"):
+        goheap.read_heap(os.getpid(), binary, 0)
+    # The answer is cached too, and stays the same.
+    with pytest.raises(goheap.NoRuntimeInfo, match="needs DWARF"):
+        goheap.read_heap(os.getpid(), binary, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_layout_fast_path_matches_full_walk(version: str, monkeypatch) -> None:
+    """The DIEs found by name in .debug_info give the layout a walk of every
+    runtime compile unit gives."""
+    binary = gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=True, out_name="memscandemo")
+    goheap.clear_cache()
+    fast = goheap._layout(binary)
+    monkeypatch.setattr(goheap._Dwarf, "_find_by_name", lambda self, dwarf, wanted: None)
+    goheap.clear_cache()
+    walked = goheap._layout(binary)
+    goheap.clear_cache()
+    assert fast == walked
+    # Offsets of go-runtime.md table 6.3 (amd64).
+    if sys.platform == "linux" and os.uname().machine == "x86_64":
+        if version.startswith("1.21."):
+            assert (walked.arenas, walked.heap_arenas.offset, walked.spans, walked.span_state) == \
+                (0x10198, 0x101F0, 0x104000, 0x6B)
+        else:
+            assert (walked.arenas, walked.heap_arenas.offset, walked.spans, walked.span_state) == \
+                (0x101D8, 0x10230, 0, 0x63)
+
+
+@pytest.mark.slow
+def test_go_runtime_in_a_c_shared_library(tmp_path) -> None:
+    """A c-shared library's runtime: ET_DYN, mheap_ found with the load bias."""
+    version = GO_VERSIONS[-1]
+    lib = gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=True,
+                        buildmode="c-shared", out_name="libdemo.so")
+    host = subprocess.Popen(
+        [sys.executable, "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1]); print('loaded', flush=True); "
+         "sys.stdin.read()", lib], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert host.stdout is not None and host.stdout.readline().strip() == "loaded"
+        info = elfinfo.module_info(lib)
+        assert info is not None and info.elf_type == "DYN"
+        start = next(int(f[0].split("-")[0], 16) for f in _maps(host.pid) if f[-1] == lib and int(f[2], 16) == 0)
+        bias = start - info.min_vaddr
+        # The library starts its runtime on a thread of its own after dlopen
+        # returns: wait (bounded) for its heap.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                heap = read(host.pid, lib, bias)
+                if heap.arenas and heap.totals()["objects"]:
+                    break
+            except goheap.HeapChanged:
+                pass
+            assert time.monotonic() < deadline, "the library's Go heap never appeared"
+            time.sleep(0.05)
+        check_cover(heap)
+        assert heap.go_version == f"go{version}"
+        assert heap.totals()["stacks"] > 0
+        # Without the load bias mheap_ is not where the symbol table says.
+        with pytest.raises(Error):
+            goheap.read_heap(host.pid, lib, 0)
+    finally:
+        host.kill()
+        host.wait()
+
+
+def _maps(pid: int) -> List[List[str]]:
+    with open(f"/proc/{pid}/maps") as f:
+        return [line.split() for line in f]
