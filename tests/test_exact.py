@@ -27,15 +27,19 @@ def test_shares_add_up(total, weights):
         assert all(p == 0 for p, w in zip(parts, weights) if w == 0)
 
 
-def test_pieces_cover_the_mapping():
+def test_cut_and_combine():
     a = 0xC000000000
-    states = [(a, a + 8 * MIB, 0), (a + 8 * MIB, a + 9 * MIB, 1), (a + 9 * MIB, a + 64 * MIB, 3)]
-    pieces = exact.pieces_of(a - 4096, a + 40 * MIB, True, states, [a], 64 * MIB)
-    assert pieces[0] == exact.Piece(a - 4096, a, -1)
-    assert [p.detail for p in pieces] == [-1, 0, 1, 3]
-    assert pieces[-1].end == a + 40 * MIB
+    heap = [exact.Region(a, a + 8 * MIB, 0, 0), exact.Region(a + 8 * MIB, a + 9 * MIB, 0, 1),
+            exact.Region(a + 9 * MIB, a + 64 * MIB, 0, 3)]
+    other = [exact.Region(a - 8192, a + 4096, 2)]  # overlaps the heap: the heap wins
+    regions, conflict = exact.combine([heap, other])
+    assert conflict == 4096
+    assert regions[0] == exact.Region(a - 8192, a, 2) and regions[1] == heap[0]
+    starts = [r.start for r in regions]
+    pieces = exact.cut(a - 3 * 4096, a + 40 * MIB, regions, starts, 9)
+    assert [(p.category, p.detail) for p in pieces] == [(9, -1), (2, -1), (0, 0), (0, 1), (0, 3)]
+    assert pieces[0].start == a - 3 * 4096 and pieces[-1].end == a + 40 * MIB
     assert all(x.end == y.start for x, y in zip(pieces, pieces[1:]))
-    assert [p.detail for p in exact.pieces_of(a + 40 * MIB, a + 64 * MIB, False, states, [a], 64 * MIB)] == [4]
 
 
 def close(value, want, rel, floor):

@@ -1013,6 +1013,10 @@ cdef int _pm_scan(int fd, const uint64_t* rng, Py_ssize_t n, int64_t* out) excep
 def page_counts(int fd, ranges):
     """Page counts of address ranges of a process from its pagemap fd: 4 ints
     per range, present, swapped, exclusive, zero (see ``_pure.page_counts``)."""
+    return _page_counts(fd, ranges, True)
+
+
+cdef list _page_counts(int fd, ranges, bint try_scan):
     global _scan_unsupported
     cdef Py_ssize_t n = 0, i
     cdef uint64_t* rng = _pm_ranges(ranges, &n)
@@ -1026,7 +1030,7 @@ def page_counts(int fd, ranges):
         if out == NULL:
             raise MemoryError()
         memset(out, 0, 32 * n)
-        if not _scan_unsupported:
+        if try_scan and not _scan_unsupported:
             rc = _pm_scan(fd, rng, n, out)
             if rc == ENOTTY:
                 _scan_unsupported = True
@@ -1056,22 +1060,7 @@ cdef int _pm_pread_ranges(int fd, const uint64_t* rng, Py_ssize_t n, int64_t* ou
 
 def page_counts_pread(int fd, ranges):
     """page_counts by pread of pagemap alone (see ``_pure.page_counts_pread``)."""
-    cdef Py_ssize_t n = 0, i
-    cdef uint64_t* rng = _pm_ranges(ranges, &n)
-    cdef int64_t* out = NULL
-    if n == 0:
-        PyMem_Free(rng)
-        return []
-    try:
-        out = <int64_t*>PyMem_Malloc(32 * n + 32)
-        if out == NULL:
-            raise MemoryError()
-        memset(out, 0, 32 * n)
-        _pm_pread_ranges(fd, rng, n, out)
-        return [out[i] for i in range(4 * n)]
-    finally:
-        PyMem_Free(rng)
-        PyMem_Free(out)
+    return _page_counts(fd, ranges, False)
 
 
 __all__ += ["page_counts", "page_counts_pread", "zero_pfns"]

@@ -59,9 +59,16 @@ def render(snap: Snapshot, console=None) -> None:  # type: ignore[no-untyped-def
     table.add_column("% rss", justify="right")
     total = snap.total
     rows = [] if snap.categories is None else [(c, snap.categories[c]) for c in CATEGORIES]
-    for name, c in rows:
+    def add(label: str, c, **style) -> None:  # type: ignore[no-untyped-def]
         share = 100.0 * c.rss / total.rss if total.rss else 0.0
-        table.add_row(name, mib(c.size), mib(c.rss), mib(c.pss), mib(c.uss), mib(c.swap), f"{share:.1f}")
+        table.add_row(label, mib(c.size), mib(c.rss), mib(c.pss), mib(c.uss), mib(c.swap), f"{share:.1f}", **style)
+
+    for name, c in rows:
+        add(name, c)
+        if name == "go_heap" and snap.go_heap_detail:
+            # The exact tier: the Go heap by the runtime's own page states.
+            for state, d in snap.go_heap_detail.items():
+                add(f"  {state}", d, style="dim")
     if rows:
         table.add_section()
     # Without smaps (the psutil tier) pss and uss are unknown: not zero.

@@ -1,29 +1,90 @@
-"""The exact tier's Go heap: arena mappings split by the runtime's page states.
+"""The exact tier: mappings split where their pages belong to different owners.
 
-A Go heap arena is one mapping to smaps, however its pages are used. The
-runtime's own structures (read by ``goheap``) say which 8 KiB pages hold
-objects, goroutine stacks, free or released memory; pagemap says which of
-them are resident, swapped or exclusive. Each arena mapping is cut into
-pieces by state, and the mapping's smaps counters are shared out among the
-pieces in proportion to their pages, so that the pieces add up to the
+The kernel merges neighbouring anonymous mappings, and a Go heap arena is
+one mapping however its pages are used, so a mapping is the wrong unit.
+Readers of the owners' own structures (``goheap``: the Go heap's page
+states; ``goruntime``: the runtime's off-heap structures; ``cmalloc``:
+glibc's arenas, mmapped chunks and thread stacks) give address regions;
+this module cuts the mappings they touch into pieces, counts each piece's
+pages in pagemap, and shares the mapping's smaps counters out among its
+pieces in proportion to those pages, so that the pieces add up to the
 mapping exactly and every partition sum of the layout tier still holds.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
-from ._types import ANON_OTHER, COUNTER_FIELDS, GO_HEAP, GO_RUNTIME, NFIELDS, PERM_R, PERM_W, F, Counters, SmapsTable
+from ._types import ANON_OTHER, COUNTER_FIELDS, GO_HEAP, GO_RUNTIME, NFIELDS, F, Counters, SmapsTable
 
 PAGE = 4096
 DETAIL = ("objects", "stacks", "free", "released", "reserved")
-RESERVED = 4  # index in DETAIL; goheap's states are 0..3
+RELEASED = 3  # index in DETAIL (goheap's states are the same indices)
+
+
+class Region(NamedTuple):
+    """Memory an owner's structures say is theirs: [start, end) is
+    ``category``; ``detail`` indexes DETAIL for the Go heap, else -1."""
+
+    start: int
+    end: int
+    category: int
+    detail: int = -1
 
 
 class Piece(NamedTuple):
     start: int
     end: int
-    detail: int  # index in DETAIL, or -1: outside every arena
+    category: int
+    detail: int
+
+
+def combine(sources: Sequence[Sequence[Region]]) -> Tuple[List[Region], int]:
+    """One sorted, non-overlapping list from several sources, earlier sources
+    winning where they overlap; also the bytes where sources disagreed."""
+    bounds = sorted({x for src in sources for r in src for x in (r.start, r.end)})
+    if not bounds:
+        return [], 0
+    owner: List = [None] * (len(bounds) - 1)
+    conflict = 0
+    for src in sources:
+        for r in src:
+            lo, hi = bisect_right(bounds, r.start) - 1, bisect_right(bounds, r.end) - 1
+            for k in range(lo, hi):
+                if owner[k] is None:
+                    owner[k] = r
+                elif owner[k].category != r.category:
+                    conflict += bounds[k + 1] - bounds[k]
+    out: List[Region] = []
+    for k, r in enumerate(owner):
+        if r is None:
+            continue
+        if out and out[-1].end == bounds[k] and (out[-1].category, out[-1].detail) == (r.category, r.detail):
+            out[-1] = out[-1]._replace(end=bounds[k + 1])
+        else:
+            out.append(Region(bounds[k], bounds[k + 1], r.category, r.detail))
+    return out, conflict
+
+
+def cut(start: int, end: int, regions: Sequence[Region], starts: Sequence[int], category: int) -> List[Piece]:
+    """Cut [start, end) by ``regions`` (sorted, with their ``starts``); what
+    no region covers keeps ``category``."""
+    out: List[Piece] = []
+    pos = start
+    k = max(bisect_right(starts, start) - 1, 0)
+    while k < len(regions) and regions[k].start < end:
+        r = regions[k]
+        lo, hi = max(r.start, start), min(r.end, end)
+        if lo < hi:
+            if pos < lo:
+                out.append(Piece(pos, lo, category, -1))
+            out.append(Piece(lo, hi, r.category, r.detail))
+            pos = hi
+        k += 1
+    if pos < end:
+        out.append(Piece(pos, end, category, -1))
+    return out
 
 
 def shares(total: int, weights: Sequence[int]) -> List[int]:
@@ -42,78 +103,32 @@ def shares(total: int, weights: Sequence[int]) -> List[int]:
     return parts
 
 
-def pieces_of(start: int, end: int, rw: bool, states: Sequence[Tuple[int, int, int]], arenas: Sequence[int],
-              arena_bytes: int) -> List[Piece]:
-    """Cut the mapping [start, end) by the runtime's page states.
-
-    ``states``: sorted (start, end, state) intervals; ``arenas``: arena
-    bases. Arena space mapped PROT_NONE is reserved; space outside every
-    arena gets detail -1.
-    """
-    out: List[Piece] = []
-    pos = start
-    for a in sorted(arenas):
-        lo, hi = max(a, start), min(a + arena_bytes, end)
-        if lo >= hi:
-            continue
-        if pos < lo:
-            out.append(Piece(pos, lo, -1))
-        if not rw:
-            out.append(Piece(lo, hi, RESERVED))
-        else:
-            cur = lo
-            for s, e, st in states:
-                s, e = max(s, lo), min(e, hi)
-                if s >= e:
-                    continue
-                if cur < s:
-                    out.append(Piece(cur, s, RESERVED))
-                out.append(Piece(s, e, st))
-                cur = e
-            if cur < hi:
-                out.append(Piece(cur, hi, RESERVED))
-        pos = hi
-    if pos < end:
-        out.append(Piece(pos, end, -1))
-    return _merged(out)
-
-
-def _merged(pieces: List[Piece]) -> List[Piece]:
-    out: List[Piece] = []
-    for p in pieces:
-        if out and out[-1].detail == p.detail and out[-1].end == p.start:
-            out[-1] = Piece(out[-1].start, p.end, p.detail)
-        else:
-            out.append(p)
-    return out
-
-
 def split_counters(t: SmapsTable, i: int, pieces: Sequence[Piece], counts: Sequence[int]) -> List[Counters]:
     """The Counters of each piece of mapping ``i``; they add up to the mapping's.
 
     ``counts``: 4 per piece from pagemap (present, swapped, exclusive, zero
     pages). Resident pages weigh rss, pss and anonymous; swapped pages weigh
     swap; exclusive pages uss, the other resident ones shared; LazyFree goes
-    to released pages first (MADV_FREE'd pages stay resident until reclaimed,
-    GODEBUG=madvdontneed=0), then to the rest.
+    to released Go heap pages first (MADV_FREE'd pages stay resident until
+    reclaimed, GODEBUG=madvdontneed=0), then to the rest.
     """
     f = t.fields[i * NFIELDS : (i + 1) * NFIELDS]
-    resident = [max(counts[4 * k] - counts[4 * k + 3], 0) for k in range(len(pieces))]
-    swapped = [counts[4 * k + 1] for k in range(len(pieces))]
-    exclusive = [min(counts[4 * k + 2], resident[k]) for k in range(len(pieces))]
+    n = len(pieces)
+    resident = [max(counts[4 * k] - counts[4 * k + 3], 0) for k in range(n)]
+    swapped = [counts[4 * k + 1] for k in range(n)]
+    exclusive = [min(counts[4 * k + 2], resident[k]) for k in range(n)]
     others = [r - x for r, x in zip(resident, exclusive)]
-    released = [r if p.detail == 3 else 0 for r, p in zip(resident, pieces)]
+    released = [r if p.category == GO_HEAP and p.detail == RELEASED else 0 for r, p in zip(resident, pieces)]
 
     def pages(value: int, weights: Sequence[int]) -> List[int]:
-        # Share out whole pages; the sub-page remainder (PSS) goes with the largest share.
-        parts = [n * PAGE for n in shares(value // PAGE, weights)]
+        # Whole pages by weight; a sub-page remainder (PSS) goes with the largest share.
+        parts = [m * PAGE for m in shares(value // PAGE, weights)]
         if value % PAGE:
-            parts[max(range(len(parts)), key=lambda k: (parts[k], weights[k]))] += value % PAGE
+            parts[max(range(n), key=lambda k: (parts[k], weights[k]))] += value % PAGE
         return parts
 
     lazy = f[F["LazyFree"]]
     lazy_released = min(lazy, sum(released) * PAGE)
-    lazy_parts = [a + b for a, b in zip(pages(lazy_released, released), pages(lazy - lazy_released, resident))]
     columns = {
         "size": [p.end - p.start for p in pieces],
         "rss": pages(f[F["Rss"]], resident),
@@ -122,10 +137,10 @@ def split_counters(t: SmapsTable, i: int, pieces: Sequence[Piece], counts: Seque
         "shared": pages(f[F["Shared_Clean"]] + f[F["Shared_Dirty"]], others),
         "anonymous": pages(f[F["Anonymous"]], resident),
         "swap": pages(f[F["Swap"]], swapped),
-        "lazyfree": lazy_parts,
+        "lazyfree": [a + b for a, b in zip(pages(lazy_released, released), pages(lazy - lazy_released, resident))],
         "anon_huge": pages(f[F["AnonHugePages"]], resident),
     }
-    return [Counters(*(columns[c][k] for c in COUNTER_FIELDS)) for k in range(len(pieces))]
+    return [Counters(*(columns[c][k] for c in COUNTER_FIELDS)) for k in range(n)]
 
 
 def vma_counters(t: SmapsTable, i: int) -> Counters:
@@ -138,59 +153,65 @@ def vma_counters(t: SmapsTable, i: int) -> Counters:
     )
 
 
-class GoHeapSplit(NamedTuple):
-    """What splitting the arenas changes: per category, what to take away
-    (whole mappings) and add (pieces); and the Go heap detail."""
+class Split(NamedTuple):
+    """What splitting changes: per category what to take away (whole
+    mappings) and add (their pieces); and the Go heap detail."""
 
     minus: Dict[int, Counters]
     plus: Dict[int, Counters]
     detail: Dict[str, Counters]
 
 
-def split_go_heap(t: SmapsTable, cats: bytearray, states: Sequence[Tuple[int, int, int]], arenas: Sequence[int],
-                  arena_bytes: int, pagemap, outside: int) -> GoHeapSplit:  # type: ignore[no-untyped-def]
-    """Split every mapping that touches a Go arena, or that the layout tier
-    put in go_heap, by the runtime's page states.
+def split(t: SmapsTable, cats: bytearray, regions: Sequence[Region], pagemap, outside: int) -> Split:  # type: ignore[no-untyped-def]
+    """Split every anonymous mapping that a region touches, or that the
+    layout tier put in go_heap, by ``regions``.
 
-    ``outside``: the category of go_heap-classified memory that no arena
-    covers (GO_RUNTIME in a Go-only program, else ANON_OTHER).
+    ``outside``: the category of go_heap-classified memory that no region
+    claims (GO_RUNTIME in a Go-only program, else ANON_OTHER).
     """
-    lo = min(arenas) if arenas else 0
-    hi = max(arenas) + arena_bytes if arenas else 0
+    starts = [r.start for r in regions]
+    ends = [r.end for r in regions]  # sorted too: the regions do not overlap
+    todo: List[Tuple[int, List[Piece]]] = []
+    for i in range(len(t)):
+        name = t.names[i]
+        if t.inodes[i] or (name and not name.startswith("[anon:")):
+            continue  # files, [heap], [stack], [vdso]: their layout category stands
+        start, end = t.starts[i], t.ends[i]
+        k = bisect_right(ends, start)  # the first region ending after start
+        touched = k < len(regions) and regions[k].start < end
+        if not touched and cats[i] != GO_HEAP:
+            continue
+        default = outside if cats[i] == GO_HEAP else cats[i]
+        pieces = cut(start, end, regions, starts, default)
+        if len(pieces) == 1 and pieces[0].category == cats[i] and pieces[0].detail < 0:
+            continue
+        todo.append((i, pieces))
+    ranges = [(p.start, p.end) for _, pieces in todo for p in pieces]
+    counts = pagemap.counts(ranges) if ranges else []
     minus: Dict[int, Counters] = {}
     plus: Dict[int, Counters] = {}
     detail = {name: Counters() for name in DETAIL}
-    rw = PERM_R | PERM_W
-    for i in range(len(t)):
-        start, end = t.starts[i], t.ends[i]
-        touches = end > lo and start < hi and any(a < end and start < a + arena_bytes for a in arenas)
-        if not touches and cats[i] != GO_HEAP:
-            continue
-        if touches and t.names[i] and not t.names[i].startswith("[anon: Go: heap"):
-            continue  # a file or named mapping inside arena space is not heap
-        pieces = pieces_of(start, end, t.perms[i] == rw, states, arenas, arena_bytes)
-        counts = pagemap.counts([(p.start, p.end) for p in pieces])
-        parts = split_counters(t, i, pieces, counts)
+    at = 0
+    for i, pieces in todo:
+        parts = split_counters(t, i, pieces, counts[4 * at : 4 * (at + len(pieces))])
+        at += len(pieces)
         minus[cats[i]] = minus.get(cats[i], Counters()) + vma_counters(t, i)
         for p, c in zip(pieces, parts):
-            if p.detail < 0:
-                cat = outside if cats[i] == GO_HEAP else cats[i]
-            else:
-                cat = GO_HEAP
+            plus[p.category] = plus.get(p.category, Counters()) + c
+            if p.category == GO_HEAP and p.detail >= 0:
                 detail[DETAIL[p.detail]] = detail[DETAIL[p.detail]] + c
-            plus[cat] = plus.get(cat, Counters()) + c
-    return GoHeapSplit(minus, plus, detail)
+    return Split(minus, plus, detail)
 
 
 def outside_category(go_only: bool) -> int:
     return GO_RUNTIME if go_only else ANON_OTHER
 
 
-def apply(categories: Dict[str, Counters], names: Sequence[str], split: GoHeapSplit) -> Dict[str, Counters]:
+def apply(categories: Dict[str, Counters], names: Sequence[str], s: Split) -> Dict[str, Counters]:
     """The categories after the split: whole mappings out, pieces in."""
     out = dict(categories)
-    for cat, c in split.minus.items():
+    for cat, c in s.minus.items():
         out[names[cat]] = Counters(*(a - b for a, b in zip(out[names[cat]], c)))
-    for cat, c in split.plus.items():
+    for cat, c in s.plus.items():
         out[names[cat]] = out[names[cat]] + c
     return out

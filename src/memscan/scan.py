@@ -12,7 +12,7 @@ from typing import Dict, Optional, Tuple
 from . import _procfs, exact, fallback, goheap, layout, pagemap
 from ._errors import AccessDenied, Error
 from ._impl import get_engine
-from ._types import CATEGORIES, Counters
+from ._types import CATEGORIES, GO_HEAP, Counters
 from .snapshot import Snapshot
 
 TIERS = ("auto", "exact", "layout", "psutil")
@@ -87,7 +87,7 @@ def _smaps_scan(pid: int, eng, engine_name: str, tier: str) -> Snapshot:  # type
     # allocators are attributed per mapping in this version): no warning.
     if tier == "exact" or (tier == "auto" and lay.go_module is not None):
         try:
-            split = _split_go_heap(pid, table, cats, lay, eng)
+            split = _split(pid, table, cats, lay, eng)
         except Error as err:
             if tier == "exact":
                 raise
@@ -106,8 +106,8 @@ def _smaps_scan(pid: int, eng, engine_name: str, tier: str) -> Snapshot:  # type
 HEAP_READ_TRIES = 3
 
 
-def _split_go_heap(pid: int, table, cats, lay: layout.Layout, eng) -> exact.GoHeapSplit:  # type: ignore[no-untyped-def]
-    """The exact tier's Go heap, or an Error saying why it cannot be had."""
+def _split(pid: int, table, cats, lay: layout.Layout, eng) -> exact.Split:  # type: ignore[no-untyped-def]
+    """The exact tier's split of the mappings, or an Error saying why it cannot be had."""
     if lay.go_module is None:
         raise Error("the exact tier splits Go heaps, and no Go runtime is loaded")
     mem = _procfs.path(pid, "mem")
@@ -122,9 +122,9 @@ def _split_go_heap(pid: int, table, cats, lay: layout.Layout, eng) -> exact.GoHe
         except AccessDenied as err:
             raise AccessDenied(pid, mem, "reading the Go runtime's structures needs ptrace-attach rights "
                                          "(the process's owner, or CAP_SYS_PTRACE)") from err
+    regions, _ = exact.combine([[exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals]])
     with pagemap.Pagemap(pid, eng) as pm:
-        return exact.split_go_heap(table, cats, heap.intervals, heap.arenas, heap.arena_bytes, pm,
-                                   exact.outside_category(lay.context.go_only))
+        return exact.split(table, cats, regions, pm, exact.outside_category(lay.context.go_only))
 
 
 def _layout_of(pid: int, starttime: int, table) -> layout.Layout:  # type: ignore[no-untyped-def]
