@@ -56,7 +56,7 @@ if _fast is not None and not HAVE_CYTHON:
 
 
 def _stale_extension() -> Optional[str]:
-    """A warning when the built extension is older than _fast.pyx (others edit src/)."""
+    """A warning when the built extension is older than _fast.pyx: its timings would be of old code."""
     if _fast is None:
         return None
     pyx = Path(memscan.__file__).with_name("_fast.pyx")

@@ -119,7 +119,7 @@ def go_version() -> str:
 @pytest.fixture(scope="session")
 def go_binaries(tmp_path_factory: pytest.TempPathFactory, go_version: str) -> Dict[str, str]:
     """Every build of BUILDS, made once per session, in parallel (Go's build
-    cache makes later sessions fast)."""
+    cache makes later runs fast)."""
     root = str(tmp_path_factory.mktemp("elfinfo-go"))
     src = os.path.join(root, "src")
     _write_module(src)
