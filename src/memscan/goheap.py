@@ -252,9 +252,52 @@ class _Layout(NamedTuple):
     pcache_base: int
     pcache_cache: int
     pcache_scav: int
+    # -- what goruntime reads besides (off-heap runtime memory); -1 or None
+    # where the binary does not have it (see _offheap_layout)
+    mheap_size: int = 0  # sizeof(runtime.mheap)
+    heap_arena_size: int = 0  # sizeof(runtime.heapArena)
+    summary: Optional[_Slice] = None  # mheap_.pages.summary[0] ([]pallocSum)
+    summary_levels: int = 0  # len(pages.summary)
+    summary_stride: int = 0  # sizeof([]pallocSum): pages.summary[i] = summary.offset + i*stride
+    scav_chunks: Optional[_Slice] = None  # mheap_.pages.scav.index.chunks
+    allspans: Optional[_Slice] = None  # mheap_.allspans []*mspan
+    persistent_chunk_bytes: int = 0  # runtime.persistentChunkSize
+    gc_bits_chunk_bytes: int = 0  # runtime.gcBitsChunkBytes
+    gc_bits_lists: Tuple[int, ...] = ()  # runtime.gcBitsArenas.{free,next,current,previous}
+    gc_bits_next: int = -1  # gcBitsArena.next
+    buckhash_ptr: int = -1  # the pointer inside runtime.buckhash (atomic.UnsafePointer)
+    buckhash_bytes: int = 0  # sizeof(runtime.buckhashArray)
+    m_alllink: int = -1  # runtime.m.alllink
+    m_g0: int = -1
+    m_gsignal: int = -1
+    g_stack_lo: int = -1  # runtime.g.stack.lo
+    g_stack_hi: int = -1
+    spmc_list: int = -1  # runtime.work.spanSPMCs.list.obj (Go 1.26+)
+    spmc_node_next: int = -1  # spanSPMC.allnode.next
+    spmc_ring: int = -1  # spanSPMC.ring
+    spmc_cap: int = -1  # spanSPMC.cap (uint32)
+    # Link-time addresses of the other runtime variables goruntime reads
+    # (runtime.persistentChunks, ...), sorted by name; absent ones omitted.
+    globals: Tuple[Tuple[str, int], ...] = ()
+    #: Where the offsets come from: "dwarf", or "table" (golayouts, for a
+    #: binary without DWARF), or "scan" (no symbols either: mheap_ found by
+    #: the symbol-less heap-index scan at read time, see _find_mheap).
+    source: str = "dwarf"
+
+    def global_addr(self, name: str) -> int:
+        """Link-time address of runtime variable ``name``, 0 if unknown."""
+        for n, addr in self.globals:
+            if n == name:
+                return addr
+        return 0
 
 
 _RUNTIME_VARS = ("runtime.mheap_", "runtime.allp")
+# Variables goruntime reads (all optional: a binary without one just lacks
+# that kind of region) and struct types not reachable from a variable's type.
+_OFFHEAP_VARS = ("runtime.persistentChunks", "runtime.gcBitsArenas", "runtime.buckhash", "runtime.allm",
+                 "runtime.work", "runtime.iscgo")
+_OFFHEAP_TYPES = ("runtime.spanSPMC",)
 _CONSTANTS = {
     "arena_bytes": ("runtime.heapArenaBytes",),
     # Go names it arenaBaseOffset; the uintptr copy is what DWARF has.
@@ -263,6 +306,11 @@ _CONSTANTS = {
     "chunk_pages": ("runtime.pallocChunkPages",),
     "span_in_use": ("runtime.mSpanInUse",),
     "span_manual": ("runtime.mSpanManual",),
+}
+_OFFHEAP_CONSTANTS = {
+    "persistent_chunk_bytes": "runtime.persistentChunkSize",
+    "gc_bits_chunk_bytes": "runtime.gcBitsChunkBytes",
+    "buckhash_len": "runtime.buckHashSize",
 }
 _QUALIFIERS = ("DW_TAG_typedef", "DW_TAG_const_type", "DW_TAG_volatile_type")
 
@@ -283,6 +331,7 @@ class _Dwarf:
 
     def _find(self, dwarf: Any) -> None:
         wanted = set(_RUNTIME_VARS) | {n for names in _CONSTANTS.values() for n in names}
+        wanted |= set(_OFFHEAP_VARS) | set(_OFFHEAP_TYPES) | set(_OFFHEAP_CONSTANTS.values())
         self._find_by_name(dwarf, wanted)
         if not self._complete():
             self._walk(dwarf, wanted)
@@ -410,13 +459,15 @@ class _Dwarf:
         for _ in range(8):
             if die.tag == "DW_TAG_base_type":
                 return offset, size(die)
+            if die.tag == "DW_TAG_pointer_type":  # e.g. atomic.UnsafePointer's value
+                return offset, size(die) or self.ptr
             if die.tag != "DW_TAG_structure_type":
                 break
             sized = []
             for m in die.iter_children():
                 if m.tag == "DW_TAG_member" and "DW_AT_data_member_location" in m.attributes:
                     t = strip(m.get_DIE_from_attribute("DW_AT_type"))
-                    if size(t):
+                    if size(t) or t.tag == "DW_TAG_pointer_type":  # Go's pointer DIEs have no size
                         sized.append((m.attributes["DW_AT_data_member_location"].value, t))
             if len(sized) != 1:
                 break
@@ -470,7 +521,7 @@ def _symbols(elf: ELFFile, path: str) -> Dict[str, Tuple[int, int]]:
         raise _no_info(path, "it has no symbol table (stripped); the exact tier needs it and DWARF "
                              "for this binary (tables for stripped binaries are later work)")
     out = {}
-    for name in _RUNTIME_VARS:
+    for name in _RUNTIME_VARS + _OFFHEAP_VARS:
         sym = _find_symbol(symtab, name)
         if sym is not None:
             out[name] = (sym["st_value"], sym["st_size"])
@@ -516,6 +567,7 @@ def _parse_layout(elf: ELFFile, path: str, go_version: str) -> _Layout:
     heap_arena = _mheap_layout(d, mheap, fields)
     _span_layout(d, heap_arena, fields)
     _page_cache_layout(d, fields)
+    _offheap_layout(d, mheap, heap_arena, fields)
     allp = syms.get("runtime.allp", (0, 0))[0] if fields["allp_slice"] is not None else 0
     layout = _Layout(
         go_version=go_version,
@@ -523,6 +575,7 @@ def _parse_layout(elf: ELFFile, path: str, go_version: str) -> _Layout:
         word=("<" if elf.little_endian else ">") + ("Q" if ptr == 8 else "I"),
         mheap=syms["runtime.mheap_"][0],
         allp=allp,
+        globals=tuple(sorted((name, syms[name][0]) for name in _OFFHEAP_VARS if name in syms)),
         **fields,
     )
     _check_layout(layout, path)
@@ -582,6 +635,79 @@ def _page_cache_layout(d: _Dwarf, out: Dict[str, Any]) -> None:
     out.update(allp_slice=allp_slice, pcache=pcache, **fields)
 
 
+def _offheap_layout(d: _Dwarf, mheap: Any, heap_arena: Any, out: Dict[str, Any]) -> None:
+    """What goruntime reads to find the runtime's off-heap memory. Every
+    part is optional: what this binary's DWARF lacks stays -1/None/0 and
+    goruntime leaves that kind of region out (and says so)."""
+    ptr = d.ptr
+    out["mheap_size"], out["heap_arena_size"] = size(mheap), size(heap_arena)
+
+    def attempt(fn: Any) -> None:
+        try:
+            fn()
+        except NoRuntimeInfo:
+            pass
+
+    def summary() -> None:
+        # pages.summary [summaryLevels][]pallocSum, each reserved whole by
+        # pageAlloc.sysInit (cap = entries of the level)
+        off, t = d.path_of(mheap, "pages", "summary")
+        level = _array_elem(t)
+        s = d.slice(off, level)
+        out.update(summary=s, summary_levels=array_len(t), summary_stride=size(level))
+
+    def scav() -> None:
+        # pages.scav.index.chunks []atomicScavChunkData, reserved whole by
+        # scavengeIndex.sysInit
+        out["scav_chunks"] = d.slice(*d.path_of(mheap, "pages", "scav", "index", "chunks"))
+
+    def allspans() -> None:
+        out["allspans"] = d.slice(*d.member(mheap, "allspans"))
+
+    def gc_bits() -> None:
+        var = d.var_type("runtime.gcBitsArenas")
+        lists = tuple(d.member(var, name)[0] for name in ("free", "next", "current", "previous"))
+        arena = pointee(d.member(var, "free")[1])
+        out.update(gc_bits_lists=lists, gc_bits_next=d.member(arena, "next")[0])
+        if not out["gc_bits_chunk_bytes"]:
+            out["gc_bits_chunk_bytes"] = size(arena)
+
+    def buckhash() -> None:
+        # atomic.UnsafePointer (1.21+): the *buckhashArray inside it
+        off, n = d.value_in(0, d.var_type("runtime.buckhash"))
+        if n == ptr and out["buckhash_len"] > 0:
+            out.update(buckhash_ptr=off, buckhash_bytes=out["buckhash_len"] * ptr)
+
+    def allm() -> None:
+        m = pointee(d.var_type("runtime.allm"))
+        g0, g_t = d.member(m, "g0")
+        stack_off, stack_t = d.member(pointee(g_t), "stack")
+        out.update(m_alllink=d.member(m, "alllink")[0], m_g0=g0, m_gsignal=d.member(m, "gsignal")[0],
+                   g_stack_lo=stack_off + d.member(stack_t, "lo")[0],
+                   g_stack_hi=stack_off + d.member(stack_t, "hi")[0])
+
+    def span_queue() -> None:
+        # Go 1.26+ (Green Tea GC): work.spanSPMCs.list, a listHeadManual of
+        # spanSPMCs (linked through spanSPMC.allnode), each with a ring
+        # buffer of cap objptrs mapped by sysAlloc ("GC span queue").
+        obj = d.path_of(d.var_type("runtime.work"), "spanSPMCs", "list", "obj")[0]
+        spmc = d.dies.get("runtime.spanSPMC")
+        if spmc is None:
+            return
+        node, node_t = d.member(spmc, "allnode")
+        cap, cap_t = d.member(spmc, "cap")
+        if size(cap_t) != 4:
+            return
+        out.update(spmc_list=obj, spmc_node_next=node + d.member(node_t, "next")[0],
+                   spmc_ring=d.member(spmc, "ring")[0], spmc_cap=cap)
+
+    for key, name in _OFFHEAP_CONSTANTS.items():
+        out[key] = int(d.consts.get(name, 0))
+    for fn in (summary, scav, allspans, gc_bits, buckhash, allm, span_queue):
+        attempt(fn)
+    del out["buckhash_len"]
+
+
 def _check_layout(lay: _Layout, path: str) -> None:
     """The relations the reader relies on; a binary breaking them is not
     one this reader understands."""
@@ -613,7 +739,7 @@ _lock = threading.Lock()
 _DWARF_ERRORS = (ELFError, DWARFError, ConstructError, KeyError, IndexError, ValueError, struct.error, EOFError)
 
 
-def _layout(path: str) -> _Layout:
+def _layout(path: str, tables: bool = False) -> _Layout:
     """The layout of the Go binary at ``path``, parsed once per file identity."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -671,6 +797,8 @@ class _Mapping(NamedTuple):
     end: int
     readable: bool
     anonymous: bool
+    perms: bytes = b""  # e.g. b"rw-p"
+    name: bytes = b""  # pathname column: b"", b"[heap]", b"[stack]", a path ...
 
 
 def _parse_maps(text: bytes) -> List[_Mapping]:
@@ -682,7 +810,8 @@ def _parse_maps(text: bytes) -> List[_Mapping]:
         lo, _, hi = fields[0].partition(b"-")
         # inode 0: anonymous (also [heap], [stack], [anon:...]); special
         # files like [vvar] are not readable through mem anyway.
-        out.append(_Mapping(int(lo, 16), int(hi, 16), fields[1][:1] == b"r", fields[4] == b"0"))
+        name = fields[5].strip() if len(fields) > 5 else b""
+        out.append(_Mapping(int(lo, 16), int(hi, 16), fields[1][:1] == b"r", fields[4] == b"0", fields[1], name))
     out.sort()
     return out
 

@@ -7,12 +7,12 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from . import _procfs, exact, fallback, goheap, layout, pagemap
+from . import _procfs, exact, fallback, goheap, goruntime, layout, pagemap
 from ._errors import AccessDenied, Error
 from ._impl import get_engine
-from ._types import CATEGORIES, GO_HEAP, Counters
+from ._types import CATEGORIES, GO_HEAP, GO_RUNTIME, Counters
 from .snapshot import Snapshot
 
 TIERS = ("auto", "exact", "layout", "psutil")
@@ -87,7 +87,7 @@ def _smaps_scan(pid: int, eng, engine_name: str, tier: str) -> Snapshot:  # type
     # allocators are attributed per mapping in this version): no warning.
     if tier == "exact" or (tier == "auto" and lay.go_module is not None):
         try:
-            split = _split(pid, table, cats, lay, eng)
+            split = _split(pid, table, cats, lay, eng, warnings)
         except Error as err:
             if tier == "exact":
                 raise
@@ -106,23 +106,41 @@ def _smaps_scan(pid: int, eng, engine_name: str, tier: str) -> Snapshot:  # type
 HEAP_READ_TRIES = 3
 
 
-def _split(pid: int, table, cats, lay: layout.Layout, eng) -> exact.Split:  # type: ignore[no-untyped-def]
-    """The exact tier's split of the mappings, or an Error saying why it cannot be had."""
-    if lay.go_module is None:
-        raise Error("the exact tier splits Go heaps, and no Go runtime is loaded")
+def _read_structures(pid: int, what: str, read):  # type: ignore[no-untyped-def]
+    """``read()`` of a target's structures through /proc/PID/mem, tried again
+    when the target changed them mid-read; errors say what was being read."""
     mem = _procfs.path(pid, "mem")
     for attempt in range(HEAP_READ_TRIES):
         try:
             with _procfs.translated(pid, mem):
-                heap = goheap.read_heap(pid, lay.go_module.path, lay.go_module.bias)
-            break
+                return read()
         except goheap.HeapChanged:
             if attempt + 1 == HEAP_READ_TRIES:
-                raise Error(f"the Go heap kept changing while it was read ({HEAP_READ_TRIES} tries)") from None
+                raise Error(f"{what} kept changing while it was read ({HEAP_READ_TRIES} tries)") from None
         except AccessDenied as err:
-            raise AccessDenied(pid, mem, "reading the Go runtime's structures needs ptrace-attach rights "
+            raise AccessDenied(pid, mem, f"reading {what} needs ptrace-attach rights "
                                          "(the process's owner, or CAP_SYS_PTRACE)") from err
-    regions, _ = exact.combine([[exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals]])
+
+
+def _split(pid: int, table, cats, lay: layout.Layout, eng, warnings: List[str]) -> exact.Split:  # type: ignore[no-untyped-def]
+    """The exact tier's split of the mappings, or an Error saying why it
+    cannot be had. Owners read: the Go heap (required), the Go runtime's
+    off-heap structures (else attributed per mapping, with a warning)."""
+    mod = lay.go_module
+    if mod is None:
+        raise Error("the exact tier splits Go heaps, and no Go runtime is loaded")
+    heap = _read_structures(pid, "the Go heap", lambda: goheap.read_heap(pid, mod.path, mod.bias))
+    sources = [[exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals]]
+    try:
+        meta = _read_structures(pid, "the Go runtime's metadata",
+                                lambda: goruntime.runtime_regions(pid, mod.path, mod.bias))
+    except Error as err:
+        warnings.append(f"Go runtime metadata attributed per mapping: {err}")
+    else:
+        sources.append([exact.Region(s, e, GO_RUNTIME) for s, e, _ in meta])
+    regions, conflict = exact.combine(sources)
+    if conflict:
+        warnings.append(f"{conflict} bytes were claimed by two owners; the Go heap's claim was kept")
     with pagemap.Pagemap(pid, eng) as pm:
         return exact.split(table, cats, regions, pm, exact.outside_category(lay.context.go_only))
 

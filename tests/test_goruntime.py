@@ -1,0 +1,282 @@
+"""goruntime: the Go runtime's off-heap memory, read from live demo programs.
+
+Checked two ways against each running demo (every toolchain in GO_VERSIONS,
+with and without cgo):
+
+- coverage: the resident pages of the process's private anonymous memory
+  that is neither a heap arena (goheap), nor the binary's .bss, nor one of
+  the runtime regions found here, stay below 1% of RSS without cgo (with
+  cgo the rest is C memory, and the C allocations must stay outside);
+- accounting: the bytes found per kind, mapped ``rw``, against
+  runtime.MemStats (equivalently the runtime/metrics classes):
+
+  ================================  ==========================================
+  MemStats / runtime/metrics        kinds here
+  ================================  ==========================================
+  GCSys = /memory/classes/          heapArena, page alloc index, mapped parts
+  metadata/other                    of page summary and scavenge index, gc
+                                    bits, span queue, part of persistentalloc
+                                    (spanSet blocks, finalizer blocks...),
+                                    plus GC workbufs, which live in the heap
+                                    arenas (goheap's "stacks" - StackInuse)
+  MSpanSys = metadata/mspan/*       persistentalloc (fixalloc chunks)
+  MCacheSys = metadata/mcache/*     persistentalloc (fixalloc chunks)
+  BuckHashSys = profiling/buckets   buckhash, plus buckets (persistentalloc)
+  OtherSys = /memory/classes/other  allspans, rest of persistentalloc (chunk
+                                    slack, itabs, addrRanges...)
+  (counted nowhere)                 heap index (32 MiB, few pages resident)
+  ================================  ==========================================
+
+  so that Σ mapped bytes of all kinds but the heap index equals
+  GCSys - workbufs + MSpanSys + MCacheSys + BuckHashSys + OtherSys.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import time
+from typing import Dict, List, Sequence, Tuple
+
+import pytest
+
+from gotoolchain import GO_VERSIONS
+from memscan import elfinfo, goheap, goruntime
+from memscan.pagemap import Pagemap
+from test_goheap import ARGS, exe_module, present_anon_pages, read
+
+MiB = 1 << 20
+KiB = 1 << 10
+CMALLOC = 32
+CGO_ARGS = ARGS + ["-cmalloc", CMALLOC, "-csmall", 500, "-cthreads", 2]
+PAGE = mmap.PAGESIZE
+
+
+# --------------------------------------------------------------------------
+# helpers
+
+
+def read_runtime(pid: int, path: str, bias: int, tries: int = 3) -> goruntime.RuntimeRegions:
+    for attempt in range(tries):
+        try:
+            return goruntime.read_runtime(pid, path, bias)
+        except goheap.HeapChanged:
+            if attempt + 1 == tries:
+                raise
+    raise AssertionError("unreachable")
+
+
+def maps(pid: int) -> List[Tuple[int, int, str, int, str]]:
+    """(start, end, perms, inode, name) of every mapping."""
+    out = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            fields = line.split(None, 5)
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            out.append((lo, hi, fields[1], int(fields[4]), fields[5].strip() if len(fields) > 5 else ""))
+    return out
+
+
+def subtract(ranges: Sequence[Tuple[int, int]], holes: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """``ranges`` minus ``holes`` (both lists of [lo, hi))."""
+    holes = sorted(holes)
+    out = []
+    for lo, hi in sorted(ranges):
+        pos = lo
+        for hlo, hhi in holes:
+            if hhi <= pos or hlo >= hi:
+                continue
+            if hlo > pos:
+                out.append((pos, hlo))
+            pos = max(pos, hhi)
+        if pos < hi:
+            out.append((pos, hi))
+    return out
+
+
+def intersect(ranges: Sequence[Tuple[int, int]], other: Sequence[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    out = []
+    for lo, hi in ranges:
+        for olo, ohi in other:
+            a, b = max(lo, olo), min(hi, ohi)
+            if a < b:
+                out.append((a, b))
+    return sorted(out)
+
+
+def present(pid: int, ranges: Sequence[Tuple[int, int]]) -> int:
+    """Bytes of resident pages in ``ranges`` (pagemap bit 63)."""
+    if not ranges:
+        return 0
+    with Pagemap(pid) as pm:
+        counts = pm.counts(sorted(ranges))
+    return sum(counts[0::4]) * PAGE
+
+
+def pattern_pages(pid: int, ranges: Sequence[Tuple[int, int]], byte: int) -> int:
+    """Resident pages in ``ranges`` filled with ``byte`` (read only where
+    pagemap shows the page present: reading others would map them)."""
+    want = bytes([byte]) * PAGE
+    n = 0
+    with open(f"/proc/{pid}/pagemap", "rb") as pm, open(f"/proc/{pid}/mem", "rb") as mem:
+        for lo, hi in ranges:
+            entries = struct.unpack(f"<{(hi - lo) // PAGE}Q", os.pread(pm.fileno(), (hi - lo) // PAGE * 8,
+                                                                        lo // PAGE * 8))
+            for i, e in enumerate(entries):
+                if e >> 63:
+                    try:
+                        n += os.pread(mem.fileno(), PAGE, lo + i * PAGE) == want
+                    except OSError:  # unmapped meanwhile
+                        pass
+    return n
+
+
+def check_regions(rr: goruntime.RuntimeRegions) -> None:
+    prev = None
+    for start, end, kind in rr.regions:
+        assert start < end and start % PAGE == 0 and end % PAGE == 0
+        assert kind in goruntime.KINDS
+        if prev is not None:
+            assert start >= prev[1], "overlap"
+            assert not (start == prev[1] and kind == prev[2]), "adjacent regions of one kind not merged"
+        for a in rr.arenas:
+            assert end <= a or start >= a + rr.arena_bytes, "a region overlaps a heap arena"
+        prev = (start, end, kind)
+
+
+# --------------------------------------------------------------------------
+# without Go
+
+
+def test_merge_kinds() -> None:
+    blocks = [(0x3000, 0x4000, "gc bits"), (0x1000, 0x2000, "gc bits"), (0x2000, 0x3000, "gc bits"),
+              (0x4000, 0x5000, "allspans"), (0x8000, 0xa000, "persistentalloc"), (0x9000, 0xb000, "persistentalloc")]
+    assert goruntime._merge_kinds(blocks) == [(0x1000, 0x4000, "gc bits"), (0x4000, 0x5000, "allspans"),
+                                              (0x8000, 0xb000, "persistentalloc")]
+    with pytest.raises(goheap.HeapChanged, match="overlaps"):
+        goruntime._merge_kinds([(0x1000, 0x3000, "gc bits"), (0x2000, 0x4000, "allspans")])
+
+
+def test_subtract_helper() -> None:
+    assert subtract([(0, 100)], [(10, 20), (50, 200)]) == [(0, 10), (20, 50)]
+    assert intersect([(0, 100)], [(10, 20), (90, 200)]) == [(10, 20), (90, 100)]
+
+
+def test_non_go_binary_is_no_runtime_info() -> None:
+    import sys
+    with pytest.raises(goheap.NoRuntimeInfo):
+        goruntime.runtime_regions(os.getpid(), sys.executable, 0)
+
+
+# --------------------------------------------------------------------------
+# against the demo program
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cgo", [False, True], ids=["nocgo", "cgo"])
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_runtime_regions_cover_anonymous_memory(go_program, version: str, cgo: bool) -> None:
+    prog = go_program(version=version, cgo=cgo, args=CGO_ARGS if cgo else ARGS)
+    pid = prog.pid
+    path, bias = exe_module(pid)
+    report = prog.command("stats")
+    ms = report["memstats"]
+
+    goheap.clear_cache()
+    before = present_anon_pages(pid)
+    t0 = time.perf_counter()
+    rr = read_runtime(pid, path, bias)
+    t1 = time.perf_counter()
+    again = read_runtime(pid, path, bias)
+    t2 = time.perf_counter()
+    heap = read(pid, path, bias)
+    after = present_anon_pages(pid)
+    # Reading maps no page into the target (a background scavenge may only
+    # lower the count).
+    assert after <= before
+
+    check_regions(rr)
+    assert rr.go_version == f"go{version}"
+    assert rr.arenas == heap.arenas
+    assert {k for k, _ in rr.sizes().items()} == set(goruntime.KINDS)
+    minor = tuple(int(x) for x in version.split(".")[:2])
+    assert list(rr.missing) == ([goruntime.SPAN_QUEUE] if minor < (1, 26) else [])
+    assert again.sizes() == rr.sizes()
+
+    mapping = maps(pid)
+    rw = [(lo, hi) for lo, hi, perms, _, _ in mapping if perms.startswith("rw")]
+    regions = [(s, e) for s, e, _ in rr.regions]
+    sizes = rr.sizes()
+    mapped = {k: 0 for k in goruntime.KINDS}
+    resident = {k: 0 for k in goruntime.KINDS}
+    for kind in goruntime.KINDS:
+        mine = [(s, e) for s, e, k in rr.regions if k == kind]
+        on = intersect(mine, rw)
+        mapped[kind] = sum(e - s for s, e in on)
+        resident[kind] = present(pid, on)
+
+    # -- coverage: what private anonymous memory is left unattributed
+    info = elfinfo.module_info(path)
+    assert info is not None
+    bss = [(lo + bias, hi + bias) for lo, hi in info.bss]
+    arenas = [(a, a + heap.arena_bytes) for a in heap.arenas]
+    anon = [(lo, hi) for lo, hi, perms, inode, name in mapping
+            if inode == 0 and perms[3] == "p" and (not name or name.startswith("[anon"))]
+    rest = subtract(anon, arenas + bss + regions)
+    rest_resident = present(pid, rest)
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) * KiB for line in f if line.startswith("VmRSS:"))
+
+    workbufs = heap.totals()["stacks"] - ms["StackInuse"]
+    counted = sum(mapped[k] for k in goruntime.KINDS if k != goruntime.HEAP_INDEX)
+    want = ms["GCSys"] - workbufs + ms["MSpanSys"] + ms["MCacheSys"] + ms["BuckHashSys"] + ms["OtherSys"]
+    gc_kinds = (goruntime.HEAP_ARENA, goruntime.PAGE_ALLOC_INDEX, goruntime.PAGE_SUMMARY, goruntime.SCAVENGE_INDEX,
+                goruntime.GC_BITS, goruntime.SPAN_QUEUE)
+
+    print(f"\ngo{version} cgo={int(cgo)}: read_runtime {1000 * (t1 - t0):.1f} ms first (layout parse included), "
+          f"{1000 * (t2 - t1):.1f} ms again; {rr.bytes_read} B of memory + {rr.pagemap_bytes} B of pagemap; "
+          f"{len(rr.regions)} regions")
+    for kind in goruntime.KINDS:
+        if sizes[kind]:
+            print(f"  {kind:17s} {sizes[kind] / KiB:10.0f} KiB address space, {mapped[kind] / KiB:7.0f} KiB mapped, "
+                  f"{resident[kind] / KiB:6.0f} KiB resident")
+    print(f"  mapped w/o heap index {counted / KiB:.0f} KiB; MemStats GCSys-workbufs+MSpanSys+MCacheSys+"
+          f"BuckHashSys+OtherSys = {ms['GCSys'] / KiB:.0f}-{workbufs / KiB:.0f}+{ms['MSpanSys'] / KiB:.0f}+"
+          f"{ms['MCacheSys'] / KiB:.0f}+{ms['BuckHashSys'] / KiB:.0f}+{ms['OtherSys'] / KiB:.0f} = {want / KiB:.0f} KiB")
+    anon_resident = present(pid, anon)
+    print(f"  unattributed anonymous resident {rest_resident / KiB:.0f} KiB of VmRSS {rss / KiB:.0f} KiB "
+          f"({100 * rest_resident / rss:.2f}%); private anonymous resident {anon_resident / KiB:.0f} KiB, "
+          f"in arenas {present(pid, arenas) / KiB:.0f} KiB, .bss {present(pid, bss) / KiB:.0f} KiB")
+
+    # -- accounting
+    assert sizes[goruntime.HEAP_INDEX] == 32 * MiB
+    assert sizes[goruntime.HEAP_ARENA] >= len(heap.arenas) * (68 * KiB)
+    assert sizes[goruntime.PERSISTENT] and sizes[goruntime.PERSISTENT] % (256 * KiB) == 0
+    assert sizes[goruntime.GC_BITS] and sizes[goruntime.GC_BITS] % (64 * KiB) == 0
+    assert sizes[goruntime.ALLSPANS] >= 64 * KiB
+    assert sizes[goruntime.PAGE_SUMMARY] > 512 * MiB and sizes[goruntime.SCAVENGE_INDEX] == 512 * MiB
+    assert sizes[goruntime.G0_STACK] == sizes[goruntime.SIGNAL_STACK] == 0
+    # buckhash is allocated at the first memory profile sample, unless the
+    # linker disabled memory profiling (runtime.disableMemoryProfiling:
+    # nothing references runtime.MemProfile; so in the 1.21 demo).
+    assert sizes[goruntime.BUCKHASH] == (-(-1439992 // PAGE) * PAGE if ms["BuckHashSys"] >= 1439992 else 0)
+    assert sum(mapped[k] for k in gc_kinds) <= ms["GCSys"] - workbufs + 64 * KiB
+    assert mapped[goruntime.ALLSPANS] <= ms["OtherSys"]
+    # The whole: equal but for page rounding of the heapArena structs (1.21:
+    # 1,133,584 B each, mapped as 277 pages).
+    assert abs(counted - want) <= max(0.02 * want, len(heap.arenas) * PAGE + 16 * KiB), \
+        f"found {counted / KiB:.0f} KiB mapped, MemStats say {want / KiB:.0f} KiB"
+
+    # -- coverage
+    if not cgo:
+        assert rest_resident <= 0.01 * rss
+    else:
+        # The C heap is not the runtime's: the demo's mallocs (memset to
+        # 0xa5) stay outside the regions.
+        assert rest_resident >= CMALLOC * MiB
+        c_pages = report["c_touched"] // PAGE
+        assert pattern_pages(pid, intersect(regions, rw), 0xA5) == 0
+        # ... they are in the rest, or in [heap] when the main arena served them.
+        brk = [(lo, hi) for lo, hi, _, _, name in mapping if name == "[heap]"]
+        assert pattern_pages(pid, sorted(rest + brk), 0xA5) >= 0.9 * c_pages
