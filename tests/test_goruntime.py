@@ -37,14 +37,14 @@ import mmap
 import os
 import struct
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import pytest
 
 from gotoolchain import GO_VERSIONS
 from memscan import elfinfo, goheap, goruntime
 from memscan.pagemap import Pagemap
-from test_goheap import ARGS, exe_module, present_anon_pages, read
+from test_goheap import ARGS, exe_module, present_anon_pages
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -57,10 +57,22 @@ PAGE = mmap.PAGESIZE
 # helpers
 
 
-def read_runtime(pid: int, path: str, bias: int, tries: int = 3) -> goruntime.RuntimeRegions:
+def read_runtime(pid: int, path: str, bias: int, tries: int = 3,
+                 tables: Optional[bool] = None) -> goruntime.RuntimeRegions:
+    """read_runtime, tried again (bounded) if the target changed under it."""
     for attempt in range(tries):
         try:
-            return goruntime.read_runtime(pid, path, bias)
+            return goruntime.read_runtime(pid, path, bias, tables=tables)
+        except goheap.HeapChanged:
+            if attempt + 1 == tries:
+                raise
+    raise AssertionError("unreachable")
+
+
+def read_heap(pid: int, path: str, bias: int, tries: int = 3, tables: Optional[bool] = None) -> goheap.HeapPages:
+    for attempt in range(tries):
+        try:
+            return goheap.read_heap(pid, path, bias, tables=tables)
         except goheap.HeapChanged:
             if attempt + 1 == tries:
                 raise
@@ -178,6 +190,24 @@ def test_non_go_binary_is_no_runtime_info() -> None:
 @pytest.mark.parametrize("version", GO_VERSIONS)
 def test_runtime_regions_cover_anonymous_memory(go_program, version: str, cgo: bool) -> None:
     prog = go_program(version=version, cgo=cgo, args=CGO_ARGS if cgo else ARGS)
+    check_runtime(prog, version, cgo)
+
+
+def expected_missing(version: str, symbols: bool = True) -> List[str]:
+    """The kinds a binary of Go ``version`` does not let us look for."""
+    minor = tuple(int(x) for x in version.split(".")[:2])
+    if not symbols:  # only what hangs off mheap_
+        return [goruntime.PERSISTENT, goruntime.GC_BITS, goruntime.BUCKHASH, goruntime.SPAN_QUEUE,
+                goruntime.G0_STACK, goruntime.SIGNAL_STACK]
+    return [goruntime.SPAN_QUEUE] if minor < (1, 26) else []
+
+
+def check_runtime(prog, version: str, cgo: bool, tables: Optional[bool] = None,  # type: ignore[no-untyped-def]
+                  symbols: bool = True) -> goruntime.RuntimeRegions:
+    """The checks of this module on one running demo: regions well formed,
+    accounting against MemStats, coverage of the anonymous memory. With
+    ``symbols`` False (a binary without symbols: only what hangs off mheap_
+    is found) the accounting and coverage checks are left out."""
     pid = prog.pid
     path, bias = exe_module(pid)
     report = prog.command("stats")
@@ -186,11 +216,11 @@ def test_runtime_regions_cover_anonymous_memory(go_program, version: str, cgo: b
     goheap.clear_cache()
     before = present_anon_pages(pid)
     t0 = time.perf_counter()
-    rr = read_runtime(pid, path, bias)
+    rr = read_runtime(pid, path, bias, tables=tables)
     t1 = time.perf_counter()
-    again = read_runtime(pid, path, bias)
+    again = read_runtime(pid, path, bias, tables=tables)
     t2 = time.perf_counter()
-    heap = read(pid, path, bias)
+    heap = read_heap(pid, path, bias, tables=tables)
     after = present_anon_pages(pid)
     # Reading maps no page into the target (a background scavenge may only
     # lower the count).
@@ -200,8 +230,7 @@ def test_runtime_regions_cover_anonymous_memory(go_program, version: str, cgo: b
     assert rr.go_version == f"go{version}"
     assert rr.arenas == heap.arenas
     assert {k for k, _ in rr.sizes().items()} == set(goruntime.KINDS)
-    minor = tuple(int(x) for x in version.split(".")[:2])
-    assert list(rr.missing) == ([goruntime.SPAN_QUEUE] if minor < (1, 26) else [])
+    assert list(rr.missing) == expected_missing(version, symbols)
     assert again.sizes() == rr.sizes()
 
     mapping = maps(pid)
@@ -243,20 +272,30 @@ def test_runtime_regions_cover_anonymous_memory(go_program, version: str, cgo: b
                   f"{resident[kind] / KiB:6.0f} KiB resident")
     print(f"  mapped w/o heap index {counted / KiB:.0f} KiB; MemStats GCSys-workbufs+MSpanSys+MCacheSys+"
           f"BuckHashSys+OtherSys = {ms['GCSys'] / KiB:.0f}-{workbufs / KiB:.0f}+{ms['MSpanSys'] / KiB:.0f}+"
-          f"{ms['MCacheSys'] / KiB:.0f}+{ms['BuckHashSys'] / KiB:.0f}+{ms['OtherSys'] / KiB:.0f} = {want / KiB:.0f} KiB")
+          f"{ms['MCacheSys'] / KiB:.0f}+{ms['BuckHashSys'] / KiB:.0f}+{ms['OtherSys'] / KiB:.0f} = "
+          f"{want / KiB:.0f} KiB")
     anon_resident = present(pid, anon)
     print(f"  unattributed anonymous resident {rest_resident / KiB:.0f} KiB of VmRSS {rss / KiB:.0f} KiB "
           f"({100 * rest_resident / rss:.2f}%); private anonymous resident {anon_resident / KiB:.0f} KiB, "
           f"in arenas {present(pid, arenas) / KiB:.0f} KiB, .bss {present(pid, bss) / KiB:.0f} KiB")
 
-    # -- accounting
+    # -- what hangs off mheap_ (found with and without symbols)
     assert sizes[goruntime.HEAP_INDEX] == 32 * MiB
     assert sizes[goruntime.HEAP_ARENA] >= len(heap.arenas) * (68 * KiB)
-    assert sizes[goruntime.PERSISTENT] and sizes[goruntime.PERSISTENT] % (256 * KiB) == 0
-    assert sizes[goruntime.GC_BITS] and sizes[goruntime.GC_BITS] % (64 * KiB) == 0
     assert sizes[goruntime.ALLSPANS] >= 64 * KiB
+    # 1 MiB per 32 GiB of address space the heap touches
+    assert sizes[goruntime.PAGE_ALLOC_INDEX] >= MiB and sizes[goruntime.PAGE_ALLOC_INDEX] % MiB == 0
     assert sizes[goruntime.PAGE_SUMMARY] > 512 * MiB and sizes[goruntime.SCAVENGE_INDEX] == 512 * MiB
     assert sizes[goruntime.G0_STACK] == sizes[goruntime.SIGNAL_STACK] == 0
+    # The C heap is never the runtime's: the demo's mallocs (memset to 0xa5)
+    # stay outside the regions.
+    assert pattern_pages(pid, intersect(regions, rw), 0xA5) == 0
+    if not symbols:
+        return rr
+
+    # -- accounting
+    assert sizes[goruntime.PERSISTENT] and sizes[goruntime.PERSISTENT] % (256 * KiB) == 0
+    assert sizes[goruntime.GC_BITS] and sizes[goruntime.GC_BITS] % (64 * KiB) == 0
     # buckhash is allocated at the first memory profile sample, unless the
     # linker disabled memory profiling (runtime.disableMemoryProfiling:
     # nothing references runtime.MemProfile; so in the 1.21 demo).
@@ -272,11 +311,74 @@ def test_runtime_regions_cover_anonymous_memory(go_program, version: str, cgo: b
     if not cgo:
         assert rest_resident <= 0.01 * rss
     else:
-        # The C heap is not the runtime's: the demo's mallocs (memset to
-        # 0xa5) stay outside the regions.
         assert rest_resident >= CMALLOC * MiB
         c_pages = report["c_touched"] // PAGE
-        assert pattern_pages(pid, intersect(regions, rw), 0xA5) == 0
-        # ... they are in the rest, or in [heap] when the main arena served them.
+        # The C memory is in the rest, or in [heap] when the main arena served it.
         brk = [(lo, hi) for lo, hi, _, _, name in mapping if name == "[heap]"]
         assert pattern_pages(pid, sorted(rest + brk), 0xA5) >= 0.9 * c_pages
+    return rr
+
+
+CHURN_GO = """package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// Two goroutines allocate and drop at full speed: GC cycles back to back,
+// gc bits arenas moving between lists, new chunks and arenas mapped.
+func main() {
+	for w := 0; w < 2; w++ {
+		go func() {
+			var keep [][]byte
+			for i := 0; ; i++ {
+				keep = append(keep, make([]byte, 1024+i%70000))
+				if len(keep) > 20000 {
+					keep = keep[:0]
+				}
+			}
+		}()
+	}
+	fmt.Println("ready")
+	os.Stdout.Sync()
+	time.Sleep(time.Hour)
+}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_reads_of_a_busy_program(tmp_path, version: str) -> None:
+    """A program that allocates all the time: every read succeeds within
+    the three tries scan.py allows, and the regions stay well formed."""
+    import subprocess
+
+    import gotoolchain
+    from memscan import gobuild
+
+    (tmp_path / "main.go").write_text(CHURN_GO)
+    (tmp_path / "go.mod").write_text("module churn\n\ngo 1.21\n")
+    binary = gobuild.build(str(tmp_path), goroot=gotoolchain.goroot(version), cgo=False, out_name="churn")
+    proc = subprocess.Popen([binary], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        path, bias = exe_module(proc.pid)
+        changed = 0
+        t0 = time.perf_counter()
+        for _ in range(100):
+            for attempt in range(3):
+                try:
+                    rr = goruntime.read_runtime(proc.pid, path, bias)
+                    break
+                except goheap.HeapChanged:
+                    changed += 1
+                    assert attempt < 2, "three reads in a row changed under us"
+            check_regions(rr)
+        print(f"\ngo{version} busy: 100 reads, {changed} retried, {(time.perf_counter() - t0) * 10:.1f} ms per read; "
+              + ", ".join(f"{k} {v // KiB} KiB" for k, v in rr.sizes().items() if v))
+    finally:
+        proc.kill()
+        proc.wait()

