@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
+import memscan
 from memscan import cmalloc
 from memscan._impl import engine
 from memscan.pagemap import Pagemap
@@ -455,3 +456,11 @@ def test_go_without_cgo(go_program):
     prog = go_program(version="1.27.3", cgo=False, args=("-heap", 16))
     r = cmalloc.c_regions(prog.pid, smaps(prog.pid))
     assert r.allocator is None and r.intervals == [] and r.warnings == [] and r.bytes_read == 0
+
+
+def test_exited_process(cprog):
+    prog = cprog("mallocs", 12, "threads=1", "chunks=2")
+    table = smaps(prog.pid)
+    prog.stop()  # killed and reaped
+    with pytest.raises(memscan.NoSuchProcess):
+        cmalloc.c_regions(prog.pid, table)
