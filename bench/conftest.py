@@ -18,6 +18,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import importlib.util
 import sys
 import time
 from pathlib import Path
@@ -27,10 +28,8 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
-try:
-    import memscan  # noqa: F401 - installed (pip install .), as in CI
-except ImportError:
-    sys.path.insert(0, str(SRC))  # an uninstalled checkout: PYTHONPATH=src
+if importlib.util.find_spec("memscan") is None:
+    sys.path.insert(0, str(SRC))  # an uninstalled checkout; installed (pip install .) in CI
 
 import memscan  # noqa: E402
 import psutil  # noqa: E402

@@ -6,6 +6,7 @@ from typing import Callable, Iterator
 
 import pytest
 
+from cprogram import cprograms
 from goprogram import GoProgram, GoPrograms
 
 
@@ -25,3 +26,10 @@ def go_program(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
         yield programs.start
     finally:
         programs.stop_all()
+
+
+@pytest.fixture(scope="session")
+def cprog(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """Factory: ``cprog("mallocs", *args, env=None)`` starts tests/cprogs/mallocs.c
+    (built once) and returns a ``cprogram.CProgram`` with its ``.report``."""
+    yield from cprograms(tmp_path_factory)

@@ -10,14 +10,10 @@ checked too.
 
 from __future__ import annotations
 
-import json
 import os
-import selectors
-import shutil
 import struct
-import subprocess
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import pytest
 
@@ -128,75 +124,6 @@ def test_mp_candidates():
 
 # --------------------------------------------------------------------------
 # C programs
-
-
-class CProgram:
-    """A running test program and the JSON line it printed."""
-
-    def __init__(self, argv: Sequence[str], env: Optional[Dict[str, str]] = None, timeout: float = 30) -> None:
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(
-            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=full_env, text=True
-        )
-        self.pid = self.proc.pid
-        sel = selectors.DefaultSelector()
-        assert self.proc.stdout is not None
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        try:
-            if not sel.select(timeout):
-                self.stop()
-                raise AssertionError(f"{argv} printed nothing within {timeout} s")
-        finally:
-            sel.close()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"{argv} exited with status {self.proc.wait(10)}")
-        self.report: Dict[str, Any] = json.loads(line)
-        assert self.report["pid"] == self.pid
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
-
-
-@pytest.fixture(scope="session")
-def cprog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Factory: ``cprog("mallocs", *args, env=None) -> CProgram``; the C
-    sources are compiled once per session (into a temporary directory) and
-    every program started is killed at the end."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is needed to build the C test programs")
-    out = tmp_path_factory.mktemp("cprogs")
-    built: Dict[str, str] = {}
-    started: List[CProgram] = []
-
-    def start(name: str, *args: Any, env: Optional[Dict[str, str]] = None) -> CProgram:
-        if name not in built:
-            exe = str(out / name)
-            subprocess.run(
-                [gcc, "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-pthread", "-o", exe,
-                 os.path.join(CPROGS, name + ".c")],
-                check=True,
-            )
-            built[name] = exe
-        prog = CProgram([built[name], *map(str, args)], env)
-        started.append(prog)
-        return prog
-
-    try:
-        yield start
-    finally:
-        for prog in started:
-            prog.stop()
 
 
 def smaps(pid: int):  # type: ignore[no-untyped-def]

@@ -58,6 +58,8 @@ def check_exact(snap, ms):
     assert close(d["free"].size, ms["HeapIdle"] - ms["HeapReleased"], 0.01, 512 * 1024)
     assert close(d["released"].size, ms["HeapReleased"], 0.01, 512 * 1024)
     assert d["reserved"].rss == 0
+    # Every resident page has an owner: what is left is at most 1% of RSS.
+    assert snap.categories["anon_other"].rss <= snap.total.rss / 100, snap.categories["anon_other"]
 
 
 @pytest.mark.slow
@@ -70,6 +72,14 @@ def test_go_heap_detail_matches_memstats(go_program, version, cgo):
     d = snap.go_heap_detail
     # The live heap was written to: resident. Freed heap the runtime keeps is resident too.
     assert d["objects"].rss >= ms["HeapInuse"] - 4 * MIB
+    if cgo:
+        # C memory: at least what the program touched, at most what glibc holds.
+        rep = prog.report
+        mi = rep["mallinfo2"]
+        c = snap.categories["c_malloc"].rss
+        assert rep["c_touched"] - MIB <= c <= mi["arena"] + mi["hblkhd"] + 2 * MIB, (c, rep["c_touched"], mi)
+        # Every M runs on a glibc pthread stack.
+        assert snap.categories["thread_stacks"].size >= 2 * 8 * MIB
     assert memscan.scan(prog.pid).tier == "exact"  # auto picks exact where permitted
 
     prog.command("free")
@@ -175,3 +185,32 @@ def test_exact_tier_in_a_c_shared_library(tmp_path):
     finally:
         host.kill()
         host.wait()
+
+
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+
+
+@pytest.mark.parametrize("preload", [None, JEMALLOC], ids=["glibc", "jemalloc"])
+def test_c_program(cprog, preload):
+    """A C program: its malloc'ed memory is c_malloc, its threads' stacks are
+    thread_stacks, its own mmap is not malloc's, and nothing is left over."""
+    import os
+
+    if preload and not os.path.exists(preload):
+        pytest.fail(f"{preload} is missing: .ci/run installs libjemalloc2")
+    prog = cprog("mallocs", 3, *(["plain"] if preload else []), env={"LD_PRELOAD": preload} if preload else None)
+    snap = memscan.scan(prog.pid, tier="exact")
+    rep = prog.report
+    mi = rep["mallinfo2"]
+    c = snap.categories["c_malloc"].rss
+    assert snap.tier == "exact" and snap.go is None
+    if preload is None:
+        assert rep["touched"] - MIB <= c <= mi["arena"] + mi["hblkhd"] + 2 * MIB, (c, rep["touched"], mi)
+    else:
+        assert c >= rep["touched"] * 0.9
+    assert snap.categories["thread_stacks"].size >= 3 * 8 * MIB
+    # The program's own mmap (not malloc's) is the only anonymous memory no owner claims.
+    foreign = rep["foreign"][1]
+    assert foreign <= snap.categories["anon_other"].rss <= foreign + snap.total.rss / 100, snap.categories["anon_other"]
+    for field in memscan.COUNTER_FIELDS:
+        assert sum(getattr(x, field) for x in snap.categories.values()) == getattr(snap.total, field)

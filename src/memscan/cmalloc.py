@@ -981,7 +981,7 @@ class _Scan:
             return
         self.counters["main_system_mem"] = sysmem = f["system_mem"]
         if f["flags"] & NONCONTIGUOUS_BIT:
-            self.warn(f"main arena is non-contiguous (brk failed): its mmap fallback memory is not located")
+            self.warn("main arena is non-contiguous (brk failed): its mmap fallback memory is not located")
         self.claim(lo, hi, "main arena")
 
     def _main_arena_check(self, f: Dict[str, int], lo: int, hi: int, brk: int) -> str:

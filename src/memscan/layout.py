@@ -14,7 +14,7 @@ import os
 from typing import List, NamedTuple, Optional, Tuple
 
 from . import _procfs, elfinfo
-from ._errors import AccessDenied, NoSuchProcess
+from ._errors import AccessDenied
 from ._types import BINARY, SHARED_LIBS, Interval, LayoutContext, SmapsTable
 from .snapshot import GoRuntime
 

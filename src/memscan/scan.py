@@ -9,10 +9,10 @@ import time
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
-from . import _procfs, exact, fallback, goheap, goruntime, layout, pagemap
+from . import _procfs, cmalloc, exact, fallback, goheap, goruntime, layout, pagemap
 from ._errors import AccessDenied, Error
 from ._impl import get_engine
-from ._types import CATEGORIES, GO_HEAP, GO_RUNTIME, Counters
+from ._types import C_MALLOC, CATEGORIES, GO_HEAP, GO_RUNTIME, THREAD_STACKS, Counters
 from .snapshot import Snapshot
 
 TIERS = ("auto", "exact", "layout", "psutil")
@@ -83,9 +83,7 @@ def _smaps_scan(pid: int, eng, engine_name: str, tier: str) -> Snapshot:  # type
     warnings = list(lay.warnings)
     detail = None
     done = "layout"
-    # Without a Go runtime there is nothing for the exact tier to add (C
-    # allocators are attributed per mapping in this version): no warning.
-    if tier == "exact" or (tier == "auto" and lay.go_module is not None):
+    if tier in ("exact", "auto"):
         try:
             split = _split(pid, table, cats, lay, eng, warnings)
         except Error as err:
@@ -124,23 +122,42 @@ def _read_structures(pid: int, what: str, read):  # type: ignore[no-untyped-def]
 
 def _split(pid: int, table, cats, lay: layout.Layout, eng, warnings: List[str]) -> exact.Split:  # type: ignore[no-untyped-def]
     """The exact tier's split of the mappings, or an Error saying why it
-    cannot be had. Owners read: the Go heap (required), the Go runtime's
-    off-heap structures (else attributed per mapping, with a warning)."""
+    cannot be had. Owners read, the first winning where claims overlap: the
+    Go heap (required where a Go runtime is loaded), the C allocator (glibc's
+    arenas, mmapped chunks and thread stacks; jemalloc, tcmalloc) and the Go
+    runtime's off-heap structures; a part that cannot be read is attributed
+    per mapping, with a warning."""
     mod = lay.go_module
-    if mod is None:
-        raise Error("the exact tier splits Go heaps, and no Go runtime is loaded")
-    heap = _read_structures(pid, "the Go heap", lambda: goheap.read_heap(pid, mod.path, mod.bias))
-    sources = [[exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals]]
+    sources = []
+    skip: List[Tuple[int, int]] = []
+    if mod is not None:
+        heap = _read_structures(pid, "the Go heap", lambda: goheap.read_heap(pid, mod.path, mod.bias))
+        sources.append([exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals])
+        skip = [(a, a + heap.arena_bytes) for a in heap.arenas]
     try:
-        meta = _read_structures(pid, "the Go runtime's metadata",
-                                lambda: goruntime.runtime_regions(pid, mod.path, mod.bias))
+        c = _read_structures(pid, "the C allocator's structures", lambda: cmalloc.c_regions(pid, table, skip=skip))
+    except AccessDenied:
+        raise
     except Error as err:
-        warnings.append(f"Go runtime metadata attributed per mapping: {err}")
+        warnings.append(f"C allocator attributed per mapping: {err}")
     else:
-        sources.append([exact.Region(s, e, GO_RUNTIME) for s, e, _ in meta])
+        warnings.extend(c.warnings)
+        sources.append([exact.Region(s, e, THREAD_STACKS if kind == "pthread stack" else C_MALLOC)
+                        for s, e, kind in c.intervals])
+    if mod is not None:
+        try:
+            meta = _read_structures(pid, "the Go runtime's metadata",
+                                    lambda: goruntime.runtime_regions(pid, mod.path, mod.bias))
+        except AccessDenied:
+            raise
+        except Error as err:
+            warnings.append(f"Go runtime metadata attributed per mapping: {err}")
+        else:
+            sources.append([exact.Region(s, e, GO_RUNTIME) for s, e, _ in meta])
     regions, conflict = exact.combine(sources)
     if conflict:
-        warnings.append(f"{conflict} bytes were claimed by two owners; the Go heap's claim was kept")
+        warnings.append(f"{conflict} bytes were claimed by two owners; the first claim (Go heap, C allocator, "
+                        "Go runtime) was kept")
     with pagemap.Pagemap(pid, eng) as pm:
         return exact.split(table, cats, regions, pm, exact.outside_category(lay.context.go_only))
 
