@@ -205,3 +205,26 @@ class GoPrograms:
         for prog in self.started:
             prog.stop()
         self.started.clear()
+
+
+def c_shared_demo(version: str) -> str:
+    """The demo built as a Go c-shared library (cgo), cached like every build."""
+    from memscan import gobuild
+    from memscan.demo_run import DEMO_DIR
+
+    return gobuild.build(DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=True, buildmode="c-shared",
+                         out_name="libdemo.so")
+
+
+def scan_once_started(pid: int, tier: str, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    """memscan.scan of a host of a Go c-shared library, once the library's
+    runtime has its first heap arena: it starts on a thread of its own after
+    dlopen returns. Bounded: the last scan is returned after ``timeout``."""
+    import memscan
+
+    deadline = time.monotonic() + timeout
+    while True:
+        snap = memscan.scan(pid, tier=tier)
+        if snap.categories["go_heap"].size > 0 or time.monotonic() > deadline:
+            return snap
+        time.sleep(0.05)

@@ -11,6 +11,7 @@ import memscan
 from memscan import exact
 
 import gotoolchain
+from goprogram import c_shared_demo, scan_once_started
 
 MIB = 1 << 20
 HEAP_ARGS = ("-heap", 64, "-garbage", 32, "-goroutines", 50)
@@ -157,39 +158,6 @@ def test_without_ptrace_rights_auto_says_why(go_program):
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "ptrace-attach" in refused.stderr
 
 
-@pytest.mark.slow
-def test_exact_tier_in_a_c_shared_library(tmp_path):
-    import subprocess
-    import sys
-    import time
-
-    from memscan import gobuild
-    from memscan.demo_run import DEMO_DIR
-
-    lib = gobuild.build(DEMO_DIR, goroot=gotoolchain.goroot(gotoolchain.GO_VERSIONS[-1]), cgo=True,
-                        buildmode="c-shared", out_name="libdemo.so")
-    host = subprocess.Popen([sys.executable, "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1]); print('ok', "
-                             "flush=True); sys.stdin.read()", lib], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        host.stdout.readline()
-        deadline = time.monotonic() + 20
-        while True:  # the library's runtime starts on its own thread
-            snap = memscan.scan(host.pid, tier="exact")
-            if snap.go_heap_detail["objects"].size > 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        assert snap.go.path == lib and snap.go_heap_detail["objects"].size > 0
-        heap = snap.categories["go_heap"]
-        assert sum(c.size for c in snap.go_heap_detail.values()) == heap.size
-        # The Python host's own memory (pymalloc arenas are plain mmaps, not
-        # malloc's) is the one owner memscan does not read: it stays anon_other.
-        assert snap.categories["c_malloc"].rss > 0 and snap.categories["go_runtime"].rss > 0
-    finally:
-        host.kill()
-        host.wait()
-
-
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 
 
@@ -239,19 +207,7 @@ def test_cgo_program_under_jemalloc(go_program):
 @pytest.mark.slow
 def test_c_shared_library_in_a_c_host(cprog):
     """A Go c-shared library in a C host: every resident page has an owner."""
-    import time
-
-    from memscan import gobuild
-    from memscan.demo_run import DEMO_DIR
-
-    lib = gobuild.build(DEMO_DIR, goroot=gotoolchain.goroot(gotoolchain.GO_VERSIONS[-1]), cgo=True,
-                        buildmode="c-shared", out_name="libdemo.so")
-    host = cprog("dlhost", lib)
-    deadline = time.monotonic() + 20
-    while True:  # the library's runtime starts on its own thread
-        snap = memscan.scan(host.pid, tier="exact")
-        if snap.go_heap_detail["objects"].size > 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    lib = c_shared_demo(gotoolchain.GO_VERSIONS[-1])
+    snap = scan_once_started(cprog("dlhost", lib).pid, "exact")
     assert snap.go.path == lib and snap.go_heap_detail["objects"].size > 0
     assert snap.categories["anon_other"].rss <= snap.total.rss / 100, snap.categories["anon_other"]

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
@@ -14,6 +13,7 @@ from memscan._impl import ENGINES
 from memscan._types import CATEGORIES
 
 import gotoolchain
+from goprogram import c_shared_demo, scan_once_started
 
 pytestmark = pytest.mark.slow
 
@@ -152,33 +152,30 @@ def test_demo_command():
 
 
 def test_go_in_a_c_shared_library_of_a_python_host(tmp_path):
-    """A Go runtime inside a non-Go host is found from the library's .go.buildinfo."""
+    """A Go runtime inside a non-Go host is found from the library's
+    .go.buildinfo; the exact tier reads its heap through the load bias."""
     import subprocess
     import sys
 
-    from memscan import gobuild
-    from memscan.demo_run import DEMO_DIR
-
     version = gotoolchain.GO_VERSIONS[-1]
-    lib = gobuild.build(DEMO_DIR, goroot=gotoolchain.goroot(version),
-                        cgo=True, buildmode="c-shared", out_name="libdemo.so")
+    lib = c_shared_demo(version)
     host = subprocess.Popen(
         [sys.executable, "-c", "import ctypes, sys; ctypes.CDLL(sys.argv[1]); print('loaded', flush=True); "
          "sys.stdin.read()", lib], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert host.stdout.readline().strip() == "loaded"
-        # A c-shared library starts its Go runtime on a thread of its own
-        # after dlopen returns: wait (bounded) for the first heap arena.
-        deadline = time.monotonic() + 20
-        snap = memscan.scan(host.pid, tier="layout")
-        while snap.categories["go_heap"].size == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-            snap = memscan.scan(host.pid, tier="layout")
+        snap = scan_once_started(host.pid, "layout")
         assert snap.go is not None and snap.go.path == lib and snap.go.version == f"go{version}"
         assert snap.allocator == "glibc"
         # The library's own Go runtime has its heap arenas in this process.
         assert snap.categories["go_heap"].size >= 64 * MIB
         assert snap.categories["shared_libs"].rss > 0
+        exact = memscan.scan(host.pid, tier="exact")
+        assert exact.go_heap_detail["objects"].size > 0
+        assert sum(c.size for c in exact.go_heap_detail.values()) == exact.categories["go_heap"].size
+        # The Python host's own memory (pymalloc arenas are plain mmaps, not
+        # malloc's) is the one owner memscan does not read: it stays anon_other.
+        assert exact.categories["c_malloc"].rss > 0 and exact.categories["go_runtime"].rss > 0
     finally:
         host.kill()
         host.wait()
