@@ -77,9 +77,7 @@ is left out of ``intervals`` and explained in ``warnings``.
 from __future__ import annotations
 
 import bisect
-import ctypes
 import errno
-import fcntl
 import mmap
 import os
 import re
@@ -88,8 +86,8 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _impl, _procfs, elfinfo
 from ._errors import NoSuchProcess
-from ._pure import PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGEMAP_SCAN, PM_SCAN_ARG_SIZE
 from ._types import PERM_R, PERM_S, PERM_W, PERM_X, VMFLAG_BIT, SmapsTable
+from .targetmem import TargetMemory, read_maps
 
 __all__ = [
     "CRegions",
@@ -355,145 +353,6 @@ def _glibc_version(paths: Sequence[str]) -> Optional[Tuple[int, int]]:
 
 
 # --------------------------------------------------------------------------
-# Reading the target: pagemap first, then /proc/PID/mem
-
-
-class _Target:
-    """Present-page lookups in pagemap and bounded reads of /proc/PID/mem."""
-
-    def __init__(self, pid: int, max_bytes: int) -> None:
-        self.pid = pid
-        self.max_bytes = max_bytes
-        self.bytes_read = 0
-        self.mem = self.pagemap = -1
-        self.scan_ok = True
-        try:
-            for name in ("pagemap", "mem"):
-                p = _procfs.path(pid, name)
-                with _procfs.translated(pid, p):
-                    fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)  # never O_RDWR: we only read
-                setattr(self, name, fd)
-        except BaseException:
-            self.close()
-            raise
-        self._vec_len = 512
-        self._vec = (ctypes.c_uint64 * (3 * self._vec_len))()
-        self._arg = bytearray(PM_SCAN_ARG_SIZE)
-
-    def close(self) -> None:
-        for name in ("mem", "pagemap"):
-            fd = getattr(self, name)
-            if fd >= 0:
-                os.close(fd)
-                setattr(self, name, -1)
-
-    # -- pagemap
-
-    def present(self, start: int, end: int) -> List[Tuple[int, int]]:
-        """Sorted runs (lo, hi) of pages in [start, end) (page-aligned) that
-        are present and not the zero page; what may usefully be read."""
-        if start >= end:
-            return []
-        if self.scan_ok:
-            try:
-                return self._present_scan(start, end)
-            except OSError as err:
-                if err.errno not in (errno.ENOTTY, errno.EINVAL):
-                    raise
-                self.scan_ok = False
-        return self._present_pread(start, end)
-
-    def _present_scan(self, start: int, end: int) -> List[Tuple[int, int]]:
-        # PAGEMAP_SCAN (6.7+): runs of present pages; zero-page runs flagged.
-        out: List[Tuple[int, int]] = []
-        vec, n = self._vec, self._vec_len
-        addr = ctypes.addressof(vec)
-        pos = start
-        while pos < end:
-            struct.pack_into(
-                "<12Q", self._arg, 0, PM_SCAN_ARG_SIZE, 0, pos, end, 0, addr, n, 0, 0, 0,
-                PAGE_IS_PRESENT, PAGE_IS_PRESENT | PAGE_IS_PFNZERO,
-            )
-            ret = fcntl.ioctl(self.pagemap, PAGEMAP_SCAN, self._arg, True)
-            for r in range(ret):
-                lo, hi, cat = max(vec[3 * r], pos), min(vec[3 * r + 1], end), vec[3 * r + 2]
-                if lo >= hi or cat & PAGE_IS_PFNZERO or not cat & PAGE_IS_PRESENT:
-                    continue
-                if out and out[-1][1] == lo:
-                    out[-1] = (out[-1][0], hi)
-                else:
-                    out.append((lo, hi))
-            if ret < n:
-                break
-            # A full vector: go on after what was returned (walk_end alone may be stale).
-            walk_end = struct.unpack_from("<Q", self._arg, 32)[0]
-            nxt = max(walk_end, vec[3 * ret - 2])
-            if nxt <= pos:
-                raise OSError(errno.EIO, "PAGEMAP_SCAN made no progress")
-            pos = nxt
-        return out
-
-    def _present_pread(self, start: int, end: int) -> List[Tuple[int, int]]:
-        # Older kernels: 8 bytes of pagemap per page; bit 63 = present. The
-        # zero page cannot be told without PFNs: harmless, it reads as zeros.
-        out: List[Tuple[int, int]] = []
-        step = 32768  # pages per read (256 KiB)
-        page = start // PAGE
-        last = end // PAGE
-        while page < last:
-            n = min(step, last - page)
-            data = os.pread(self.pagemap, 8 * n, 8 * page)
-            if len(data) != 8 * n:
-                raise ProcessLookupError(errno.ESRCH, "pagemap read short: the process exited")
-            for i in range(n):
-                if data[8 * i + 7] & 0x80:
-                    a = (page + i) * PAGE
-                    if out and out[-1][1] == a:
-                        out[-1] = (out[-1][0], a + PAGE)
-                    else:
-                        out.append((a, a + PAGE))
-            page += n
-        return out
-
-    def all_present(self, addr: int, size: int) -> bool:
-        lo, hi = addr & ~(PAGE - 1), (addr + size + PAGE - 1) & ~(PAGE - 1)
-        runs = self.present(lo, hi)
-        return len(runs) == 1 and runs[0] == (lo, hi)
-
-    # -- mem
-
-    def charge(self, n: int) -> None:
-        if self.bytes_read + n > self.max_bytes:
-            raise _LimitReached()
-        self.bytes_read += n
-
-    def pread(self, addr: int, size: int) -> Optional[bytes]:
-        """``size`` bytes at ``addr``, whose pages the caller knows present;
-        None if the range went away meanwhile."""
-        self.charge(size)
-        try:
-            data = os.pread(self.mem, size, addr)
-        except OSError as err:
-            if err.errno == errno.EIO:  # unmapped since smaps was read
-                return None
-            raise
-        if len(data) != size:
-            return None
-        return data
-
-    def read(self, addr: int, size: int) -> Optional[bytes]:
-        """``size`` bytes at ``addr`` if every page of the range is present
-        (checked in pagemap first), else None."""
-        if not self.all_present(addr, size):
-            return None
-        return self.pread(addr, size)
-
-    def words(self, addr: int, n: int) -> Optional[Tuple[int, ...]]:
-        data = self.read(addr, 8 * n)
-        return None if data is None else struct.unpack(f"<{n}Q", data)
-
-
-# --------------------------------------------------------------------------
 # The mappings
 
 
@@ -539,7 +398,7 @@ def _strip_deleted(name: str) -> str:
 class _Scan:
     """One c_regions() call."""
 
-    def __init__(self, pid: int, table: SmapsTable, tgt: _Target, stack_limit: Optional[int]) -> None:
+    def __init__(self, pid: int, table: SmapsTable, tgt: TargetMemory, stack_limit: Optional[int]) -> None:
         self.pid = pid
         self.table = table
         self.tgt = tgt
@@ -754,7 +613,7 @@ class _Scan:
                 continue
             a = (r.start + self.heap_max - 1) & ~(self.heap_max - 1)
             while a < r.end:
-                w = self.tgt.words(a, 6)
+                w = self.tgt.words_if_present(a, 6)
                 if w is not None:
                     h = self._heap_info(a, w)
                     if h is not None:
@@ -835,7 +694,7 @@ class _Scan:
         for attempt in range(5):
             if attempt:
                 for b in bases:
-                    w = self.tgt.words(b, 6)
+                    w = self.tgt.words_if_present(b, 6)
                     h = None if w is None else self._heap_info(b, w)
                     if h is None or h[0] != ar:
                         self.warn(f"arena at {ar:#x} rejected: the heap_info at {b:#x} changed or went away")
@@ -848,7 +707,7 @@ class _Scan:
         return False
 
     def _arena_check(self, ar: int, bases: List[int], cands) -> str:  # type: ignore[no-untyped-def]
-        data = self.tgt.read(ar, MS_SIZE)
+        data = self.tgt.read_if_present(ar, MS_SIZE)
         if data is None:
             return "its malloc_state is not readable (page not present)"
         ms = struct.unpack(f"<{MS_SIZE // 8}Q", data)
@@ -858,7 +717,7 @@ class _Scan:
         holder = next((b for b in bases if b <= top < b + cands[b][2]), None)
         if holder is None:
             return f"top {top:#x} is in none of its heaps"
-        w = self.tgt.words(top, 2)
+        w = self.tgt.words_if_present(top, 2)
         if w is None:
             return f"top chunk {top:#x} not readable"
         if top + (w[1] & ~7) != holder + cands[holder][2]:
@@ -896,7 +755,7 @@ class _Scan:
             else:
                 w = self.libc_words(cur + MS_NEXT, 1) if self.in_libc_rw(cur) else None
                 if w is None:
-                    w = self.tgt.words(cur + MS_NEXT, 1)
+                    w = self.tgt.words_if_present(cur + MS_NEXT, 1)
                 if w is None:
                     self.warn(f"arena ring broken at {cur:#x} (not readable): thread arenas not validated")
                     return {}
@@ -941,7 +800,7 @@ class _Scan:
         m = self.main_arena
         w = self.libc_words(m, MS_SIZE // 8)
         if w is None:
-            w = self.tgt.words(m, MS_SIZE // 8)
+            w = self.tgt.words_if_present(m, MS_SIZE // 8)
         if w is None:
             self.warn(f"main_arena at {m:#x} not readable")
             self.main_arena = 0
@@ -969,7 +828,7 @@ class _Scan:
         why = ""
         for attempt in range(3):
             if attempt:
-                w = self.tgt.words(self.main_arena, MS_SIZE // 8)
+                w = self.tgt.words_if_present(self.main_arena, MS_SIZE // 8)
                 if w is None:
                     break
                 f = {"flags": w[0] >> 32, "top": w[MS_TOP // 8], "system_mem": w[MS_SYSTEM_MEM // 8]}
@@ -989,7 +848,7 @@ class _Scan:
         top = f["top"]
         if not lo <= top < max(ends):
             return f"main_arena.top {top:#x} is outside [heap] {lo:#x}-{max(ends):#x}"
-        w = self.tgt.words(top, 2)
+        w = self.tgt.words_if_present(top, 2)
         if w is None:
             return f"the top chunk at {top:#x} is not readable"
         if top + (w[1] & ~7) not in ends:
@@ -998,7 +857,7 @@ class _Scan:
             return f"main_arena.system_mem {f['system_mem']} is not the size of [heap]"
         if self.mp is not None and self.mp["sbrk_base"] != lo:
             return f"mp_.sbrk_base {self.mp['sbrk_base']:#x} is not the start of [heap] {lo:#x}"
-        first = self.tgt.words(lo, 2)
+        first = self.tgt.words_if_present(lo, 2)
         if first is not None and not (0x20 <= (first[1] & ~7) <= max(ends) - lo and first[1] & 1):
             return f"the first chunk at {lo:#x} has size word {first[1]:#x}"
         return ""
@@ -1162,7 +1021,7 @@ class _Scan:
                                 continue
                         p += PAGE
         except _LimitReached:
-            self.warn(f"read limit of {self.tgt.max_bytes} bytes reached: the chunk walk stopped early, "
+            self.warn(f"read limit of {self.tgt.limit} bytes reached: the chunk walk stopped early, "
                       "chunks beyond it are not located")
         if gone:
             self.warn(f"{gone} mapping(s) went away during the chunk walk (the process changed since smaps was read)")
@@ -1217,15 +1076,8 @@ def _overlapping(ranges: List[Tuple[int, int]], start: int, end: int) -> List[Tu
 def _brk(pid: int) -> int:
     """The current end of ``[heap]`` (the program break, page-rounded) from
     a fresh read of /proc/PID/maps (/proc/PID/stat has only start_brk); 0
-    when there is none or it cannot be read."""
-    try:
-        with open(_procfs.path(pid, "maps"), "rb") as f:
-            for line in f:
-                if line.endswith(b" [heap]\n"):
-                    return int(line[line.index(b"-") + 1 : line.index(b" ")], 16)
-    except (OSError, ValueError):
-        pass
-    return 0
+    when there is none. A process gone meanwhile raises NoSuchProcess."""
+    return next((m.end for m in read_maps(pid) if m.name == "[heap]"), 0)
 
 
 _nh_cache: Optional[bool] = None
@@ -1273,7 +1125,7 @@ def c_regions(pid: int, table: SmapsTable, *, max_bytes: int = MAX_READ_BYTES,
     hint = elfinfo.allocator(names)
     mem_path = _procfs.path(pid, "mem")
     with _procfs.translated(pid, mem_path):
-        tgt = _Target(pid, max_bytes)
+        tgt = TargetMemory(pid, max_bytes, over_limit=_LimitReached, subject="C allocator")
         try:
             s = _Scan(pid, table, tgt, stack_limit)
             s.skip = _merge(skip)
@@ -1291,7 +1143,7 @@ def c_regions(pid: int, table: SmapsTable, *, max_bytes: int = MAX_READ_BYTES,
     for (a0, a1, k0), (b0, b1, k1) in zip(intervals, intervals[1:]):
         if b0 < a1:  # cannot happen: every claim checks what is claimed
             raise AssertionError(f"overlapping C regions {a0:#x}-{a1:#x} {k0} and {b0:#x}-{b1:#x} {k1}")
-    return CRegions(intervals, s.counters, s.warnings, allocator, s.found, tgt.bytes_read, s.version)
+    return CRegions(intervals, s.counters, s.warnings, allocator, s.found, tgt.charged, s.version)
 
 
 def _run(s: _Scan, hint: Optional[str]) -> Optional[str]:
@@ -1365,5 +1217,5 @@ def _run(s: _Scan, hint: Optional[str]) -> Optional[str]:
             s.check_chunks(chunks)
         return owner
     except _LimitReached:
-        s.warn(f"read limit of {s.tgt.max_bytes} bytes reached before the scan finished: results are partial")
+        s.warn(f"read limit of {s.tgt.limit} bytes reached before the scan finished: results are partial")
         return hint

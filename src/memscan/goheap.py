@@ -91,8 +91,6 @@ NoRuntimeInfo, never a guess.
 
 from __future__ import annotations
 
-import bisect
-import errno
 import os
 import re
 import struct
@@ -106,7 +104,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from . import _procfs, elfinfo
-from ._errors import Error, NoSuchProcess
+from ._errors import Error
+from .targetmem import Mapping, TargetMemory
 
 __all__ = [
     "OBJECTS",
@@ -141,9 +140,7 @@ MAX_UNSETTLED = 0.01
 #: cap is reached somewhere between 20 and 250 GiB of heap.
 MAX_READ_BYTES = 256 << 20
 
-_OS_PAGE = elfinfo.PAGE_SIZE  # the kernel's page: /proc/PID/pagemap's granule
-_PM_PRESENT = 1 << 63
-_PM_SWAPPED = 1 << 62
+_OS_PAGE = elfinfo.PAGE_SIZE
 
 # Sanity bounds on counts read from the target, checked before reading.
 _MAX_RANGES = 1 << 16  # pages.inUse entries (one per discontiguous growth)
@@ -965,167 +962,11 @@ def clear_cache() -> None:
 # The target: bounded, validated, read-only reads
 
 
-class _Mapping(NamedTuple):
-    start: int
-    end: int
-    readable: bool
-    anonymous: bool
-    perms: bytes = b""  # e.g. b"rw-p"
-    name: bytes = b""  # pathname column: b"", b"[heap]", b"[stack]", a path ...
-
-
-def _parse_maps(text: bytes) -> List[_Mapping]:
-    out = []
-    for line in text.splitlines():
-        fields = line.split(None, 5)
-        if len(fields) < 5:
-            continue
-        lo, _, hi = fields[0].partition(b"-")
-        # inode 0: anonymous (also [heap], [stack], [anon:...]); special
-        # files like [vvar] are not readable through mem anyway.
-        name = fields[5].strip() if len(fields) > 5 else b""
-        out.append(_Mapping(int(lo, 16), int(hi, 16), fields[1][:1] == b"r", fields[4] == b"0", fields[1], name))
-    out.sort()
-    return out
-
-
-class _Target:
-    """Reads of one process's memory through /proc/PID/mem, pread only."""
-
-    def __init__(self, pid: int, limit: int) -> None:
-        self.pid = pid
-        self.limit = limit
-        self.bytes_read = 0
-        self.pagemap_bytes = 0
-        self.charged = 0  # bytes asked for, resident or not: what the cap limits
-        self._pagemap: Dict[int, int] = {}
-        self.mem = self.pagemap = -1
-        self.refresh_maps()
-        try:
-            for name in ("mem", "pagemap"):
-                p = _procfs.path(pid, name)
-                with _procfs.translated(pid, p):
-                    fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)  # never O_RDWR: we only read
-                setattr(self, name, fd)
-        except BaseException:
-            self.close()
-            raise
-
-    def refresh_maps(self) -> None:
-        """(Re-)read /proc/PID/maps: the target may have mapped more since."""
-        maps_path = _procfs.path(self.pid, "maps")
-        with _procfs.translated(self.pid, maps_path):
-            with open(maps_path, "rb") as f:
-                self.maps = _parse_maps(f.read())
-        self._starts = [m.start for m in self.maps]
-
-    def close(self) -> None:
-        for name in ("mem", "pagemap"):
-            fd = getattr(self, name)
-            if fd >= 0:
-                os.close(fd)
-                setattr(self, name, -1)
-
-    def __enter__(self) -> "_Target":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def mapping(self, addr: int) -> Optional[_Mapping]:
-        i = bisect.bisect_right(self._starts, addr) - 1
-        if i >= 0 and addr < self.maps[i].end:
-            return self.maps[i]
-        return None
-
-    def _pieces(self, addr: int, size: int, what: str) -> List[Tuple[int, int, bool]]:
-        """(start, end, anonymous) of the mappings covering [addr, addr+size)."""
-        out = []
-        pos, end = addr, addr + size
-        while pos < end:
-            m = self.mapping(pos)
-            if m is None or not m.readable:
-                raise HeapChanged(f"{what} at {addr:#x} (+{size:#x}) is not in a readable mapping of pid {self.pid}")
-            out.append((pos, min(end, m.end), m.anonymous))
-            pos = m.end
-        return out
-
-    def _charge(self, n: int) -> None:
-        """Count ``n`` bytes about to be asked for against the cap."""
-        self.charged += n
-        if self.charged > self.limit:
-            raise ReadLimitExceeded(
-                f"reading the Go heap structures of pid {self.pid} would exceed {self.limit} bytes")
-
-    def _present(self, start: int, end: int) -> List[bool]:
-        """Per 4 KiB page of [start, end): may it be read (present or swapped)?"""
-        first, last = start // _OS_PAGE, (end - 1) // _OS_PAGE
-        missing = [p for p in range(first, last + 1) if p not in self._pagemap]
-        if missing:
-            lo, hi = missing[0], missing[-1] + 1
-            self._charge(8 * (hi - lo))
-            data = os.pread(self.pagemap, 8 * (hi - lo), 8 * lo)
-            self.pagemap_bytes += len(data)
-            if len(data) != 8 * (hi - lo):
-                self._gone_or_changed("pagemap")
-            for i, (entry,) in enumerate(struct.iter_unpack("<Q", data)):
-                self._pagemap[lo + i] = entry
-        return [bool(self._pagemap[p] & (_PM_PRESENT | _PM_SWAPPED)) for p in range(first, last + 1)]
-
-    def _gone_or_changed(self, what: str) -> None:
-        st = _procfs.stat(self.pid)
-        if st.gone or st.exiting:
-            raise NoSuchProcess(self.pid, "process exited while its Go heap was read")
-        raise HeapChanged(f"short read of /proc/{self.pid}/{what}: a mapping went away")
-
-    def read(self, addr: int, size: int, what: str) -> bytes:
-        """``size`` bytes at ``addr``; non-resident anonymous pages read as zeros."""
-        if size <= 0:
-            return b""
-        pieces = self._pieces(addr, size, what)
-        self._charge(size)
-        out = bytearray(size)
-        for start, end, anonymous in pieces:
-            for lo, hi in self._readable_runs(start, end, anonymous):
-                try:
-                    data = os.pread(self.mem, hi - lo, lo)
-                except OSError as err:
-                    if err.errno == errno.EIO:  # unmapped since we read maps
-                        raise HeapChanged(f"{what} at {lo:#x} was unmapped while being read") from None
-                    raise
-                self.bytes_read += len(data)
-                if len(data) != hi - lo:
-                    self._gone_or_changed("mem")
-                out[lo - addr : hi - addr] = data
-        return bytes(out)
-
-    def _readable_runs(self, start: int, end: int, anonymous: bool) -> Iterator[Tuple[int, int]]:
-        """Sub-ranges to pread. For anonymous memory, only pages that are
-        present or swapped: reading any other page would map the zero page
-        into the target. File pages are read as they are (what the program
-        would see); the runtime structures read here are all anonymous."""
-        if not anonymous:
-            yield start, end
-            return
-        first = start // _OS_PAGE
-        run = None
-        for i, ok in enumerate(self._present(start, end)):
-            page = (first + i) * _OS_PAGE
-            if ok and run is None:
-                run = max(page, start)
-            elif not ok and run is not None:
-                yield run, page
-                run = None
-        if run is not None:
-            yield run, end
-
-    def words(self, addr: int, n: int, word: str, what: str) -> Tuple[int, ...]:
-        """``n`` words of format ``word`` (e.g. "<Q") at ``addr``."""
-        data = self.read(addr, n * struct.calcsize(word), what)
-        return struct.unpack(f"{word[0]}{n}{word[1:]}", data)
-
-    def word(self, addr: int, word: str, what: str) -> int:
-        return self.words(addr, 1, word, what)[0]
+def _Target(pid: int, limit: int) -> TargetMemory:
+    """The reader of a Go runtime's structures: ranges checked against
+    /proc/PID/maps, :class:`HeapChanged` when they do not add up,
+    :class:`ReadLimitExceeded` past ``limit`` bytes (pagemap included)."""
+    return TargetMemory(pid, limit, changed=HeapChanged, over_limit=ReadLimitExceeded, subject="Go heap", maps=True)
 
 
 # --------------------------------------------------------------------------
@@ -1174,7 +1015,7 @@ def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MA
 # Binaries without symbols: find mheap_ and allp in the target (6.4)
 
 
-def _resolve(target: _Target, lay: _Layout, load_bias: int, path: str) -> _Layout:
+def _resolve(target: TargetMemory, lay: _Layout, load_bias: int, path: str) -> _Layout:
     """``lay`` with the link-time addresses of mheap_ and allp filled in.
 
     Only a layout from the tables of a binary without symbols (source
@@ -1230,18 +1071,18 @@ def _resolve(target: _Target, lay: _Layout, load_bias: int, path: str) -> _Layou
     return lay._replace(mheap=(mheap - load_bias) & mask, allp=(allp - load_bias) & mask if allp else 0)
 
 
-def _anon_run(target: _Target, start: int, size: int) -> bool:
+def _anon_run(target: TargetMemory, start: int, size: int) -> bool:
     """Is [start, start + size) contiguous readable anonymous memory?"""
     pos, end = start, start + size
     while pos < end:
         m = target.mapping(pos)
-        if m is None or not m.anonymous or not m.readable or m.name in (b"[heap]", b"[stack]"):
+        if m is None or not m.anonymous or not m.readable or m.name in ("[heap]", "[stack]"):
             return False
         pos = m.end
     return True
 
 
-def _plausible_mheap(target: _Target, lay: _Layout, mheap: int, l2: int) -> Optional[List[Tuple[int, int]]]:
+def _plausible_mheap(target: TargetMemory, lay: _Layout, mheap: int, l2: int) -> Optional[List[Tuple[int, int]]]:
     """The arenas (merged [base, end) ranges) if the runtime's mheap_ at
     ``mheap`` (whose arenas[0] is ``l2``) holds a consistent heap, else None."""
     word = struct.Struct(lay.word)
@@ -1282,7 +1123,7 @@ def _plausible_mheap(target: _Target, lay: _Layout, mheap: int, l2: int) -> Opti
     return _merge([(b, b + lay.arena_bytes) for b in bases])
 
 
-def _scan_allp(target: _Target, lay: _Layout, data: List[Tuple[int, Tuple[int, ...]]], mheap: int,
+def _scan_allp(target: TargetMemory, lay: _Layout, data: List[Tuple[int, Tuple[int, ...]]], mheap: int,
                cover: List[Tuple[int, int]], path: str) -> int:
     """Address of runtime.allp, found in the data segments (see _resolve);
     0 when the layout has no page caches to read."""
@@ -1339,7 +1180,7 @@ class _Span(NamedTuple):
 class _Reader:
     """One read of one runtime's heap structures."""
 
-    def __init__(self, target: _Target, lay: _Layout, load_bias: int, max_unsettled: float) -> None:
+    def __init__(self, target: TargetMemory, lay: _Layout, load_bias: int, max_unsettled: float) -> None:
         self.t = target
         self.lay = lay
         self.max_unsettled = max_unsettled
@@ -1540,7 +1381,7 @@ class _Reader:
 
     def _batches(self, pointers: Sequence[int]) -> Iterator[List[int]]:
         batch: List[int] = []
-        m: Optional[_Mapping] = None
+        m: Optional[Mapping] = None
         size = self.lay.span_size
         for p in pointers:  # sorted
             if m is None or p >= m.end:

@@ -71,6 +71,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from . import _procfs, elfinfo, goheap
 from .goheap import HeapChanged, NoRuntimeInfo, ReadLimitExceeded  # noqa: F401  (re-exported)
+from .targetmem import TargetMemory
 
 __all__ = [
     "KINDS",
@@ -178,7 +179,7 @@ def read_runtime(pid: int, binary_path: str, load_bias: int, *, max_bytes: int =
 class _Reader(goheap._Reader):
     """One read of one runtime's off-heap structures."""
 
-    def __init__(self, target: "goheap._Target", lay: "goheap._Layout", load_bias: int, path: str) -> None:
+    def __init__(self, target: TargetMemory, lay: "goheap._Layout", load_bias: int, path: str) -> None:
         super().__init__(target, lay, load_bias, goheap.MAX_UNSETTLED)
         self.bias = load_bias
         self.path = path
@@ -240,9 +241,9 @@ class _Reader(goheap._Reader):
             m = self.t.mapping(pos)
             if m is None:
                 raise HeapChanged(f"{what} at {start:#x}-{end:#x} is not mapped in pid {self.t.pid}")
-            if not m.anonymous or m.name in (b"[heap]", b"[stack]") or \
-                    (m.name.startswith(b"[") and not m.name.startswith(b"[anon")):
-                where = m.name.decode(errors="replace") or "a file"
+            if not m.anonymous or m.name in ("[heap]", "[stack]") or \
+                    (m.name.startswith("[") and not m.name.startswith("[anon")):
+                where = m.name or "a file"
                 raise HeapChanged(f"{what} at {start:#x}-{end:#x} lies in {where} mapping, "
                                   "not anonymous memory of the runtime")
             pos = m.end
@@ -433,7 +434,7 @@ class _Reader(goheap._Reader):
                 if hi <= lo or any(a <= lo < b for a, b in self.cover):
                     continue
                 where = self.t.mapping(lo)
-                if where is not None and where.name == b"[stack]":
+                if where is not None and where.name == "[stack]":
                     continue
                 self.block(lo, hi - lo, kind, f"{kind} of M {m:#x}")
 
