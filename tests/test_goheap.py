@@ -113,6 +113,21 @@ def expected(memstats: Dict[str, int]) -> Dict[str, int]:
     }
 
 
+def check_against_memstats(totals: Dict[str, int], ms: Dict[str, int]) -> None:
+    """Bytes per page state against the MemStats of the same moment."""
+    exp = expected(ms)
+    assert_close("objects", totals["objects"], exp["objects"], 0.01, 0)
+    # mSpanManual also holds GC workbufs, which MemStats counts in GCSys.
+    assert_close("stacks", totals["stacks"], exp["stacks"], 0.10, 256 * KiB)
+    # A floor of 256 KiB for a background scavenge between report and read.
+    assert_close("released", totals["released"], exp["released"], 0.01, 256 * KiB)
+    assert_close("free", totals["free"], exp["free"], 0.01, 512 * KiB)
+    # What the runtime grew into is HeapSys + StackInuse (go-runtime.md 1.5);
+    # the rest of the arenas is reserved address space.
+    grown = sum(totals[name] for name in ("objects", "stacks", "free", "released"))
+    assert_close("grown", grown, ms["HeapSys"] + ms["StackInuse"], 0.01, 0)
+
+
 def describe(version: str, cgo: bool, what: str, totals: Dict[str, int], memstats: Dict[str, int]) -> str:
     exp = expected(memstats)
     parts = [f"{name} {totals[name] / MiB:.3f} MiB ({(totals[name] - exp[name]) / KiB:+.0f} KiB)" for name in exp]
@@ -217,17 +232,7 @@ def test_page_states_match_memstats(go_program, version: str, cgo: bool) -> None
     # background scavenge may only lower the count).
     assert pages_after <= pages_before
 
-    exp = expected(ms)
-    assert_close("objects", totals["objects"], exp["objects"], 0.01, 0)
-    # mSpanManual also holds GC workbufs, which MemStats counts in GCSys.
-    assert_close("stacks", totals["stacks"], exp["stacks"], 0.10, 256 * KiB)
-    # A floor of 256 KiB for a background scavenge between report and read.
-    assert_close("released", totals["released"], exp["released"], 0.01, 256 * KiB)
-    assert_close("free", totals["free"], exp["free"], 0.01, 512 * KiB)
-    # What the runtime grew into is HeapSys + StackInuse (go-runtime.md 1.5);
-    # the rest of the arenas is reserved address space.
-    grown = sum(totals[name] for name in ("objects", "stacks", "free", "released"))
-    assert_close("grown", grown, ms["HeapSys"] + ms["StackInuse"], 0.01, 0)
+    check_against_memstats(totals, ms)
 
     # Drop the live heap and scavenge everything: the released pages follow.
     report = prog.command("free")
