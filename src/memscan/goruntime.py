@@ -338,22 +338,19 @@ class _Reader(goheap._Reader):
                 self.block(array, cap * lay.summary.elem, PAGE_SUMMARY, f"mheap_.pages.summary[{level}]")
 
     def scavenge_index(self) -> None:
-        s = self.lay.scav_chunks
-        if s is None:
-            self.missing.append(SCAVENGE_INDEX)
-            return
-        array, _, cap = self.header(self.mheap + s.offset, s, "mheap_.pages.scav.index.chunks")
-        if array:
-            self.block(array, cap * s.elem, SCAVENGE_INDEX, "mheap_.pages.scav.index.chunks")
+        self.slice_block(self.lay.scav_chunks, SCAVENGE_INDEX, "mheap_.pages.scav.index.chunks")
 
     def allspans(self) -> None:
-        s = self.lay.allspans
+        self.slice_block(self.lay.allspans, ALLSPANS, "mheap_.allspans")
+
+    def slice_block(self, s, kind: str, what: str) -> None:  # type: ignore[no-untyped-def]
+        """The backing array of the mheap_ slice ``s`` (its whole capacity)."""
         if s is None:
-            self.missing.append(ALLSPANS)
+            self.missing.append(kind)
             return
-        array, _, cap = self.header(self.mheap + s.offset, s, "mheap_.allspans")
+        array, _, cap = self.header(self.mheap + s.offset, s, what)
         if array:
-            self.block(array, cap * s.elem, ALLSPANS, "mheap_.allspans")
+            self.block(array, cap * s.elem, kind, what)
 
     def persistent_chunks(self) -> None:
         """runtime.persistentChunks: every chunk persistentalloc carved its
