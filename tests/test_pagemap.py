@@ -296,6 +296,28 @@ def test_whole_process_matches_smaps_rss(helper, impl):
     assert resident == rss
 
 
+def test_private_ranges_need_no_exclusive_bit(helper, impl):
+    """Ranges of mappings smaps shows without shared pages, marked private,
+    count exactly what pagemap's bit 56 gives (the shortcut is exact)."""
+    shared: Dict[Tuple[int, int], int] = {}
+    key = None
+    with open(f"/proc/{helper.pid}/smaps", "rb") as f:
+        for line in f:
+            first = line.split(None, 1)[0]
+            if b"-" in first and not first.endswith(b":"):
+                s, e = first.split(b"-")
+                key = (int(s, 16), int(e, 16))
+                shared[key] = 0
+            elif first in (b"Shared_Clean:", b"Shared_Dirty:"):
+                assert key is not None
+                shared[key] += int(line.split()[1])
+    ranges = [r for r in sorted(shared) if r[1] <= pagemap.KERNEL_HALF]
+    private = bytes(shared[r] == 0 for r in ranges)
+    assert 0 < sum(private) < len(ranges)  # both kinds present: shared libraries and private memory
+    with pagemap.Pagemap(helper.pid, impl) as pm:
+        assert pm.counts(ranges, private) == pm.counts(ranges)
+
+
 @given(st.data())
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_split_ranges_add_up(helper, data):

@@ -20,11 +20,13 @@ from posix.unistd cimport lseek, read
 
 cdef extern from *:
     int __builtin_ctzll(unsigned long long) nogil
+    bint __builtin_add_overflow(int64_t, int64_t, int64_t*) nogil
 
 import array as _array_mod
 
 from ._errors import ParseError
 from ._pure import _STATUS_INT, _STATUS_KB, _by_name
+from ._pure import accumulate as _exact_accumulate
 from ._types import CATEGORIES, NFIELDS, SMAPS_KEYS, UNITLESS_KEYS, VMFLAG_NAMES, MemFields, SmapsTable, Status
 
 __all__ = ["read_all", "parse_smaps", "parse_rollup", "parse_status", "classify", "accumulate"]
@@ -39,7 +41,8 @@ if NFIELDS != NF or len(CATEGORIES) != NCAT:
 cdef array.array _Q = _array_mod.array("Q")
 cdef array.array _q = _array_mod.array("q")
 
-cdef int64_t MAX_KB = (<int64_t>0x7FFFFFFFFFFFFFFF) // 1024
+cdef int64_t MAX_I64 = 0x7FFFFFFFFFFFFFFF
+cdef int64_t MAX_KB = MAX_I64 // 1024
 cdef uint64_t MIB = 1 << 20
 cdef uint64_t U32_MAX = 0xFFFFFFFF
 cdef uint64_t SPACES8 = 0x2020202020202020ULL
@@ -389,6 +392,8 @@ def parse_smaps(buf):
                 p = _hex(s, p, line_end, 32, &end, "end address", pos)
                 if end < start:
                     raise _parse_error("end address below start address", pos)
+                if end - start > <uint64_t>MAX_I64:
+                    raise _parse_error("mapping size out of range", pos)
                 if (
                     line_end - p < 5
                     or (s[p] != 114 and s[p] != 45)
@@ -563,6 +568,8 @@ def parse_status(buf):
                 r += 1
             if r == q or r - q > 19 or (r < eol and s[r] != 9):
                 raise _parse_error("bad value", pos)
+            if v > <uint64_t>MAX_I64:
+                raise _parse_error("value out of range", pos)
             out[_STATUS_INT_KEYS[key]] = <int64_t>v
         pos = eol + 1
     if out[2] == -1:
@@ -721,26 +728,36 @@ cdef Py_ssize_t F_SWAP = SMAPS_KEYS.index("Swap"), F_LAZY = SMAPS_KEYS.index("La
 cdef Py_ssize_t F_HUGE = SMAPS_KEYS.index("AnonHugePages")
 
 
+cdef inline bint _add(int64_t* acc, int64_t x) noexcept nogil:
+    """acc += x; True when the sum does not fit in 64 bits."""
+    return __builtin_add_overflow(acc[0], x, acc)
+
+
 def accumulate(t, cats):
     """Sum each mapping into its category: (10 + 1) x 9 ints, the total last."""
     cdef const int64_t[::1] f = t.fields
     cdef const unsigned char[::1] c = cats
     cdef Py_ssize_t n = len(t), i, b, r, j
     cdef int64_t out[(NCAT + 1) * NCOUNT]
+    cdef bint over = False
     memset(out, 0, sizeof(out))
     for i in range(n):
         r = i * NF
         for j in range(2):
             b = (c[i] if j == 0 else NCAT) * NCOUNT
-            out[b] += f[r + F_SIZE]
-            out[b + 1] += f[r + F_RSS]
-            out[b + 2] += f[r + F_PSS]
-            out[b + 3] += f[r + F_PC] + f[r + F_PD]
-            out[b + 4] += f[r + F_SC] + f[r + F_SD]
-            out[b + 5] += f[r + F_ANON]
-            out[b + 6] += f[r + F_SWAP]
-            out[b + 7] += f[r + F_LAZY]
-            out[b + 8] += f[r + F_HUGE]
+            over |= _add(&out[b], f[r + F_SIZE])
+            over |= _add(&out[b + 1], f[r + F_RSS])
+            over |= _add(&out[b + 2], f[r + F_PSS])
+            over |= _add(&out[b + 3], f[r + F_PC]) | _add(&out[b + 3], f[r + F_PD])
+            over |= _add(&out[b + 4], f[r + F_SC]) | _add(&out[b + 4], f[r + F_SD])
+            over |= _add(&out[b + 5], f[r + F_ANON])
+            over |= _add(&out[b + 6], f[r + F_SWAP])
+            over |= _add(&out[b + 7], f[r + F_LAZY])
+            over |= _add(&out[b + 8], f[r + F_HUGE])
+    if over:
+        # Sums beyond 2^63 bytes: only forged text has them (user address
+        # space is 2^57 at most); Python's ints give the exact figures.
+        return _exact_accumulate(t, cats)
     return [out[i] for i in range((NCAT + 1) * NCOUNT)]
 
 
@@ -819,7 +836,7 @@ cdef uint64_t* _pm_ranges(ranges, Py_ssize_t* count) except NULL:
     try:
         for i in range(n):
             ps, pe = ranges[i]
-            if ps < 0 or pe < 0 or pe >= 1 << 64:
+            if ps < 0 or pe < 0 or pe >= 1 << 64 or ps > pe:
                 raise ValueError(_RANGES_MSG)
             s = ps
             e = pe
@@ -934,9 +951,11 @@ cdef int _pm_seg_push(Vec* v, uint64_t s, uint64_t e, Py_ssize_t k) except -1:
     return 0
 
 
-cdef int _pm_scan(int fd, const uint64_t* rng, Py_ssize_t n, int64_t* out) except -1:
-    """page_counts by PAGEMAP_SCAN (+ pread for bit 56). Returns 0, or ENOTTY
-    or EINVAL when the kernel has no PAGEMAP_SCAN; raises other errors."""
+cdef int _pm_scan(int fd, const uint64_t* rng, Py_ssize_t n, int64_t* out,
+                  const unsigned char* private, Py_ssize_t nprivate) except -1:
+    """page_counts by PAGEMAP_SCAN (+ pread for bit 56 outside the private
+    ranges). Returns 0, or ENOTTY or EINVAL when the kernel has no
+    PAGEMAP_SCAN; raises other errors."""
     cdef page_region* vec = <page_region*>PyMem_Malloc(PM_VEC_LEN * sizeof(page_region))
     cdef pm_scan_arg arg
     cdef Vec segs
@@ -990,6 +1009,8 @@ cdef int _pm_scan(int fd, const uint64_t* rng, Py_ssize_t n, int64_t* out) excep
                                 out[4 * j] += npg
                                 if cat & PG_PFNZERO:
                                     out[4 * j + 3] += npg
+                                elif j < nprivate and private[j]:
+                                    out[4 * j + 2] += npg
                                 else:
                                     _pm_seg_push(&segs, a, b, j)
                             elif cat & PG_SWAPPED:
@@ -1010,13 +1031,13 @@ cdef int _pm_scan(int fd, const uint64_t* rng, Py_ssize_t n, int64_t* out) excep
         PyMem_Free(segs.data)
 
 
-def page_counts(int fd, ranges):
+def page_counts(int fd, ranges, const unsigned char[:] private=None):
     """Page counts of address ranges of a process from its pagemap fd: 4 ints
     per range, present, swapped, exclusive, zero (see ``_pure.page_counts``)."""
-    return _page_counts(fd, ranges, True)
+    return _page_counts(fd, ranges, True, private)
 
 
-cdef list _page_counts(int fd, ranges, bint try_scan):
+cdef list _page_counts(int fd, ranges, bint try_scan, const unsigned char[:] private=None):
     global _scan_unsupported
     cdef Py_ssize_t n = 0, i
     cdef uint64_t* rng = _pm_ranges(ranges, &n)
@@ -1031,7 +1052,10 @@ cdef list _page_counts(int fd, ranges, bint try_scan):
             raise MemoryError()
         memset(out, 0, 32 * n)
         if try_scan and not _scan_unsupported:
-            rc = _pm_scan(fd, rng, n, out)
+            if private is None or private.shape[0] == 0:
+                rc = _pm_scan(fd, rng, n, out, NULL, 0)
+            else:
+                rc = _pm_scan(fd, rng, n, out, &private[0], private.shape[0])
             if rc == ENOTTY:
                 _scan_unsupported = True
         if rc != 0:

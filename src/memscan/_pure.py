@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from array import array
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from ._errors import ParseError
 from ._types import (
@@ -63,7 +63,8 @@ _HEX = frozenset(b"0123456789abcdef")
 _DEC = frozenset(b"0123456789")
 _KEYCHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 # kB values are stored in bytes in a signed 64-bit slot.
-_MAX_KB = (2**63 - 1) // 1024
+_MAX_I64 = 2**63 - 1
+_MAX_KB = _MAX_I64 // 1024
 _MAX_U64 = 2**64 - 1
 
 MIB = 1 << 20
@@ -108,6 +109,9 @@ def _header(line: bytes, base: int) -> Tuple[int, int, int, int, int, int, bytes
     end, p = _hex(line, p, b" ", "end address", base)
     if end < start:
         raise ParseError("end address below start address", base)
+    if end - start > _MAX_I64:
+        # Sizes are kept in signed 64-bit slots; no real mapping comes close.
+        raise ParseError("mapping size out of range", base)
     pr = line[p : p + 4]
     if (
         len(pr) != 4
@@ -290,6 +294,8 @@ def parse_status(buf: bytes) -> Status:
             first = rest.split(b"\t", 1)[0]
             if not first or not all(ch in _DEC for ch in first) or len(first) > 19:
                 raise ParseError("bad value", base)
+            if int(first) > _MAX_I64:
+                raise ParseError("value out of range", base)
             out[_STATUS_INT[key]] = int(first)
     if out[2] == -1:
         raise ParseError("no Tgid line", 0)
@@ -714,7 +720,7 @@ def _read_segments(fd: int, segs: "List[Tuple[int, int, int]]", count) -> None: 
         i += 1
 
 
-def page_counts(fd: int, ranges: "List[Tuple[int, int]]") -> List[int]:
+def page_counts(fd: int, ranges: "List[Tuple[int, int]]", private: Optional[bytes] = None) -> List[int]:
     """Page counts of address ranges of a process, from its pagemap fd.
 
     ``fd``: an open /proc/PID/pagemap; ``ranges``: sorted, non-overlapping,
@@ -729,6 +735,13 @@ def page_counts(fd: int, ranges: "List[Tuple[int, int]]") -> List[int]:
     raises ProcessLookupError: pagemap is always read after the scans (a
     read of 0 bytes means the target's memory is gone), never silent zeros.
     Ranges must lie below the top of user space (TASK_SIZE).
+
+    ``private``: optional, one byte per range; non-zero marks a range in a
+    mapping that smaps showed with no shared pages (Shared_Clean and
+    Shared_Dirty 0). Its present pages that are not the zero page are then
+    counted exclusive without reading their entries: PAGEMAP_SCAN cannot
+    report bit 56, and the pread it takes costs more than the scan itself
+    (about 4 ms per GiB resident). The pread path reads bit 56 regardless.
     """
     global _scan_unsupported
     _check_ranges(ranges)
@@ -737,7 +750,7 @@ def page_counts(fd: int, ranges: "List[Tuple[int, int]]") -> List[int]:
     if _scan_unsupported:
         return page_counts_pread(fd, ranges)
     try:
-        return _page_counts_scan(fd, ranges)
+        return _page_counts_scan(fd, ranges, private or b"")
     except OSError as err:
         if err.errno == _errno.ENOTTY:
             _scan_unsupported = True
@@ -746,7 +759,7 @@ def page_counts(fd: int, ranges: "List[Tuple[int, int]]") -> List[int]:
         raise
 
 
-def _page_counts_scan(fd: int, ranges: "List[Tuple[int, int]]") -> List[int]:
+def _page_counts_scan(fd: int, ranges: "List[Tuple[int, int]]", private: bytes) -> List[int]:
     out = [0] * (4 * len(ranges))
     vec = bytearray(SCAN_VEC_LEN * 24)
     vec_addr = _ctypes.addressof((_ctypes.c_char * len(vec)).from_buffer(vec))
@@ -776,6 +789,8 @@ def _page_counts_scan(fd: int, ranges: "List[Tuple[int, int]]") -> List[int]:
                             out[4 * j] += n
                             if cat & PAGE_IS_PFNZERO:
                                 out[4 * j + 3] += n
+                            elif j < len(private) and private[j]:
+                                out[4 * j + 2] += n
                             else:
                                 segs.append((a, b, j))
                         elif cat & PAGE_IS_SWAPPED:

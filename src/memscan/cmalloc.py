@@ -82,6 +82,8 @@ import mmap
 import os
 import re
 import struct
+import threading
+from collections import OrderedDict
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _impl, _procfs, elfinfo
@@ -273,23 +275,31 @@ def mp_candidates(data: bytes, base: int, heap_start: int) -> List[Tuple[int, in
     ``sbrk_base`` of 0 scores).
     """
     out = []
-    for name, (st, keys) in _MP_STRUCTS.items():
+    for name in _MP_STRUCTS:
         for off in range((-base) % 8, len(data) - _MP_SIZE[name] + 1, 8):
-            v = dict(zip(keys, st.unpack_from(data, off)))
-            if not _mp_plausible(v):
-                continue
-            score = 0
-            if v["sbrk_base"] == heap_start:
-                score += 4
-            score += v["tcache_bins"] == 64
-            score += v["n_mmaps_max"] == 65536
-            score += v["arena_test"] == 8
-            score += v["tcache_max_bytes"] == 1032
-            score += v["top_pad"] == 128 * KIB
-            score += v["trim_threshold"] in (128 * KIB, 2 * v["mmap_threshold"])
-            out.append((score, base + off, name, v))
+            c = mp_at(data, off, name, heap_start)
+            if c is not None:
+                out.append((c[0], base + off, name, c[1]))
     out.sort(key=lambda c: (-c[0], c[1]))
     return out
+
+
+def mp_at(data: bytes, off: int, layout: str, heap_start: int) -> Optional[Tuple[int, Dict[str, int]]]:
+    """(score, fields) of a plausible ``mp_`` of ``layout`` at ``off`` of ``data``, else None."""
+    st, keys = _MP_STRUCTS[layout]
+    v = dict(zip(keys, st.unpack_from(data, off)))
+    if not _mp_plausible(v):
+        return None
+    score = 0
+    if v["sbrk_base"] == heap_start:
+        score += 4
+    score += v["tcache_bins"] == 64
+    score += v["n_mmaps_max"] == 65536
+    score += v["arena_test"] == 8
+    score += v["tcache_max_bytes"] == 1032
+    score += v["top_pad"] == 128 * KIB
+    score += v["trim_threshold"] in (128 * KIB, 2 * v["mmap_threshold"])
+    return score, v
 
 
 def _mp_plausible(v: Dict[str, int]) -> bool:
@@ -354,6 +364,16 @@ def _glibc_version(paths: Sequence[str]) -> Optional[Tuple[int, int]]:
 
 # --------------------------------------------------------------------------
 # The mappings
+
+
+# main_arena and mp_ are static variables of libc: once a search of libc's
+# data has found one, it stays at that address for as long as that file is
+# mapped there. Later scans check the remembered address (the same tests the
+# search applies) and search again only when the check fails. That saves
+# ~8 ms per scan; keyed by (pid, start, device, inode) of the libc mapping.
+_statics: "OrderedDict[Tuple[int, ...], Tuple[int, int, str]]" = OrderedDict()  # -> (main_arena, mp_, layout)
+_statics_lock = threading.Lock()
+_STATICS_KEPT = 256
 
 
 class _Row(NamedTuple):
@@ -422,6 +442,8 @@ class _Scan:
             contiguous = sum(r.end - r.start for r in self.heap_rows) == last.end - first.start
             self.heap_range = (first.start, last.end if contiguous else first.end)
         self.version: Optional[Tuple[int, int]] = None
+        self.libc_key: Tuple[int, ...] = ()  # (pid, start, device, inode) of the libc mapped
+        self.mp_layout = ""  # of the mp_ found by search
         self.main_arena = 0
         self.main_fields: Dict[str, int] = {}
         self.mp: Optional[Dict[str, int]] = None
@@ -476,6 +498,8 @@ class _Scan:
             return []
         r0 = self.rows[idx[0]]
         self.version = _glibc_version(elfinfo.mapped_path(self.pid, r0.start, r0.end, r0.name))
+        t = bisect.bisect_left(self.table.starts, r0.start)
+        self.libc_key = (self.pid, r0.start, self.table.devs[t], self.table.inodes[t])
         return idx
 
     def read_libc_data(self, idx: List[int]) -> None:
@@ -523,6 +547,10 @@ class _Scan:
         thread arena, the mmap fallback); ``top`` may be the initial one
         (the unsorted bin) and ``next`` the arena itself.
         """
+        known = _statics.get(self.libc_key)
+        if known and known[0] and self._main_arena_at(known[0]):
+            self.main_arena = known[0]
+            return
         cands: List[Tuple[int, int]] = []
         for base, data in self.libc_data:
             n = len(data) // 8
@@ -537,6 +565,15 @@ class _Scan:
                       f"({', '.join(hex(m) for _, m in cands[:4])})")
         if len(cands) == 1:
             self.main_arena = cands[0][1]
+
+    def _main_arena_at(self, m: int) -> bool:
+        """What find_main_arena requires of a candidate, checked at ``m`` alone."""
+        words = self.libc_words(m, MS_SIZE // 8)
+        if words is None:
+            return False
+        votes = sum(words[MS_BINS // 8 + 2 * j] == words[MS_BINS // 8 + 2 * j + 1] == m + MS_BINS + 16 * j - 16
+                    for j in range(NBINS_PAIRS))
+        return votes >= 64 and self._main_arena_shape(m, words, m)
 
     def _main_arena_shape(self, m: int, words: Sequence[int], base: int) -> bool:
         k = (m - base) // 8
@@ -570,6 +607,15 @@ class _Scan:
 
     def find_mp(self) -> None:
         heap_start = self.heap_range[0] if self.heap_range else 0
+        known = _statics.get(self.libc_key)
+        if known and known[1]:
+            addr, layout = known[1], known[2]
+            for base, data in self.libc_data:
+                if base <= addr and addr + _MP_SIZE[layout] <= base + len(data):
+                    c = mp_at(data, addr - base, layout, heap_start)
+                    if c is not None and c[0] >= 4:
+                        self.use_mp(addr, c[1])
+                        return
         cands: List[Tuple[int, int, str, Dict[str, int]]] = []
         for base, data in self.libc_data:
             cands.extend(mp_candidates(data, base, heap_start))
@@ -592,6 +638,10 @@ class _Scan:
         if score < 4:
             self.warn(f"mp_ candidate at {addr:#x} scores only {score}: not trusted")
             return
+        self.mp_layout = layout
+        self.use_mp(addr, fields)
+
+    def use_mp(self, addr: int, fields: Dict[str, int]) -> None:
         self.mp = fields
         self.found["mp_"] = addr
         self.counters["n_mmaps"] = fields["n_mmaps"]
@@ -602,6 +652,16 @@ class _Scan:
         hp = fields.get("hp_pagesize", 0)
         if hp and (self.version is None or self.version < (2, 42)):
             self.heap_max = 4 * hp
+
+    def remember_statics(self) -> None:
+        """Remember where the search found main_arena and mp_ (see _statics)."""
+        known = _statics.get(self.libc_key, (0, 0, ""))
+        found = (self.main_arena or known[0], self.found["mp_"] or known[1], self.mp_layout or known[2])
+        if self.libc_key and found != known and (self.main_arena or self.mp_layout):
+            with _statics_lock:
+                _statics[self.libc_key] = found
+                while len(_statics) > _STATICS_KEPT:
+                    _statics.popitem(last=False)
 
     # ------------------------------------------------------- thread arenas
 
@@ -1161,6 +1221,7 @@ def _run(s: _Scan, hint: Optional[str]) -> Optional[str]:
             s.read_libc_bss(libc)
             s.find_main_arena(last_try=True)
         s.find_mp()
+        s.remember_statics()
         if s.main_arena:
             s.main_arena_fields()
         preloaded = hint in ("jemalloc", "tcmalloc", "mimalloc")

@@ -155,20 +155,19 @@ def vma_counters(t: SmapsTable, i: int) -> Counters:
 
 class Split(NamedTuple):
     """What splitting changes: per category what to take away (whole
-    mappings) and add (their pieces); and the Go heap detail."""
+    mappings) and add (their pieces); and the Go heap detail. ``regions``
+    are those the split was made by (a sampler re-cuts new mappings by them)."""
 
     minus: Dict[int, Counters]
     plus: Dict[int, Counters]
     detail: Dict[str, Counters]
+    regions: Sequence[Region] = ()
 
 
-def split(t: SmapsTable, cats: bytearray, regions: Sequence[Region], pagemap, outside: int) -> Split:  # type: ignore[no-untyped-def]
-    """Split every anonymous mapping that a region touches, or that the
-    layout tier put in go_heap, by ``regions``.
-
-    ``outside``: the category of go_heap-classified memory that no region
-    claims (GO_RUNTIME in a Go-only program, else ANON_OTHER).
-    """
+def cut_mappings(t: SmapsTable, cats: bytearray, regions: Sequence[Region], outside: int) -> List[Tuple[int, List[Piece]]]:
+    """The mappings that ``regions`` split, each with its pieces: every
+    anonymous mapping a region touches, or that the layout tier put in
+    go_heap (its unclaimed parts get ``outside``)."""
     starts = [r.start for r in regions]
     ends = [r.end for r in regions]  # sorted too: the regions do not overlap
     todo: List[Tuple[int, List[Piece]]] = []
@@ -182,12 +181,27 @@ def split(t: SmapsTable, cats: bytearray, regions: Sequence[Region], pagemap, ou
         if not touched and cats[i] != GO_HEAP:
             continue
         default = outside if cats[i] == GO_HEAP else cats[i]
-        pieces = cut(start, end, regions, starts, default)
-        if len(pieces) == 1 and pieces[0].category == cats[i] and pieces[0].detail < 0:
+        cut_up = cut(start, end, regions, starts, default)
+        if len(cut_up) == 1 and cut_up[0].category == cats[i] and cut_up[0].detail < 0:
             continue
-        todo.append((i, pieces))
+        todo.append((i, cut_up))
+    return todo
+
+
+def split(t: SmapsTable, cats: bytearray, regions: Sequence[Region], pagemap, outside: int) -> Split:  # type: ignore[no-untyped-def]
+    """Split every anonymous mapping that a region touches, or that the
+    layout tier put in go_heap, by ``regions``.
+
+    ``outside``: the category of go_heap-classified memory that no region
+    claims (GO_RUNTIME in a Go-only program, else ANON_OTHER).
+    """
+    todo = cut_mappings(t, cats, regions, outside)
     ranges = [(p.start, p.end) for _, pieces in todo for p in pieces]
-    counts = pagemap.counts(ranges) if ranges else []
+    # A mapping without shared pages (anonymous private memory nearly
+    # always) needs no per-page look at pagemap's exclusive bit.
+    shared = [t.fields[i * NFIELDS + F["Shared_Clean"]] + t.fields[i * NFIELDS + F["Shared_Dirty"]] for i, _ in todo]
+    private = bytes(not sh for sh, (_, pieces) in zip(shared, todo) for _ in pieces)
+    counts = pagemap.counts(ranges, private) if ranges else []
     minus: Dict[int, Counters] = {}
     plus: Dict[int, Counters] = {}
     detail = {name: Counters() for name in DETAIL}
@@ -200,7 +214,7 @@ def split(t: SmapsTable, cats: bytearray, regions: Sequence[Region], pagemap, ou
             plus[p.category] = plus.get(p.category, Counters()) + c
             if p.category == GO_HEAP and p.detail >= 0:
                 detail[DETAIL[p.detail]] = detail[DETAIL[p.detail]] + c
-    return Split(minus, plus, detail)
+    return Split(minus, plus, detail, regions)
 
 
 def outside_category(go_only: bool) -> int:

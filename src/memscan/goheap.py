@@ -953,9 +953,10 @@ def _parse_file(fd: int, path: str) -> _Layout:
 
 
 def clear_cache() -> None:
-    """Forget every parsed layout."""
+    """Forget every parsed layout and every arena's last decoding."""
     with _lock:
         _cache.clear()
+        _arena_memos.clear()
 
 
 # --------------------------------------------------------------------------
@@ -1040,12 +1041,14 @@ def _resolve(target: TargetMemory, lay: _Layout, load_bias: int, path: str) -> _
     segs = [((lo + load_bias) & mask, (hi + load_bias) & mask) for lo, hi in lay.data_segments]
     if not segs:
         raise _no_info(path, "it has neither DWARF nor symbols nor a writable segment to scan for mheap_")
+    # Only the pages that hold data: what the runtime wrote is resident (or
+    # swapped); the rest of .bss is zeros, where no pointer can be found.
     data = []
     for lo, hi in segs:
         lo -= lo % lay.ptr
-        raw = target.read(lo, hi - lo, "the Go module's data segment")
-        n = len(raw) // lay.ptr
-        data.append((lo, struct.unpack(f"{lay.word[0]}{n}{lay.word[1]}", raw[: n * lay.ptr])))
+        for rlo, raw in target.read_runs(lo, hi - lo, "the Go module's data segment"):
+            n = len(raw) // lay.ptr
+            data.append((rlo, struct.unpack(f"{lay.word[0]}{n}{lay.word[1]}", raw[: n * lay.ptr])))
     l2_bytes = lay.arenas_l2 * lay.ptr
     found: Dict[int, List[Tuple[int, int]]] = {}
     for base, words in data:
@@ -1138,6 +1141,18 @@ def _scan_allp(target: TargetMemory, lay: _Layout, data: List[Tuple[int, Tuple[i
     def in_heap(p: int) -> bool:
         return any(lo <= p < hi for lo, hi in cover)
 
+    def is_p(p: int, k: int) -> bool:
+        # runtime.p begins "id int32; status uint32" and has "mcache *mcache"
+        # just before pcache (Go 1.14-1.27): id k, a status below 5
+        # (_Pidle.._Pdead), and the P's mcache, which comes from a fixalloc
+        # outside the heap arenas (a P in allp always has one). A heap object
+        # that happens to hold a 0 where a P's id would be has no such mcache.
+        id_, status = struct.unpack(id_fmt + "I", target.read(p + lay.p_id, 8, "p.id"))
+        if id_ != k or status > 4:
+            return False
+        mcache = target.word(p + lay.pcache - ptr, lay.word, "p.mcache")
+        return bool(mcache) and mcache % ptr == 0 and not in_heap(mcache) and target.mapping(mcache) is not None
+
     found = []
     for base, words in data:
         for i in range(len(words) - span + 1):
@@ -1151,7 +1166,7 @@ def _scan_allp(target: TargetMemory, lay: _Layout, data: List[Tuple[int, Tuple[i
                 ps = target.words(array, length, lay.word, "allp candidate")
                 if len(set(ps)) != length or not all(p and p % ptr == 0 and in_heap(p) for p in ps):
                     continue
-                if all(struct.unpack(id_fmt, target.read(p + lay.p_id, 4, "p.id"))[0] == k for k, p in enumerate(ps)):
+                if all(is_p(p, k) for k, p in enumerate(ps)):
                     found.append((addr, ps))
             except HeapChanged:
                 continue
@@ -1175,6 +1190,32 @@ class _Span(NamedTuple):
     start: int
     end: int  # startAddr + npages * pageSize
     state: int
+
+
+class _ArenaMemo(NamedTuple):
+    """One arena's decoding, with the bytes it was decoded from."""
+
+    spans: bytes  # heapArena.spans: the *mspan of every page (nil: never allocated)
+    batches: List[Tuple[int, int, List[int]]]  # (address, size, mspan pointers) of the mspan reads
+    inputs: Tuple[Any, ...]  # the mspan bytes, page bitmaps, grown ranges, page caches, arena cover
+    runs: List[Tuple[int, int, int]]  # (start, end, state), as _state_runs gives them
+    unsettled: int
+
+
+# The last decoding of each arena of recent processes, by (pid, arena base).
+# A memo is used only when every byte it was decoded from reads the same
+# again, so a reused pid or an exec cannot make it wrong. At most
+# _ARENA_MEMOS arenas (64 MiB each on 64-bit Linux): ~80 KB apiece.
+_arena_memos: "OrderedDict[Tuple[int, int], _ArenaMemo]" = OrderedDict()
+_ARENA_MEMOS = 1024
+
+
+def _remember_arena(key: Tuple[int, int], memo: _ArenaMemo) -> None:
+    with _lock:
+        _arena_memos[key] = memo
+        _arena_memos.move_to_end(key)
+        while len(_arena_memos) > _ARENA_MEMOS:
+            _arena_memos.popitem(last=False)
 
 
 class _Reader:
@@ -1213,20 +1254,13 @@ class _Reader:
         grown = self.grown_ranges()
         caches = self.page_caches()
         cover = _merge([(a.base, a.base + lay.arena_bytes) for a in arenas])
-        states = []
+        runs = []
         unsettled = 0
         for a in arenas:
-            # One arena at a time, reads first and decoding after, so that
-            # what the program changes meanwhile (HeapPages.unsettled) is
-            # what it changes in the few milliseconds this arena takes.
-            spans = self.spans_of(a)
-            raw_spans = self.read_span_batches({p for p in spans if p})
-            alloc, scav = self.chunk_bits(a.base)
-            arena, changed = self.arena_states(a.base, spans, self.decode_spans(raw_spans), cover, alloc, scav,
-                                               grown, caches)
-            states.append((a.base, arena))
+            arena, changed = self.arena_pages(a, cover, grown, caches)
+            runs.append(arena)
             unsettled += changed * self.page_size
-        intervals = _intervals(states, self.page_size)
+        intervals = _intervals(runs)
         grown_bytes = sum(e - s for s, e, state in intervals if state != RESERVED)
         if unsettled > self.max_unsettled * grown_bytes:
             raise HeapChanged(f"{unsettled // 1024} KiB of the heap changed while it was read "
@@ -1241,6 +1275,40 @@ class _Reader:
             pagemap_bytes=self.t.pagemap_bytes,
             unsettled=unsettled,
         )
+
+    def arena_pages(self, a: _Arena, cover: List[Tuple[int, int]], grown: List[Tuple[int, int]],
+                    caches: List[Tuple[int, int, int]]) -> Tuple[List[Tuple[int, int, int]], int]:
+        """The runs of page states of one arena, (start, end, state), and
+        its unsettled page count.
+
+        Reads first and decoding after, so that what the program changes
+        meanwhile (HeapPages.unsettled) is what it changes in the few
+        milliseconds this arena takes. The states are a function of the
+        bytes read alone: when they equal the previous scan's (an arena
+        the program did not touch in between, most of a large heap between
+        two samples) the previous decoding is reused."""
+        # heapArena.spans: the *mspan of every page (nil: never allocated),
+        # at 0x104000 in Go 1.21 (after the 1 MiB pointer bitmap), at 0 from 1.22.
+        what = f"heapArena.spans of arena {a.base:#x}"
+        raw = self.t.read(a.heap_arena + self.lay.spans, self.npages * self.lay.ptr, what)
+        key = (self.t.pid, a.base)
+        memo = _arena_memos.get(key)
+        spans = struct.unpack(f"{self.lay.word[0]}{self.npages}{self.lay.word[1:]}", raw)
+        same = memo is not None and memo.spans == raw
+        if memo is not None and same:  # the same mspans: read them where they were
+            batches = [(lo, self.t.read(lo, size, "mspan"), ptrs) for lo, size, ptrs in memo.batches]
+        else:
+            batches = self.read_span_batches({p for p in spans if p})
+        alloc, scav = self.chunk_bits(a.base)
+        inputs = ([b for _, b, _ in batches], (alloc, scav), grown, caches, cover)
+        if memo is not None and same and memo.inputs == inputs:
+            return memo.runs, memo.unsettled
+        states, unsettled = self.arena_states(a.base, spans, self.decode_spans(batches), cover, alloc, scav,
+                                              grown, caches)
+        runs = _state_runs(a.base, states, self.page_size)
+        _remember_arena(key, _ArenaMemo(raw, [(lo, len(b), ptrs) for lo, b, ptrs in batches], inputs, runs,
+                                        unsettled))
+        return runs, unsettled
 
     # -- arenas
 
@@ -1269,14 +1337,6 @@ class _Reader:
         if len({a.base for a in out}) != len(out):
             raise HeapChanged("an arena is listed twice")
         return out
-
-    def spans_of(self, arena: _Arena) -> Tuple[int, ...]:
-        """heapArena.spans: the *mspan of every page (nil: never allocated).
-
-        Its offset differs: 0x104000 in Go 1.21 (after the 1 MiB pointer
-        bitmap, heapArena is 1.1 MB), 0 from 1.22 on (68-70 KB)."""
-        return self.t.words(arena.heap_arena + self.lay.spans, self.npages, self.lay.word,
-                            f"heapArena.spans of arena {arena.base:#x}")
 
     # -- page allocator
 
@@ -1320,6 +1380,8 @@ class _Reader:
 
     def bitmap(self, raw: bytes, offset: int) -> int:
         """A pallocBits/pageBits ([N]uint64, bit i of word k = page 64k+i) as an int."""
+        if self.lay.word[0] == "<":  # little-endian words in order: the bytes are the int
+            return int.from_bytes(raw[offset : offset + self.lay.chunk_pages // 8], "little")
         words = struct.unpack_from(self.lay.word[0] + "%dQ" % (self.lay.chunk_pages // 64), raw, offset)
         return sum(w << (64 * k) for k, w in enumerate(words))
 
@@ -1537,12 +1599,17 @@ def _runs(mask: int) -> Iterator[Tuple[int, int]]:
 _SAME = re.compile(rb"(.)\1*", re.DOTALL)
 
 
-def _intervals(arenas: List[Tuple[int, bytearray]], ps: int) -> List[Tuple[int, int, int]]:
-    """Per-page states (arenas sorted by base) -> merged intervals."""
+def _state_runs(base: int, states: bytearray, ps: int) -> List[Tuple[int, int, int]]:
+    """Per-page states of the arena at ``base`` -> (start, end, state) runs."""
+    return [(base + m.start() * ps, base + m.end() * ps, states[m.start()]) for m in _SAME.finditer(states)]
+
+
+def _intervals(arenas: List[List[Tuple[int, int, int]]]) -> List[Tuple[int, int, int]]:
+    """The runs of each arena (arenas sorted by base) -> merged intervals:
+    adjacent arenas' runs of the same state join."""
     out: List[Tuple[int, int, int]] = []
-    for base, states in arenas:
-        for m in _SAME.finditer(states):
-            start, end, state = base + m.start() * ps, base + m.end() * ps, states[m.start()]
+    for runs in arenas:
+        for start, end, state in runs:
             if out and out[-1][1] == start and out[-1][2] == state:
                 out[-1] = (out[-1][0], end, state)
             else:

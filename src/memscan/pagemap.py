@@ -95,12 +95,15 @@ class Pagemap:
                 "pagemap" if dir_fd is not None else self.path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd
             )
 
-    def counts(self, ranges: Sequence[Tuple[int, int]]) -> List[int]:
+    def counts(self, ranges: Sequence[Tuple[int, int]], private: Optional[bytes] = None) -> List[int]:
         """Four ints per range: present, swapped, exclusive and zero pages.
 
         ``ranges``: sorted, non-overlapping, page-aligned (start, end)
-        address pairs (ValueError otherwise). Raises NoSuchProcess when the
-        process exited (also mid-count), AccessDenied, or OSError.
+        address pairs (ValueError otherwise). ``private``: one byte per
+        range, set where smaps showed the range's mapping with no shared
+        pages, so that its pages are exclusive without reading bit 56 (see
+        the engines' page_counts). Raises NoSuchProcess when the process
+        exited (also mid-count), AccessDenied, or OSError.
         """
         if self.fd < 0:
             raise ValueError("I/O operation on a closed Pagemap")
@@ -109,7 +112,7 @@ class Pagemap:
         if ranges and ranges[-1][1] > KERNEL_HALF:
             user = [(s, min(e, KERNEL_HALF)) for s, e in ranges if s < KERNEL_HALF]
         with _procfs.translated(self.pid, self.path, True):
-            out = self.engine.page_counts(self.fd, user)
+            out = self.engine.page_counts(self.fd, user, private[: len(user)] if private else None)
         return out + [0] * (4 * (len(ranges) - len(user)))
 
     has_scan = staticmethod(has_scan)
