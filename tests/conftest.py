@@ -9,6 +9,10 @@ import pytest
 from cprogram import cprograms
 from goprogram import GoProgram, GoPrograms
 
+# pytester runs pytest inside tests; memscan's own plugin is loaded by its
+# entry point once installed, and from here when run from a source tree.
+pytest_plugins = ["pytester", "memscan.pytest_plugin"]
+
 
 @pytest.fixture(scope="session")
 def go_program(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., GoProgram]]:
