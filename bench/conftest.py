@@ -75,15 +75,30 @@ class Target(NamedTuple):
     vmas: int  # lines of /proc/PID/maps once ready
 
 
+def compile_c(tmp_path_factory: pytest.TempPathFactory, name: str, *flags: str) -> Path:
+    """bench/NAME.c compiled (skip without a C compiler)."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        pytest.skip(f"no C compiler (gcc/cc) to build bench/{name}.c")
+    exe = tmp_path_factory.mktemp(name) / name
+    subprocess.run([gcc, "-O2", "-Wall", *flags, "-o", str(exe), str(HERE / f"{name}.c")], check=True)
+    return exe
+
+
 @pytest.fixture(scope="session")
 def maptarget_exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bench/maptarget.c compiled once per session."""
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        pytest.skip("no C compiler (gcc/cc) to build bench/maptarget.c")
-    exe = tmp_path_factory.mktemp("maptarget") / "maptarget"
-    subprocess.run([gcc, "-O2", "-Wall", "-o", str(exe), str(HERE / "maptarget.c")], check=True)
-    return exe
+    return compile_c(tmp_path_factory, "maptarget")
+
+
+def stop(proc: "subprocess.Popen[bytes]") -> None:
+    """Kill (if still running) and reap a target; close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
 
 
 def _count_vmas(pid: int) -> int:
@@ -113,12 +128,7 @@ def target(request: pytest.FixtureRequest, maptarget_exe: Path) -> Iterator[Targ
         assert vmas >= n, f"maptarget {n}: only {vmas} VMAs in /proc/{proc.pid}/maps"
         yield Target(n, proc.pid, vmas)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        stop(proc)
 
 
 # --------------------------------------------------------------- the methods
@@ -482,12 +492,7 @@ def go_target(
         }
         yield GoTarget(proc.pid, go_demo, report, rss, first_ms, cleared)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                stream.close()
+        stop(proc)
 
 
 @pytest.fixture(scope="session")

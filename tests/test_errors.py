@@ -107,7 +107,12 @@ def test_malformed_procfs_names_file_and_offset(tmp_path, monkeypatch, capsys):
 
 def as_nobody(fn):
     """Run ``fn()`` in a child that dropped to uid/gid nobody (as setpriv
-    --reuid does), returning what it printed to stdout and stderr and its status."""
+    --reuid does), returning what it printed to stdout and stderr and its status.
+
+    Whatever the child imports must be imported first: as nobody it may not
+    read the interpreter's files (under /root here, a 0700 temporary
+    directory in CI); building the parser imports what the commands need."""
+    cli.parser()
     r_out, w_out = os.pipe()
     r_err, w_err = os.pipe()
     pid = os.fork()

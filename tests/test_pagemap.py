@@ -222,8 +222,8 @@ def open_pagemap(pid: int) -> int:
     return os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
 
 
-def smaps_rss(pid: int) -> Dict[Tuple[int, int], int]:
-    """(start, end) -> Rss in bytes, for every VMA."""
+def smaps_bytes(pid: int, *keys: bytes) -> Dict[Tuple[int, int], int]:
+    """(start, end) -> the sum of the smaps fields ``keys`` (b"Rss:"...) in bytes, for every VMA."""
     out: Dict[Tuple[int, int], int] = {}
     key = None
     with open(f"/proc/{pid}/smaps", "rb") as f:
@@ -232,10 +232,15 @@ def smaps_rss(pid: int) -> Dict[Tuple[int, int], int]:
             if b"-" in first and not first.endswith(b":"):
                 s, e = first.split(b"-")
                 key = (int(s, 16), int(e, 16))
-            elif first == b"Rss:":
+                out[key] = 0
+            elif first in keys:
                 assert key is not None
-                out[key] = int(line.split()[1]) * 1024
+                out[key] += int(line.split()[1]) * 1024
     return out
+
+
+def smaps_rss(pid: int) -> Dict[Tuple[int, int], int]:
+    return smaps_bytes(pid, b"Rss:")
 
 
 # ------------------------------------------------------------ known regions
@@ -299,18 +304,7 @@ def test_whole_process_matches_smaps_rss(helper, impl):
 def test_private_ranges_need_no_exclusive_bit(helper, impl):
     """Ranges of mappings smaps shows without shared pages, marked private,
     count exactly what pagemap's bit 56 gives (the shortcut is exact)."""
-    shared: Dict[Tuple[int, int], int] = {}
-    key = None
-    with open(f"/proc/{helper.pid}/smaps", "rb") as f:
-        for line in f:
-            first = line.split(None, 1)[0]
-            if b"-" in first and not first.endswith(b":"):
-                s, e = first.split(b"-")
-                key = (int(s, 16), int(e, 16))
-                shared[key] = 0
-            elif first in (b"Shared_Clean:", b"Shared_Dirty:"):
-                assert key is not None
-                shared[key] += int(line.split()[1])
+    shared = smaps_bytes(helper.pid, b"Shared_Clean:", b"Shared_Dirty:")
     ranges = [r for r in sorted(shared) if r[1] <= pagemap.KERNEL_HALF]
     private = bytes(shared[r] == 0 for r in ranges)
     assert 0 < sum(private) < len(ranges)  # both kinds present: shared libraries and private memory

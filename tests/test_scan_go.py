@@ -141,14 +141,33 @@ def test_cli_scan_json_and_ps(go_program):
     assert any(p["pid"] == prog.pid and p["version"] == prog.report["go_version"] for p in ps)
 
 
-def test_demo_command():
+def test_demo_command(tmp_path):
+    """memscan demo --quick: the phases recorded, plotted and explained, in under 20 s (the build aside)."""
     import subprocess
     import sys
+    import time
 
-    proc = subprocess.run([sys.executable, "-m", "memscan", "demo", "--quick"], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "COLUMNS": "120"})
+    from memscan import demo_run, gobuild, record
+
+    gobuild.build(demo_run.DEMO_DIR, goroot=gobuild.find_goroot(), cgo=True, out_name="memscan-demo")  # cached
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "memscan", "demo", "--quick", "-o", str(out)], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "COLUMNS": "120"})
+    seconds = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr
-    assert "go_heap" in proc.stdout and "HeapInuse" in proc.stdout and "FreeOSMemory" in proc.stdout
+    assert seconds < 20, seconds
+    rec = record.read(str(out / "demo.csv"))
+    phases = [ev["name"] for ev in rec.events if ev["event"] == "phase"]
+    assert phases == [p.title for p in demo_run.phases(cgo=True, quick=True)]
+    assert rec.end is not None and rec.end["reason"] == "end of the demo"
+    assert (out / "demo.png").stat().st_size > 10_000
+    # Each phase shows in the figures: the live heap, its pages kept as free,
+    # then released, then C memory growing while the Go heap is flat.
+    assert max(rec.column("go_heap.objects")) >= 64 * MIB
+    assert max(v or 0 for v in rec.column("go_heap.free")) >= 48 * MIB
+    assert rec.column("c_malloc")[-1] - min(rec.column("c_malloc")) >= 32 * MIB
+    assert "go_heap" in proc.stdout and "C memory grew" in proc.stdout and "likely cgo leak" in proc.stdout
 
 
 def test_go_in_a_c_shared_library_of_a_python_host(tmp_path):

@@ -12,6 +12,7 @@ files, shared memory, kernel pages, or other anonymous memory.
 from ._errors import AccessDenied, Error, NoSuchProcess, ParseError
 from ._impl import IMPLEMENTATION
 from ._types import CATEGORIES, COUNTER_FIELDS, Counters
+from .sampler import Sample, Sampler
 from .scan import TIERS, scan
 from .snapshot import GoRuntime, Snapshot
 
@@ -27,6 +28,8 @@ __all__ = [
     "IMPLEMENTATION",
     "NoSuchProcess",
     "ParseError",
+    "Sample",
+    "Sampler",
     "Snapshot",
     "TIERS",
     "scan",

@@ -228,7 +228,8 @@ cdef Py_ssize_t _hex(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n, unsig
         d = _hexval[s[q]]
         if d == 255:
             break
-        v = (v << 4) | d
+        if q - pos < 16:  # more digits are an error: never shift bits out
+            v = (v << 4) | d
         q += 1
     if q == pos or q - pos > 16 or q >= n or s[q] != stop:
         raise _parse_error(f"bad {what} in mapping header", base)
@@ -251,9 +252,11 @@ cdef Py_ssize_t _value(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, bint 
         q += 1
     r = q
     while r < n and 48 <= s[r] <= 57:
+        # No arithmetic that wraps: the debug build (MEMSCAN_DEBUG) traps it.
         if v > U64_TENTH or (v == U64_TENTH and s[r] > 53):
             overflow = True
-        v = v * 10 + (s[r] - 48)
+        else:
+            v = v * 10 + (s[r] - 48)
         r += 1
     if r == q or q == p:
         raise _parse_error("bad value", base)
@@ -416,7 +419,8 @@ def parse_smaps(buf):
                 while q < line_end and 48 <= s[q] <= 57:
                     if inode > U64_TENTH or (inode == U64_TENTH and s[q] > 53):
                         k = 1
-                    inode = inode * 10 + (s[q] - 48)
+                    else:
+                        inode = inode * 10 + (s[q] - 48)
                     q += 1
                 if q == p or q - p > 20 or (q < line_end and s[q] != 32) or k:
                     raise _parse_error("bad inode in mapping header", pos)
@@ -564,7 +568,8 @@ def parse_status(buf):
             r = q
             v = 0
             while r < eol and 48 <= s[r] <= 57:
-                v = v * 10 + (s[r] - 48)
+                if r - q < 19:  # more digits are an error: 19 fit in 64 bits
+                    v = v * 10 + (s[r] - 48)
                 r += 1
             if r == q or r - q > 19 or (r < eol and s[r] != 9):
                 raise _parse_error("bad value", pos)
@@ -692,7 +697,7 @@ def classify(t, ctx):
                 continue
             j = i + 1
             if (j < n and starts[j] == ends[i] and perms[j] == 0 and cats[j] == ANON_OTHER
-                    and not names[j] and inodes[j] == 0 and ends[j] == starts[i] + ARENA):
+                    and not names[j] and inodes[j] == 0 and ends[j] - starts[i] == ARENA):
                 cats[i] = C_MALLOC
                 cats[j] = C_MALLOC
                 continue

@@ -13,6 +13,7 @@ import errno
 import os
 from typing import Iterator, NamedTuple, Optional
 
+from . import _pure
 from ._errors import AccessDenied, Error, NoSuchProcess, ParseError
 
 PROCFS_PATH = "/proc"
@@ -68,13 +69,17 @@ def open_dir(pid: int) -> int:
         return os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def read(pid: int, name: str, buf: bytearray, engine, dir_fd: Optional[int] = None) -> memoryview:  # type: ignore[no-untyped-def]
-    """Read /proc/PID/NAME whole into ``buf``; return a view of the bytes read."""
+def read(pid: int, name: str, buf: bytearray, engine, dir_fd: Optional[int] = None,  # type: ignore[no-untyped-def]
+         pause: float = 0.0) -> memoryview:
+    """Read /proc/PID/NAME whole into ``buf``; return a view of the bytes read.
+
+    ``pause``: seconds to sleep between read() calls (see _pure.read_all).
+    """
     p = path(pid, name)
     with translated(pid, p, dir_fd is not None):
         fd = os.open(name if dir_fd is not None else p, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
-            n = engine.read_all(fd, buf)
+            n = _pure.read_all(fd, buf, pause) if pause > 0 else engine.read_all(fd, buf)
         finally:
             os.close(fd)
     return memoryview(buf)[:n]
@@ -139,8 +144,7 @@ def stat_after_read(pid: int, dir_fd: int, empty: bool) -> Stat:
     zombie, an exiting process or a kernel thread: never zero memory.
     """
     st = stat(pid, dir_fd)
-    if st.kernel_thread:
-        raise Error(f"pid {pid} is a kernel thread: it has no user memory")
+    check_user_process(pid, st)
     if st.state == "Z":
         raise NoSuchProcess(pid, "process is a zombie" if empty else "process exited during the scan")
     if st.gone or st.exiting:
@@ -148,6 +152,37 @@ def stat_after_read(pid: int, dir_fd: int, empty: bool) -> Stat:
     if empty:
         raise Error(f"pid {pid}: smaps is empty although the process is alive")
     return st
+
+
+def check_user_process(pid: int, st: Stat) -> None:
+    """A kernel thread has no user memory: an error, never a process of 0 bytes."""
+    if st.kernel_thread:
+        raise Error(f"pid {pid} is a kernel thread: it has no user memory")
+
+
+def live_thread(pid: int) -> Optional[int]:
+    """Another thread of ``pid`` that still runs, or None.
+
+    When the main thread exits alone (pthread_exit() in main), the thread
+    group leader is a zombie: /proc/PID/smaps, mem and pagemap have no
+    memory any more, but the process lives on in its other threads, whose
+    /proc/TID files show its memory (one mm for the whole group).
+    """
+    try:
+        tids = os.listdir(path(pid, "task"))
+    except OSError:
+        return None
+    for name in tids:
+        tid = int(name)
+        if tid == pid:
+            continue
+        try:
+            st = stat(tid)
+        except Error:
+            continue
+        if not (st.gone or st.exiting):
+            return tid
+    return None
 
 
 def stack_limit(pid: int) -> Optional[int]:

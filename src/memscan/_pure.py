@@ -13,6 +13,7 @@ proc.rst): a header line per mapping, ``Key:   <n> kB`` lines, and a final
 from __future__ import annotations
 
 import os
+import time
 from array import array
 from typing import List, Optional, Tuple
 
@@ -75,12 +76,20 @@ GO_HEAP_LIMIT = 1 << 46
 GUARD_MAX = 256 * 1024  # pthread guards are one page by default
 
 
-def read_all(fd: int, buf: bytearray) -> int:
+def read_all(fd: int, buf: bytearray, pause: float = 0.0) -> int:
     """Read ``fd`` from offset 0 to EOF into ``buf`` (grown as needed); return the length.
 
     seq_file files (smaps, maps) hand out about 4 KiB per read() whatever the
     buffer size, so this loops until read() returns 0. Seeking back to 0
     regenerates the file, so one fd serves every sample.
+
+    ``pause``: seconds to sleep after each read() (only this engine's loop
+    takes it: the sleeps, not the loop, then set the pace). Each read() of
+    smaps takes the target's mmap_lock for one ~4 KiB chunk; back to back,
+    the reader takes it again before a waiting mmap/munmap runs (rwsem
+    reader lock stealing, up to the ~4 ms handoff). A pause of ~50 us
+    between chunks gave most of a mmap-heavy target's throughput back
+    (anchors.md section 5, "Pacing").
     """
     if len(buf) < 65536:
         buf.extend(bytes(65536 - len(buf)))
@@ -94,6 +103,8 @@ def read_all(fd: int, buf: bytearray) -> int:
         if not got:
             return n
         n += got
+        if pause:
+            time.sleep(pause)
 
 
 def _hex(line: bytes, pos: int, stop: bytes, what: str, base: int) -> Tuple[int, int]:

@@ -1,4 +1,4 @@
-"""The ``memscan`` command: scan, ps, demo.
+"""The ``memscan`` command: scan, ps, demo, record, plot, watch, export, explain.
 
 Every failure ends with one line on stderr and a non-zero exit status:
 1 for a memscan error (no such process, access denied, malformed procfs),
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Optional, Sequence
 
@@ -116,7 +117,69 @@ def cmd_ps(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo_run import run_demo
 
-    return run_demo(quick=args.quick)
+    return run_demo(quick=args.quick, output=args.output)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from .record import run
+
+    return run(args.pid, args.output, hz=args.hz, duration=args.duration, tier=args.tier, engine=args.engine,
+               full_every=args.full_every)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot
+
+    print(f"memscan: plotted {args.recording} into {plot(args.recording, args.output)}", file=sys.stderr)
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from .watch import run
+
+    return run(args.pid, interval=args.interval, tier=args.tier, window=args.window)
+
+
+def positive(text: str) -> float:
+    """argparse type: a number greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return value
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from . import export
+
+    if not args.pid and args.match is None and not args.go:
+        args.usage_error("give the processes to export: --pid PID, --match REGEX or --go")
+    if args.once and args.textfile is None:
+        args.usage_error("--once needs --textfile")
+    targets = export.Targets(args.pid, args.match, args.go)
+    return export.run(targets, args.tier, args.listen, args.textfile, args.interval, args.once)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from . import explain
+
+    doc = explain.run(args.pid, args.tier, args.seconds, args.memstats)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        explain.render(doc)
+    return 0
+
+
+def regex(text: str) -> str:
+    """argparse type: a valid regular expression."""
+    try:
+        re.compile(text)
+    except re.error as err:
+        raise argparse.ArgumentTypeError(f"bad regular expression {text!r}: {err}") from None
+    return text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -139,9 +202,64 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ps)
 
-    d = sub.add_parser("demo", help="build, run and scan the bundled Go program (needs memscan[demo])")
-    d.add_argument("--quick", action="store_true", help="smaller amounts of memory")
+    d = sub.add_parser("demo", help="walk the bundled Go program through allocate, free, release and a cgo leak; "
+                                    "record, plot and explain it (needs memscan[demo])")
+    d.add_argument("--quick", action="store_true", help="smaller amounts and shorter phases (~15 s)")
+    d.add_argument("-o", "--output", default="memscan-demo", metavar="DIR",
+                   help="directory for the recording and its plot (default: ./memscan-demo)")
     d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("record", help="record a process's memory by category over time (CSV or JSON Lines)")
+    r.add_argument("pid", type=int)
+    r.add_argument("-o", "--output", required=True, help="file to write: NAME.csv or NAME.jsonl")
+    r.add_argument("--hz", type=positive, default=100.0, help="samples per second (default 100)")
+    r.add_argument("--duration", type=positive, default=None,
+                   help="seconds to record (default: until the process exits or Ctrl-C)")
+    r.add_argument("--tier", choices=TIERS, default="auto")
+    r.add_argument("--full-every", type=positive, default=1.0, metavar="SECONDS",
+                   help="seconds between full scans, which add pss, swap and uss (default 1)")
+    r.add_argument("--engine", choices=sorted(ENGINES), default=None, help="parser engine (default: fastest)")
+    r.set_defaults(func=cmd_record)
+
+    pl = sub.add_parser("plot", help="draw a recording: memory by category over time (needs memscan[plot])")
+    pl.add_argument("recording", help="a file written by memscan record")
+    pl.add_argument("-o", "--output", help="image to write, png/svg/pdf by its name (default: RECORDING.png)")
+    pl.set_defaults(func=cmd_plot)
+
+    w = sub.add_parser("watch", help="a live table of a process's memory by category")
+    w.add_argument("pid", type=int)
+    w.add_argument("--interval", type=positive, default=0.1, help="seconds between samples (default 0.1)")
+    w.add_argument("--tier", choices=TIERS, default="auto")
+    w.add_argument("--window", type=positive, default=10.0, metavar="SECONDS",
+                   help="the change and trend columns cover this many seconds (default 10)")
+    w.set_defaults(func=cmd_watch)
+
+    from .explain import duration
+
+    e = sub.add_parser("export", help="Prometheus metrics of processes, served or for node_exporter's textfile "
+                                      "collector (needs memscan[prometheus])")
+    e.add_argument("--pid", type=int, action="append", default=[], help="a process to export (repeatable)")
+    e.add_argument("--match", type=regex, metavar="REGEX", help="export the processes whose command line matches")
+    e.add_argument("--go", action="store_true", help="export every Go process memscan can see")
+    out = e.add_mutually_exclusive_group()
+    out.add_argument("--listen", metavar="HOST:PORT",
+                     help="serve /metrics here (default 127.0.0.1:9573; 0.0.0.0:9573 for every interface)")
+    out.add_argument("--textfile", metavar="PATH", help="write the metrics to PATH (NAME.prom) instead, atomically")
+    e.add_argument("--interval", type=positive, default=15.0,
+                   help="with --textfile: seconds between writes (default 15)")
+    e.add_argument("--once", action="store_true", help="with --textfile: write once and exit")
+    e.add_argument("--tier", choices=TIERS, default="auto")
+    e.set_defaults(func=cmd_export, usage_error=e.error)
+
+    x = sub.add_parser("explain", help="what a process's memory figures mean, in plain words")
+    x.add_argument("pid", type=int)
+    x.add_argument("--for", dest="seconds", type=duration, metavar="DURATION",
+                   help="watch for this long (e.g. 30s, 2m), one scan a second, and report growth")
+    x.add_argument("--memstats", metavar="URL", help="an expvar endpoint (http://HOST:PORT/debug/vars) of the "
+                                                      "process, to set the Go runtime's figures beside the OS's")
+    x.add_argument("--json", action="store_true", help="the findings as JSON")
+    x.add_argument("--tier", choices=TIERS, default="auto")
+    x.set_defaults(func=cmd_explain)
     return ap
 
 

@@ -7,12 +7,12 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _procfs, cmalloc, exact, fallback, goheap, goruntime, layout, pagemap
-from ._errors import AccessDenied, Error
+from ._errors import AccessDenied, Error, NoSuchProcess
 from ._impl import get_engine
-from ._types import C_MALLOC, CATEGORIES, GO_HEAP, GO_RUNTIME, THREAD_STACKS, Counters
+from ._types import C_MALLOC, CATEGORIES, GO_HEAP, GO_RUNTIME, THREAD_STACKS, Counters, SmapsTable
 from .snapshot import Snapshot
 
 TIERS = ("auto", "exact", "layout", "psutil")
@@ -37,13 +37,37 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
     picks "cython" or "python" (default: the fastest available).
 
     Raises NoSuchProcess (no such pid, a zombie, or an exit during the scan),
-    AccessDenied (an explicit tier that is not permitted), ParseError.
+    AccessDenied (an explicit tier that is not permitted), ParseError, Error
+    (a kernel thread: it has no user memory). A process whose main thread
+    exited while other threads run is read through one of them.
     """
     if tier not in TIERS:
         raise ValueError(f"tier must be one of {', '.join(TIERS)}, not {tier!r}")
     eng = get_engine(engine)
     name = "cython" if eng.__name__.endswith("_fast") else "python"
+    if pid <= 0:
+        raise NoSuchProcess(pid)  # no /proc entry; psutil would raise ValueError
+    try:
+        return _scan(pid, eng, name, tier)
+    except NoSuchProcess as err:
+        tid = _procfs.live_thread(pid) if sys.platform.startswith("linux") else None
+        if tid is None:
+            raise
+        gone = err
+    # The main thread exited, others run: read the process through one of them.
+    try:
+        snap = _scan(tid, eng, name, tier)
+    except NoSuchProcess:
+        raise gone from None
+    snap.pid = pid
+    snap.warnings.append(f"the main thread of pid {pid} has exited: its memory was read through thread {tid}")
+    return snap
+
+
+def _scan(pid: int, eng, name: str, tier: str) -> Snapshot:  # type: ignore[no-untyped-def]
     if tier == "psutil":
+        if sys.platform.startswith("linux"):
+            _procfs.check_user_process(pid, _procfs.stat(pid))
         return fallback.snapshot(pid, name, "psutil tier requested")
     if not sys.platform.startswith("linux"):
         if tier == "auto":
@@ -57,14 +81,33 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
         return fallback.snapshot(pid, name, f"smaps of pid {pid} may not be read ({err.path}: permission denied)")
 
 
+class Parts(NamedTuple):
+    """A smaps scan's Snapshot and what it was made from, for callers that
+    follow the process afterwards (sampler.py): the mappings, their layout
+    categories, the layout facts, and the exact tier's regions (None in the
+    layout tier)."""
+
+    snapshot: Snapshot
+    table: SmapsTable
+    cats: bytearray
+    layout: layout.Layout
+    regions: Optional[Sequence[exact.Region]]
+
+
 def _smaps_scan(pid: int, eng, engine_name: str, tier: str) -> Snapshot:  # type: ignore[no-untyped-def]
+    return scan_parts(pid, eng, engine_name, tier).snapshot
+
+
+def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0) -> Parts:  # type: ignore[no-untyped-def]
+    """The smaps scan of ``scan()`` ("exact", "layout" or "auto"), with its
+    parts; ``pause``: seconds between the read() calls of smaps (_procfs.read_paced)."""
     when = time.time()
     buf = getattr(_local, "buf", None)
     if buf is None:
         buf = _local.buf = bytearray()
     dir_fd = _procfs.open_dir(pid)
     try:
-        data = _procfs.read(pid, "smaps", buf, eng, dir_fd)
+        data = _procfs.read(pid, "smaps", buf, eng, dir_fd, pause)
         try:
             st = _procfs.stat_after_read(pid, dir_fd, not data)
             table = _procfs.parsed(pid, "smaps", eng.parse_smaps, data)
@@ -83,20 +126,22 @@ def _smaps_scan(pid: int, eng, engine_name: str, tier: str) -> Snapshot:  # type
     warnings = list(lay.warnings)
     detail = None
     done = "layout"
+    regions = None
     if tier in ("exact", "auto"):
         try:
             split = _split(pid, table, cats, lay, eng, warnings)
         except Error as err:
-            if tier == "exact":
+            if tier == "exact" or isinstance(err, NoSuchProcess):
                 raise
             warnings.append(f"layout tier shown: {err}")
         else:
             categories = exact.apply(categories, CATEGORIES, split)
-            detail, done = split.detail, "exact"
-    return Snapshot(
+            detail, done, regions = split.detail, "exact", split.regions
+    snap = Snapshot(
         pid, when, "smaps", done, engine_name, total, categories, go_heap_detail=detail,
         go=lay.go, allocator=lay.allocator, warnings=warnings,
     )
+    return Parts(snap, table, cats, lay, regions)
 
 
 # A heap read that races with the target (a structure changed mid-read) is
@@ -136,7 +181,7 @@ def _split(pid: int, table, cats, lay: layout.Layout, eng, warnings: List[str]) 
         skip = [(a, a + heap.arena_bytes) for a in heap.arenas]
     try:
         c = _read_structures(pid, "the C allocator's structures", lambda: cmalloc.c_regions(pid, table, skip=skip))
-    except AccessDenied:
+    except (AccessDenied, NoSuchProcess):
         raise
     except Error as err:
         warnings.append(f"C allocator attributed per mapping: {err}")
@@ -148,7 +193,7 @@ def _split(pid: int, table, cats, lay: layout.Layout, eng, warnings: List[str]) 
         try:
             meta = _read_structures(pid, "the Go runtime's metadata",
                                     lambda: goruntime.runtime_regions(pid, mod.path, mod.bias))
-        except AccessDenied:
+        except (AccessDenied, NoSuchProcess):
             raise
         except Error as err:
             warnings.append(f"Go runtime metadata attributed per mapping: {err}")

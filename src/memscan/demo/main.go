@@ -9,18 +9,30 @@
 //
 //	stats       report again
 //	gc          runtime.GC(), then report
-//	free        drop the live heap, GC, debug.FreeOSMemory(), then report
+//	alloc MiB   allocate and keep MiB more live heap, then report
+//	drop        drop the live heap and runtime.GC(): freed heap the runtime
+//	            keeps until its scavenger returns it; then report
+//	release     debug.FreeOSMemory(): what the scavenger returns over minutes,
+//	            now; then report
+//	free        drop + release, then report
 //	cleak MiB   (cgo) malloc+memset MiB more C memory, never freed, then report
 //	quit        answer {"quit":true} and exit 0 (EOF exits too)
 //
 // Unknown or failing commands are answered with {"error": "..."}.
+//
+// With -http ADDR the program also serves expvar (/debug/vars: memstats,
+// cmdline) on ADDR, e.g. 127.0.0.1:0; every report then carries the bound
+// address as "http".
 package main
 
 import (
 	"bufio"
 	"encoding/json"
+	_ "expvar" // registers /debug/vars on http.DefaultServeMux
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"reflect"
 	"runtime"
@@ -40,6 +52,9 @@ var live [][]byte
 // park is never closed or sent to: goroutines blocked on it stay parked
 // (state "chan receive") with their stacks intact for the whole run.
 var park = make(chan struct{})
+
+// httpAddr is the address -http is served on once bound ("" without -http).
+var httpAddr string
 
 // alloc returns n MiB of Go heap in 1 MiB slices, every byte written so all
 // pages are resident (a fresh span may be zeroed lazily by the OS; writing
@@ -92,6 +107,9 @@ func report() map[string]any {
 		"cgo":        haveCgo,
 		"live_heap":  len(live) * mib,
 	}
+	if httpAddr != "" {
+		r["http"] = httpAddr
+	}
 
 	// Every integer field of MemStats, by reflection so that nothing is
 	// forgotten; the arrays (PauseNs, BySize…), floats and bools are skipped.
@@ -142,6 +160,20 @@ func fail(format string, args ...any) {
 	os.Exit(2)
 }
 
+// mibArg is the MiB argument of a command such as "alloc 64"; a missing
+// or bad one is answered with the command's usage (ok false).
+func mibArg(fields []string) (n int, ok bool) {
+	var err error
+	if len(fields) == 2 {
+		n, err = strconv.Atoi(fields[1])
+	}
+	if len(fields) != 2 || err != nil || n <= 0 {
+		emit(map[string]any{"error": "usage: " + fields[0] + " MiB"})
+		return 0, false
+	}
+	return n, true
+}
+
 func main() {
 	heap := flag.Int("heap", 0, "MiB of live Go heap kept reachable")
 	garbage := flag.Int("garbage", 0, "MiB of Go heap allocated, touched and dropped (freed, still mapped)")
@@ -149,6 +181,7 @@ func main() {
 	cmalloc := flag.Int("cmalloc", 0, "cgo: MiB in one malloc (an mmapped chunk)")
 	csmall := flag.Int("csmall", 0, "cgo: number of malloc(20000) (main or thread arena)")
 	cthreads := flag.Int("cthreads", 0, "cgo: C pthreads each touching 1 MiB of small mallocs, then parked")
+	serve := flag.String("http", "", "serve expvar (/debug/vars) on this address, e.g. 127.0.0.1:0")
 	flag.Parse()
 	if !haveCgo && (*cmalloc > 0 || *csmall > 0 || *cthreads > 0) {
 		fail("-cmalloc, -csmall and -cthreads need a cgo build (CGO_ENABLED=1)")
@@ -183,6 +216,17 @@ func main() {
 		cThreads(*cthreads, mib)
 	}
 
+	if *serve != "" {
+		// Bound before the first report, which carries the address (a port
+		// of 0 is chosen by the kernel); served after the memory is set up.
+		ln, err := net.Listen("tcp", *serve)
+		if err != nil {
+			fail("-http: %v", err)
+		}
+		httpAddr = ln.Addr().String()
+		go http.Serve(ln, nil)
+	}
+
 	emit(report())
 
 	in := bufio.NewScanner(os.Stdin)
@@ -195,6 +239,17 @@ func main() {
 		case "stats":
 		case "gc":
 			runtime.GC()
+		case "alloc":
+			n, ok := mibArg(fields)
+			if !ok {
+				continue
+			}
+			live = append(live, alloc(n)...)
+		case "drop":
+			live = nil
+			runtime.GC()
+		case "release":
+			debug.FreeOSMemory()
 		case "free":
 			live = nil
 			runtime.GC()
@@ -203,12 +258,8 @@ func main() {
 			// counts it), see go-runtime.md §5.2.
 			debug.FreeOSMemory()
 		case "cleak":
-			n, err := 0, error(nil)
-			if len(fields) == 2 {
-				n, err = strconv.Atoi(fields[1])
-			}
-			if len(fields) != 2 || err != nil || n <= 0 {
-				emit(map[string]any{"error": "usage: cleak MiB"})
+			n, ok := mibArg(fields)
+			if !ok {
 				continue
 			}
 			if !haveCgo {

@@ -1,0 +1,131 @@
+"""``memscan plot``: a recording (``memscan record``) as a picture.
+
+Stacked areas of each category's resident memory over time (categories at
+zero throughout are left out), the total rss as a line and the full scans'
+pss as dots; a second panel splits the Go heap by the runtime's page states
+when the exact tier recorded them; the target's exit and an interruption are
+marked, and so are the phases of a scripted run (``phase`` events, as
+``memscan demo`` writes them). matplotlib (the ``plot`` extra) is imported only here, and drawn
+with its Agg backend: no display is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, List, Optional, Sequence, Tuple
+
+from ._errors import Error
+from ._types import CATEGORIES
+from .record import DETAIL_COLUMNS, Recording, read
+
+MIB = float(1 << 20)
+# One fixed colour per category, the same in every plot (matplotlib's tab10).
+COLORS = dict(zip(CATEGORIES, (f"C{i}" for i in range(len(CATEGORIES)))))
+DETAIL_COLORS = ("#08519c", "#6baed6", "#fd8d3c", "#bdbdbd", "#f0f0f0")  # objects ... reserved
+MARKED = {"exit": "exited", "interrupted": "interrupted"}
+
+
+def _matplotlib() -> Tuple[Any, Any]:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise Error("plotting needs matplotlib: pip install 'memscan[plot]'") from None
+    return Figure, FigureCanvasAgg
+
+
+def _mib(values: Sequence[Optional[int]]) -> List[float]:
+    # Not measured on a row (another tier) is a gap in the plot, not zero.
+    return [math.nan if v is None else v / MIB for v in values]
+
+
+def _stack(ax: Any, t: List[float], rec: Recording, columns: Sequence[str], labels: Sequence[str],
+           colors: Sequence[str]) -> bool:
+    """Stacked areas of the columns that are not zero throughout; False if there are none."""
+    kept = [i for i, c in enumerate(columns) if any(rec.column(c))]
+    if kept:
+        ax.stackplot(t, *[_mib(rec.column(columns[i])) for i in kept], labels=[labels[i] for i in kept],
+                     colors=[colors[i] for i in kept], alpha=0.85, linewidth=0)
+    return bool(kept)
+
+
+def figure(rec: Recording) -> Any:
+    """The matplotlib Figure of a recording (not saved: see :func:`plot`)."""
+    Figure, FigureCanvasAgg = _matplotlib()
+    if not rec.rows:
+        raise Error(f"{rec.path}: no samples to plot")
+    t = rec.column("mono")
+    has_detail = any(v for c in DETAIL_COLUMNS for v in rec.column(c))
+    fig = Figure(figsize=(11, 8.5 if has_detail else 6), dpi=100, constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2 if has_detail else 1, 1, sharex=True, squeeze=False,
+                        gridspec_kw={"height_ratios": (3, 2)} if has_detail else None)[:, 0]
+    ax = axes[0]
+    stacked = _stack(ax, t, rec, CATEGORIES, CATEGORIES, [COLORS[c] for c in CATEGORIES])
+    ax.plot(t, _mib(rec.column("rss")), color="black", linewidth=0.8, label="rss (total)")
+    full = [(ti, v) for ti, v in zip(t, rec.column("pss")) if v is not None]
+    if full:
+        ax.plot([f[0] for f in full], [f[1] / MIB for f in full], "o", markersize=3, color="0.25",
+                label="pss (full scans)")
+    ax.set_ylabel("resident MiB")
+    ax.set_title("by category" if stacked else "total only: the psutil tier has no categories")
+    if has_detail:
+        states = [c.split(".", 1)[1] for c in DETAIL_COLUMNS]
+        _stack(axes[1], t, rec, DETAIL_COLUMNS, states, DETAIL_COLORS)
+        axes[1].set_ylabel("resident MiB")
+        axes[1].set_title("go_heap by the Go runtime's page states")
+    # Time runs a little past the last sample or event, so that an exit at
+    # the end is not hidden in the frame.
+    end = max([t[-1]] + [ev["mono"] for ev in rec.events if isinstance(ev.get("mono"), (int, float))])
+    for a in axes:
+        a.set_ylim(bottom=0)
+        a.set_xlim(0, end * 1.02 or 1)
+        a.grid(True, alpha=0.3)
+        # The legend lists the stacked areas top down, as they are drawn, then the lines.
+        handles, labels = a.get_legend_handles_labels()
+        n = len(a.collections)
+        order = [*range(n - 1, -1, -1), *range(n, len(handles))]
+        a.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper left",
+                 bbox_to_anchor=(1.01, 1), fontsize="small", frameon=False)
+    axes[-1].set_xlabel("seconds since start")
+    for ev in rec.events:
+        if ev.get("event") == "phase" and ev.get("mono") is not None:
+            # A phase of a scripted run (memscan demo): where it begins.
+            for a in axes:
+                a.axvline(ev["mono"], color="0.4", linestyle=":", linewidth=1)
+            ax.annotate(str(ev.get("name", "")), (ev["mono"], 1), xycoords=("data", "axes fraction"),
+                        xytext=(3, -3), textcoords="offset points", ha="left", va="top", color="0.3",
+                        fontsize="small")
+            continue
+        label = MARKED.get(str(ev.get("reason", ev.get("event"))))
+        if label is None or ev.get("mono") is None:
+            continue
+        for a in axes:
+            a.axvline(ev["mono"], color="crimson", linestyle="--", linewidth=1)
+        ax.annotate(label, (ev["mono"], 1), xycoords=("data", "axes fraction"), xytext=(-3, -3),
+                    textcoords="offset points", ha="right", va="top", color="crimson", fontsize="small")
+    m = rec.meta
+    command = str(m.get("command", ""))
+    if len(command) > 90:
+        command = command[:87] + "..."
+    head = f"pid {m.get('pid')}: {command}" if command else f"pid {m.get('pid')}"
+    tiers = sorted({str(v) for v in rec.column("tier") if v})
+    info = [f"started {m['start']}" if "start" in m else "", f"tier {', '.join(tiers)}",
+            m.get("go") or "", f"{len(rec.rows):,} samples"]
+    fig.suptitle(f"{head}\n{' · '.join(i for i in info if i)}", fontsize="medium")
+    return fig
+
+
+def plot(path: str, output: Optional[str] = None) -> str:
+    """Draw the recording at ``path`` into ``output`` (default: the same
+    name ending in .png; the format follows the name: png, svg, pdf...)."""
+    out = output or os.path.splitext(path)[0] + ".png"
+    fig = figure(read(path))
+    try:
+        fig.savefig(out)
+    except OSError as err:
+        raise Error(f"cannot write {out}: {err.strerror}") from None
+    except ValueError as err:  # matplotlib: "Format 'xyz' is not supported ..."
+        raise Error(f"cannot write {out}: {err}") from None
+    return out

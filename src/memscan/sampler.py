@@ -1,0 +1,589 @@
+"""Sampler: a process's memory, by category, many times a second, without
+hurting the process.
+
+The contract::
+
+    class Sample:                # frozen dataclass with slots
+        pid: int
+        seq: int                 # tick number, 0-based
+        mono: float              # time.monotonic() when the tick's read started
+        wall: float              # time.time() at the same moment
+        tier: str                # "exact" | "layout" | "psutil"
+        rss: int                 # total resident bytes of the process
+        categories: Optional[Dict[str, int]]   # rss bytes per category, all ten CATEGORIES; None in the psutil tier
+        go_heap_detail: Optional[Dict[str, int]]  # rss bytes per state objects/stacks/free/released/reserved, or None
+        snapshot: Optional[Snapshot]  # the full scan made on this tick (every Nth tick and the first): pss, swap, uss...
+        missed: int              # ticks skipped just before this one because the previous read overran
+
+    class Sampler:
+        def __init__(self, pid: int, interval: float = 0.01, tier: str = "auto", *,
+                     full_every: float = 1.0, polite: bool = True, engine=None): ...
+        # Context manager (__enter__ opens files and checks the pid: NoSuchProcess
+        # if absent; __exit__ closes everything) and iterator of Sample.
+        # Iteration ends cleanly (StopIteration) when the target exits; then
+        # sampler.exited is True. No truncated sample is ever yielded.
+        # Attributes: .samples (count yielded), .missed (total ticks missed),
+        # .rate (achieved samples/s), .exited, .warnings
+        def sample(self) -> Sample: ...  # one tick now, without pacing (for callers
+                                         # that drive their own clock); raises
+                                         # NoSuchProcess if the target is gone
+
+    with Sampler(pid, interval=0.01) as s:
+        for smp in s:
+            print(smp.seq, smp.rss, smp.categories["go_heap"])
+
+Ticks are on a fixed grid (tick ``seq`` is due at start + seq * interval);
+a tick that cannot start within half an interval of its time because the
+previous one overran (or, polite, because the target's lock budget is
+spent) is skipped, and the next sample says how many were (``missed``);
+``seq`` counts skipped ticks too.
+
+Where each figure comes from, and how fresh it is (linux-procfs.md 7.4):
+
+- ``rss``: /proc/PID/status (VmRSS), this tick. The per-mm counters cost
+  ~10 us and take no lock; on a full-scan tick it is the scan's total.
+- ``categories``: one PAGEMAP_SCAN pass (the engines' page_counts, present
+  pages minus the zero page) over the category intervals, this tick's
+  pages. The intervals (a category per mapping in the layout tier; the
+  exact tier's owner regions cut into the mappings) are kept between ticks
+  and rebuilt only when /proc/PID/maps changes (compared byte for byte:
+  maps is lock-free on kernel 6.17+ and is the only cheap source that
+  changes exactly when the mappings do; status counters miss an mprotect or
+  an mmap+munmap of equal size). A mapping that appeared since the last
+  full scan is classified from maps, without the smaps VmFlags the layout
+  rules also use (nr, nh), until the next full scan. When neither maps nor
+  status's RssAnon/RssFile/RssShmem/VmSwap changed since the last count,
+  no page was mapped or unmapped: the count is reused, without touching
+  the target, for up to ``RECOUNT_AFTER`` seconds. What status cannot show
+  (as many pages mapped in one category as unmapped in another between two
+  reads; a change below the per-CPU counters' batch, as status's counters
+  are per-CPU since kernel 6.2, linux-procfs.md 7.1) shows at the next
+  count, at most that much later.
+- ``go_heap_detail`` (exact tier): this tick's resident pages of the Go
+  heap's page-state intervals, but the intervals (which spans hold objects,
+  are free, released...) are those read from the Go runtime at the last
+  full scan: a span that changed state since counts in its old state.
+- ``snapshot``: a full ``scan()`` (smaps, and in the exact tier the Go and C
+  allocators' structures), on the first tick and then every ``full_every``
+  seconds: pss, uss, swap and the rest are that fresh. It also refreshes
+  the classification and the exact regions.
+
+Politeness (``polite=True``, the default): smaps, pagemap and PAGEMAP_SCAN
+walk the page tables under the target's mmap_lock, stalling its mmap,
+munmap and mprotect (a 10 Hz full-smaps reader cut an mmap-heavy target's
+throughput by 22-46 %, anchors.md section 5). A count is one ioctl that
+holds the lock while it walks: its CPU time is the time it holds the lock
+(waiting for the lock costs the target nothing), and counts are kept to
+``LOCK_SHARE`` (2 %) of wall time: after a count that took d seconds of
+CPU the next waits until d / LOCK_SHARE has passed; a tick that needs a
+count sooner is skipped (``missed``), never answered with old figures. A
+full scan takes the lock hundreds of times (smaps chunk by chunk, the
+allocators' structures piece by piece), often after waiting for the
+target's own mmap, and stalls the target about as long as it lasts
+(measured: a 30 ms scan of a 1,000-mapping mmap loop cost it ~30 ms of
+work): full scans are spaced to ``FULL_SCAN_SHARE`` (1 %) of their wall
+time when that is longer than ``full_every``, and sleep ``SMAPS_PAUSE``
+between the ~4 KiB read() chunks of smaps, so that a waiting mmap gets the
+lock between them (rwsem readers otherwise take it again first).
+``polite=False`` counts on every tick and scans every ``full_every``
+seconds whatever they cost the target. ``sample()`` is never paced: a
+caller driving its own clock chooses the rate.
+
+Liveness: a target exiting mid-read makes maps read as a silent EOF
+(linux-procfs.md section 6). Every tick ends with a liveness check (a pidfd
+where the kernel and Python have one, /proc/PID/stat otherwise); a sample
+read while the process was exiting is dropped, and iteration ends with
+``exited`` True. A process whose main thread exited alone (pthread_exit in
+main: the leader is a zombie, its /proc files show no memory) is read
+through another of its threads, with a warning, as scan() does.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+from . import _procfs, exact, fallback
+from ._errors import AccessDenied, NoSuchProcess
+from ._impl import get_engine
+from ._types import CATEGORIES, GO_HEAP, SmapsTable
+from .pagemap import Pagemap
+from .scan import TIERS, _layout_of, scan_parts
+from .snapshot import Snapshot
+
+__all__ = ["Sample", "Sampler", "FULL_SCAN_SHARE", "LOCK_SHARE", "RECOUNT_AFTER", "SMAPS_PAUSE"]
+
+PAGE = 4096
+# Polite: the share of wall time the ticks' counts may hold the target's
+# mmap_lock (their CPU time), and the share full scans may last (wall time).
+LOCK_SHARE = 0.02
+FULL_SCAN_SHARE = 0.01
+# Polite: seconds to sleep between the ~4 KiB read() chunks of smaps in a
+# full scan, so that a waiting mmap/munmap gets the lock between them.
+SMAPS_PAUSE = 50e-6
+# Seconds a count may be reused while maps and status show no change.
+RECOUNT_AFTER = 0.1
+# Bytes asked of status in one pread (it is ~1.5 KB), and how many
+# classifications (maps texts) are kept between full scans.
+_STATUS_READ = 8192
+_CLASSIFIED_KEPT = 4
+_MERGE_GAP = 1 << 20
+# Groups of the per-tick count: the ten categories, then the Go heap's states.
+_NCAT = len(CATEGORIES)
+_GROUPS = _NCAT + len(exact.DETAIL)
+
+_DATACLASS_SLOTS = {"slots": True} if sys.version_info >= (3, 10) else {}
+
+
+@dataclass(frozen=True, **_DATACLASS_SLOTS)
+class Sample:
+    """One tick of a Sampler: see the module docstring for each field's source."""
+
+    pid: int
+    seq: int
+    mono: float
+    wall: float
+    tier: str
+    rss: int
+    categories: Optional[Dict[str, int]]
+    go_heap_detail: Optional[Dict[str, int]]
+    snapshot: Optional[Snapshot]
+    missed: int
+
+
+class _LockBudgetSpent(Exception):
+    """A polite tick needed to read under the target's mmap_lock too soon."""
+
+
+class _Intervals:
+    """The cached classification: sorted address ranges and the group of
+    each (a category, or 10 + a Go heap state). Neighbours of one group less
+    than _MERGE_GAP apart are merged: what lies between two mappings is
+    unmapped, so has no pages (a kernel without PAGEMAP_SCAN reads 8 bytes
+    of pagemap per page of it, hence the bound)."""
+
+    __slots__ = ("ranges", "groups", "private", "tier")
+
+    def __init__(self, table: SmapsTable, cats: bytearray, regions: Optional[Sequence[exact.Region]],
+                 outside: int) -> None:
+        ranges: List[Tuple[int, int]] = []
+        groups = bytearray()
+        cut = dict(exact.cut_mappings(table, cats, regions, outside)) if regions is not None else {}
+
+        def add(start: int, end: int, group: int) -> None:
+            if groups and groups[-1] == group and start - ranges[-1][1] <= _MERGE_GAP:
+                ranges[-1] = (ranges[-1][0], end)
+            else:
+                ranges.append((start, end))
+                groups.append(group)
+
+        starts, ends = table.starts, table.ends
+        for i in range(len(table)):
+            pieces = cut.get(i)
+            if pieces is None:
+                add(starts[i], ends[i], cats[i])
+                continue
+            for p in pieces:
+                add(p.start, p.end, _NCAT + p.detail if p.category == GO_HEAP and p.detail >= 0 else p.category)
+        self.ranges = ranges
+        self.groups = bytes(groups)
+        # Only resident pages are wanted, not which are exclusive: marking
+        # every range private spares page_counts its pread of bit 56.
+        self.private = b"\x01" * len(ranges)
+        self.tier = "exact" if regions is not None else "layout"
+
+
+class Sampler:
+    """Samples process ``pid`` every ``interval`` seconds (the module
+    docstring has the contract, the sources and their freshness).
+
+    ``tier``: "auto" (exact where permitted, else layout, else psutil),
+    "exact", "layout" or "psutil" (status totals only, no ptrace rights
+    needed). ``full_every``: seconds between full smaps scans. ``polite``:
+    keep reads that hold the target's mmap_lock to LOCK_SHARE of the time.
+    ``engine``: "cython" or "python" (default: the fastest available).
+    """
+
+    def __init__(self, pid: int, interval: float = 0.01, tier: str = "auto", *, full_every: float = 1.0,
+                 polite: bool = True, engine: Optional[str] = None) -> None:
+        if tier not in TIERS:
+            raise ValueError(f"tier must be one of {', '.join(TIERS)}, not {tier!r}")
+        if not interval >= 0:
+            raise ValueError(f"interval must be >= 0 seconds, not {interval!r}")
+        if not full_every > 0:
+            raise ValueError(f"full_every must be > 0 seconds, not {full_every!r}")
+        self.pid = pid
+        self.interval = float(interval)
+        self.tier = tier
+        self.full_every = float(full_every)
+        self.polite = polite
+        self._eng = get_engine(engine)
+        self._engine_name = "cython" if self._eng.__name__.endswith("_fast") else "python"
+        self.samples = 0
+        self.missed = 0
+        self.exited = False
+        self.warnings: List[str] = []
+        self._first_mono: Optional[float] = None
+        self._last_mono: Optional[float] = None
+        self._seq = -1
+        self._open = False
+        self._dir_fd = -1
+        self._status_fd = -1
+        self._maps_fd = -1
+        self._pidfd = -1
+        self._poll: Optional["select.poll"] = None
+        self._pagemap: Optional[Pagemap] = None
+        self._starttime = 0
+        self._via = pid  # the pid or thread id whose /proc files are read
+        self._gone: Optional[NoSuchProcess] = None  # once the process is found gone
+        self._status_buf = bytearray()  # only for a status longer than _STATUS_READ
+        self._maps_buf = bytearray()
+        self._maps_seen: Optional[bytes] = None
+        self._classified: "OrderedDict[bytes, _Intervals]" = OrderedDict()
+        self._flags: Dict[Tuple[int, int], int] = {}
+        self._intervals: Optional[_Intervals] = None
+        self._regions: Optional[Sequence[exact.Region]] = None
+        self._outside = 0
+        self._counted: Optional[Tuple[Tuple[int, ...], List[int], float]] = None  # status key, pages, when
+        self._next_full = 0.0
+        self._lock_free_at = 0.0
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def rate(self) -> float:
+        """Samples per second achieved between the first and the last sample."""
+        if self.samples < 2 or self._first_mono is None or self._last_mono is None:
+            return 0.0
+        span = self._last_mono - self._first_mono
+        return (self.samples - 1) / span if span > 0 else 0.0
+
+    def __enter__(self) -> "Sampler":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Open the process's files (NoSuchProcess if it does not exist or is
+        a zombie); ``with Sampler(...)`` does this."""
+        if self._open:
+            return
+        pid = self.pid
+        try:
+            # A pidfd names this very process: a reused pid cannot stand in for it.
+            if hasattr(os, "pidfd_open"):
+                try:
+                    self._pidfd = os.pidfd_open(pid)
+                except ProcessLookupError:
+                    raise NoSuchProcess(pid) from None
+                except OSError:
+                    self._pidfd = -1  # kernel < 5.3, or a thread id: /proc/PID/stat is the check
+                else:
+                    self._poll = select.poll()
+                    self._poll.register(self._pidfd, select.POLLIN)
+            self._open_files()
+            self._open = True
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_files(self) -> None:
+        """status, maps and pagemap, through /proc/PID, or through /proc/TID
+        of another thread once the main thread has exited alone (its /proc
+        files then show no memory, but the process lives on: one mm for the
+        whole thread group)."""
+        pid = via = self.pid
+        self._dir_fd = _procfs.open_dir(pid)
+        st = _procfs.stat(pid, self._dir_fd)
+        _procfs.check_user_process(pid, st)
+        if st.gone or st.exiting:
+            tid = _procfs.live_thread(pid) if self._lives() else None
+            if tid is None:
+                raise NoSuchProcess(pid, "process is a zombie" if st.state == "Z" else "")
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+            via = tid
+            self._dir_fd = _procfs.open_dir(via)
+            st = _procfs.stat(via, self._dir_fd)
+            self.warnings.append(f"the main thread of pid {pid} has exited: its memory is read through thread {via}")
+        self._via = via
+        self._starttime = st.starttime
+        self._status_fd = self._open_file("status")
+        if self.tier != "psutil":
+            try:
+                self._maps_fd = self._open_file("maps")
+                self._pagemap = Pagemap(via, self._eng, self._dir_fd)
+            except AccessDenied as err:
+                if self.tier != "auto":
+                    raise
+                self.tier = "psutil"
+                self.warnings.append(f"the mappings of pid {pid} may not be read ({err.path}: permission "
+                                     "denied): only totals are sampled")
+
+    def _open_file(self, name: str) -> int:
+        with _procfs.translated(self.pid, _procfs.path(self._via, name), True):
+            return os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._dir_fd)
+
+    def _lives(self) -> bool:
+        """The process has not exited (as its pidfd says; False without one)."""
+        return self._poll is not None and not self._poll.poll(0)
+
+    def _close_files(self) -> None:
+        if self._pagemap is not None:
+            self._pagemap.close()
+            self._pagemap = None
+        for attr in ("_status_fd", "_maps_fd", "_dir_fd"):
+            fd = getattr(self, attr)
+            if fd >= 0:
+                setattr(self, attr, -1)
+                os.close(fd)
+
+    def close(self) -> None:
+        """Close every file (idempotent)."""
+        self._open = False
+        self._close_files()
+        self._poll = None
+        if self._pidfd >= 0:
+            fd, self._pidfd = self._pidfd, -1
+            os.close(fd)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return (f"<Sampler pid={self.pid} tier={self.tier} interval={self.interval} samples={self.samples} "
+                f"missed={self.missed}{' exited' if self.exited else ''}>")
+
+    # ------------------------------------------------------------ iteration
+
+    def __iter__(self) -> Iterator[Sample]:
+        if not self._open:
+            raise ValueError("the Sampler is not open: use it in a with statement")
+        return self._run()
+
+    def _run(self) -> Iterator[Sample]:
+        start = time.monotonic()
+        k = 0  # grid index of the tick being made, counted from ``start``
+        missed = 0
+        while True:
+            due = start + k * self.interval
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            try:
+                smp = self._tick(self._seq + 1 + missed, missed, self.polite)
+            except _LockBudgetSpent:
+                # Nothing more to learn before the lock budget is back.
+                ready = self._lock_free_at
+                missed += 1
+            except NoSuchProcess:
+                self.exited = True
+                return
+            else:
+                yield smp
+                ready = time.monotonic()
+                missed = 0
+            # The next tick on the grid that can start on time, or less than
+            # half an interval late.
+            k += 1
+            if self.interval > 0:
+                over = ready - (start + k * self.interval) - self.interval / 2
+                if over > 0:
+                    skip = int(over // self.interval) + 1
+                    k += skip
+                    missed += skip
+            else:
+                start = max(ready, time.monotonic())
+                k = 0
+
+    def sample(self) -> Sample:
+        """One tick now, without pacing. Raises NoSuchProcess (and sets
+        ``exited``) if the target is gone."""
+        if not self._open:
+            raise ValueError("the Sampler is not open: use it in a with statement or call open()")
+        try:
+            return self._tick(self._seq + 1, 0, False)
+        except NoSuchProcess:
+            self.exited = True
+            raise
+
+    # ------------------------------------------------------------ one tick
+
+    def _tick(self, seq: int, missed: int, polite: bool) -> Sample:
+        """One sample; ``polite``: raise _LockBudgetSpent rather than read
+        under the target's mmap_lock before ``_lock_free_at``."""
+        if self._gone is not None:
+            raise self._gone
+        mono = time.monotonic()
+        wall = time.time()
+        try:
+            try:
+                smp = self._read(seq, mono, wall, missed, polite)
+            except NoSuchProcess:
+                if not self._lives():
+                    raise
+                # The thread read through exited alone: go on through another.
+                self._close_files()
+                self._open_files()
+                smp = self._read(seq, mono, wall, missed, polite)
+        except NoSuchProcess as err:
+            self._gone = err
+            raise
+        self._seq = seq
+        self.samples += 1
+        self.missed += missed
+        if self._first_mono is None:
+            self._first_mono = mono
+        self._last_mono = mono
+        return smp
+
+    def _read(self, seq: int, mono: float, wall: float, missed: int, polite: bool) -> Sample:
+        if self.tier == "psutil":
+            smp = self._psutil_tick(seq, mono, wall, missed)
+        elif mono >= self._next_full and not (polite and mono < self._lock_free_at):
+            smp = self._full_tick(seq, mono, wall, missed)
+        else:
+            smp = self._count_tick(seq, mono, wall, missed, polite)
+        self._check_alive()
+        return smp
+
+    def _check_alive(self) -> None:
+        """Raise NoSuchProcess if the target exited (or began to) by now:
+        what was read may be truncated."""
+        if self._poll is not None:
+            if self._poll.poll(0):
+                raise NoSuchProcess(self.pid, "process exited during the tick")
+            return
+        st = _procfs.stat(self._via, self._dir_fd)
+        if st.gone or st.exiting:
+            raise NoSuchProcess(self.pid, "process exited during the tick")
+
+    def _status(self) -> Tuple[int, Tuple[int, ...]]:
+        """VmRSS and the counters that change whenever a page is mapped or unmapped."""
+        p = _procfs.path(self._via, "status")
+        with _procfs.translated(self.pid, p, True):
+            # One record of ~1.5 KB: one pread returns it all (linux-procfs.md 7.3).
+            data = os.pread(self._status_fd, _STATUS_READ, 0)
+            if len(data) == _STATUS_READ:
+                n = self._eng.read_all(self._status_fd, self._status_buf)
+                data = bytes(memoryview(self._status_buf)[:n])
+        st = _procfs.parsed(self.pid, "status", self._eng.parse_status, data)
+        if st.vm_rss < 0:
+            # No Vm lines: the process no longer has its memory (zombie, exiting).
+            raise NoSuchProcess(self.pid, "process exited")
+        return st.vm_rss, (st.rss_anon, st.rss_file, st.rss_shmem, st.vm_swap)
+
+    def _psutil_tick(self, seq: int, mono: float, wall: float, missed: int) -> Sample:
+        rss, _ = self._status()
+        snap = None
+        if mono >= self._next_full:
+            snap = fallback.snapshot(self._via, self._engine_name, "psutil tier")
+            snap.pid = self.pid
+            self._next_full = mono + self.full_every
+        return Sample(self.pid, seq, mono, wall, "psutil", rss, None, None, snap, missed)
+
+    def _full_tick(self, seq: int, mono: float, wall: float, missed: int) -> Sample:
+        maps = self._read_maps()
+        # Wall time, pauses included: a scan takes the lock hundreds of times,
+        # often waiting for the target's own mmap first, and stands in the
+        # target's way for about as long as it lasts.
+        t0 = time.monotonic()
+        parts = scan_parts(self._via, self._eng, self._engine_name, self.tier, SMAPS_PAUSE if self.polite else 0.0)
+        cost = time.monotonic() - t0
+        self._next_full = mono + max(self.full_every, cost / FULL_SCAN_SHARE if self.polite else 0.0)
+        snap = parts.snapshot
+        snap.pid = self.pid
+        for w in snap.warnings:
+            if w not in self.warnings:
+                self.warnings.append(w)
+        t = parts.table
+        self._flags = {(t.starts[i], t.ends[i]): t.vmflags[i] for i in range(len(t))}
+        self._regions = parts.regions
+        self._outside = exact.outside_category(parts.layout.context.go_only)
+        self._classified.clear()
+        self._intervals = _Intervals(t, parts.cats, parts.regions, self._outside)
+        # The classification stands for the maps read just before, if the
+        # scan saw the same mappings; else the next tick rebuilds it.
+        if _same_mappings(self._eng.parse_smaps(maps), t):
+            self._maps_seen = maps
+            self._classified[maps] = self._intervals
+        else:
+            self._maps_seen = None
+        self._counted = None
+        assert snap.categories is not None
+        cats = {name: c.rss for name, c in snap.categories.items()}
+        detail = None if snap.go_heap_detail is None else {k: c.rss for k, c in snap.go_heap_detail.items()}
+        return Sample(self.pid, seq, mono, wall, snap.tier, snap.total.rss, cats, detail, snap, missed)
+
+    def _read_maps(self) -> bytes:
+        p = _procfs.path(self._via, "maps")
+        with _procfs.translated(self.pid, p, True):
+            n = self._eng.read_all(self._maps_fd, self._maps_buf)
+        return bytes(memoryview(self._maps_buf)[:n])
+
+    def _reclassify(self, maps: bytes) -> None:
+        """The classification for mappings as /proc/PID/maps shows them now.
+
+        Kept for the last few maps texts seen since the full scan: a program
+        that maps and unmaps the same buffer flips between two of them."""
+        self._maps_seen = maps
+        iv = self._classified.get(maps)
+        if iv is not None:
+            self._classified.move_to_end(maps)
+            self._intervals = iv
+            return
+        t = _procfs.parsed(self.pid, "maps", self._eng.parse_smaps, maps)
+        if not len(t):
+            raise NoSuchProcess(self.pid, "process exited")  # a live process always has mappings
+        flags = self._flags
+        for i in range(len(t)):
+            t.vmflags[i] = flags.get((t.starts[i], t.ends[i]), 0)
+        lay = _layout_of(self._via, self._starttime, t)
+        cats = self._eng.classify(t, lay.context)
+        self._intervals = self._classified[maps] = _Intervals(t, cats, self._regions, self._outside)
+        while len(self._classified) > _CLASSIFIED_KEPT:
+            self._classified.popitem(last=False)
+
+    def _count_tick(self, seq: int, mono: float, wall: float, missed: int, polite: bool) -> Sample:
+        rss, key = self._status()
+        maps = self._read_maps()
+        if maps != self._maps_seen:
+            self._reclassify(maps)
+            self._counted = None
+        iv = self._intervals
+        assert iv is not None and self._pagemap is not None
+        counted = self._counted
+        if counted is None or counted[0] != key or mono - counted[2] > RECOUNT_AFTER:
+            if polite and mono < self._lock_free_at:
+                raise _LockBudgetSpent
+            # CPU time: one ioctl holds the lock while it walks (per 512
+            # regions); time spent waiting for the lock costs the target nothing.
+            t0 = time.thread_time()
+            counts = self._pagemap.counts(iv.ranges, iv.private)
+            self._lock_free_at = time.monotonic() + (time.thread_time() - t0) * (1 / LOCK_SHARE - 1)
+            pages = [0] * _GROUPS
+            for j, g in enumerate(iv.groups):
+                pages[g] += counts[4 * j] - counts[4 * j + 3]
+            counted = self._counted = (key, pages, mono)
+        pages = counted[1]
+        cats = {name: pages[i] * PAGE for i, name in enumerate(CATEGORIES)}
+        detail = None
+        if iv.tier == "exact":
+            detail = {name: pages[_NCAT + i] * PAGE for i, name in enumerate(exact.DETAIL)}
+            cats[CATEGORIES[GO_HEAP]] += sum(detail.values())
+        return Sample(self.pid, seq, mono, wall, iv.tier, rss, cats, detail, None, missed)
+
+
+def _same_mappings(a: SmapsTable, b: SmapsTable) -> bool:
+    return (a.starts == b.starts and a.ends == b.ends and a.perms == b.perms and a.inodes == b.inodes
+            and a.names == b.names)

@@ -1,0 +1,142 @@
+"""memscan watch: the sparkline, the table on real samples of a Go program
+whose heap is freed while it is watched, and the command in a terminal."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from memscan.cli import mib
+from memscan.watch import BLOCKS, SPARK_FLOOR, sparkline, view
+
+MIB = 1 << 20
+
+
+def test_sparkline():
+    assert sparkline([]) == ""
+    assert sparkline([5, 5, 5]) == "▁▁▁"
+    assert sparkline(list(range(8))) == BLOCKS
+    assert sparkline([0, 7, 14, 14], width=3) == "▁▅█"  # the last two are one group
+    # 100 values in 10 characters: the one peak stays visible.
+    values = [0] * 100
+    values[55] = 3
+    assert sparkline(values, width=10) == "▁▁▁▁▁█▁▁▁▁"
+    # A change far below the floor stays low; one of the floor's size is full height.
+    assert sparkline([0, 4096, 0], floor=1 << 20) == "▁▁▁"
+    assert sparkline([0, 1 << 20, 0], floor=1 << 20) == "▁█▁"
+
+
+@given(st.lists(st.integers(0, 1 << 40), min_size=1, max_size=300), st.integers(1, 40))
+def test_sparkline_shape(values, width):
+    line = sparkline(values, width)
+    assert len(line) == min(len(values), width) and set(line) <= set(BLOCKS)
+    if max(values) > min(values) and len(values) <= width:
+        assert [line[i] for i, v in enumerate(values) if v == max(values)] == ["█"] * values.count(max(values))
+        assert [line[i] for i, v in enumerate(values) if v == min(values)] == ["▁"] * values.count(min(values))
+
+
+@pytest.mark.slow
+def test_view_of_a_heap_being_freed(go_program):
+    from rich.console import Console
+
+    from memscan.sampler import Sampler
+
+    prog = go_program(args=("-heap", 64, "-goroutines", 20))
+    samples = []
+    with Sampler(prog.pid, 0.02, "exact") as sampler:
+        for _ in range(10):
+            samples.append(sampler.sample())
+            time.sleep(0.02)
+        prog.command("free")  # the live heap dropped, collected and returned to the OS
+        for _ in range(10):
+            samples.append(sampler.sample())
+            time.sleep(0.02)
+    heap = [s.categories["go_heap"] for s in samples]
+    assert heap[0] - heap[-1] >= 60 * MIB, heap
+
+    console = Console(record=True, width=120, color_system=None)
+    console.print(view(samples, 10.0, heading=(f"pid {prog.pid}", "x" * 500)))
+    text = console.export_text()
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in text.splitlines() if line.startswith("│")}
+    assert list(rows)[:7] == ["go_heap", "objects", "stacks", "free", "released", "reserved", "go_runtime"]
+    assert set(rows) == {"total", "objects", "stacks", "free", "released", "reserved",
+                         "go_heap", "go_runtime", "c_malloc", "thread_stacks", "binary", "shared_libs",
+                         "mapped_files", "shmem", "kernel", "anon_other"}
+    last = samples[-1]
+    assert rows["go_heap"] == [mib(heap[-1]), f"{(heap[-1] - heap[0]) / MIB:+,.1f}",
+                                sparkline(heap, floor=SPARK_FLOOR)]
+    assert text.splitlines()[:2] == [f"pid {prog.pid}", "x" * 119 + "…"]  # a heading line is never wrapped
+    assert rows["go_heap"][2][0] == "█" and rows["go_heap"][2][-1] == "▁"
+    assert rows["objects"][0] == mib(last.go_heap_detail["objects"])
+    assert rows["total"][0] == mib(last.rss)
+    assert f"pid {prog.pid}" in text and "Δ 10 s" in text
+
+
+def watch_in_a_terminal(pid: int, stop):  # type: ignore[no-untyped-def]
+    """Run ``memscan watch PID`` on a pseudo-terminal of 120x40 for ~1.5 s,
+    then call ``stop(proc)``; return (exit status, terminal output, stderr)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = dict(os.environ, TERM="xterm-256color")
+    env.pop("COLUMNS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "memscan", "watch", str(pid), "--interval", "0.05"],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    out = bytearray()
+    stopped = False
+    start = time.monotonic()
+    try:
+        while True:
+            if not stopped and time.monotonic() - start > 1.5:
+                stop(proc)
+                stopped = True
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the terminal's last writer closed it
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            assert time.monotonic() - start < 30, out[-2000:]
+        code = proc.wait(timeout=30)
+        err = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+        os.close(master)
+    return code, out.decode("utf-8", "replace"), err
+
+
+@pytest.mark.slow
+def test_cli_ends_when_the_target_exits(go_program):
+    prog = go_program(args=("-heap", 16))
+    code, out, err = watch_in_a_terminal(prog.pid, lambda proc: prog.stop())
+    assert code == 0 and err == "", err
+    assert out.count("go_heap") >= 3, out  # redrawn several times
+    assert "\x1b[2K" in out  # rich erases the previous table: a live view
+    last_line = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out).strip().splitlines()[-1]
+    assert last_line.startswith(f"pid {prog.pid} exited:") and "samples watched" in last_line, out[-500:]
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c(go_program):
+    prog = go_program(args=("-heap", 16))
+    code, out, err = watch_in_a_terminal(prog.pid, lambda proc: proc.send_signal(signal.SIGINT))
+    assert code == 130 and err == "memscan: interrupted\n", err
+    assert "go_heap" in out and prog.proc.poll() is None
