@@ -1230,6 +1230,7 @@ class _Reader:
         self.allp = (lay.allp + load_bias) & self.mask if lay.allp else 0
         self.page_size = lay.page_size
         self.npages = lay.spans_len  # pages per arena
+        self._chunk_blocks: Dict[int, int] = {}  # mheap_.pages.chunks[l1]
 
     def word(self, addr: int, what: str) -> int:
         return self.t.word(addr, self.lay.word, what)
@@ -1293,22 +1294,24 @@ class _Reader:
         raw = self.t.read(a.heap_arena + self.lay.spans, self.npages * self.lay.ptr, what)
         key = (self.t.pid, a.base)
         memo = _arena_memos.get(key)
-        spans = struct.unpack(f"{self.lay.word[0]}{self.npages}{self.lay.word[1:]}", raw)
         same = memo is not None and memo.spans == raw
         if memo is not None and same:  # the same mspans: read them where they were
             batches = [(lo, self.t.read(lo, size, "mspan"), ptrs) for lo, size, ptrs in memo.batches]
         else:
-            batches = self.read_span_batches({p for p in spans if p})
+            batches = self.read_span_batches({p for p in self._spans(raw) if p})
         alloc, scav = self.chunk_bits(a.base)
         inputs = ([b for _, b, _ in batches], (alloc, scav), grown, caches, cover)
         if memo is not None and same and memo.inputs == inputs:
             return memo.runs, memo.unsettled
-        states, unsettled = self.arena_states(a.base, spans, self.decode_spans(batches), cover, alloc, scav,
+        states, unsettled = self.arena_states(a.base, self._spans(raw), self.decode_spans(batches), cover, alloc, scav,
                                               grown, caches)
         runs = _state_runs(a.base, states, self.page_size)
         _remember_arena(key, _ArenaMemo(raw, [(lo, len(b), ptrs) for lo, b, ptrs in batches], inputs, runs,
                                         unsettled))
         return runs, unsettled
+
+    def _spans(self, raw: bytes) -> Tuple[int, ...]:
+        return struct.unpack(f"{self.lay.word[0]}{self.npages}{self.lay.word[1:]}", raw)
 
     # -- arenas
 
@@ -1319,20 +1322,28 @@ class _Reader:
         idx_word = lay.word[0] + ("Q" if lay.heap_arenas.elem == 8 else "I")
         raw = self.slice(self.mheap + lay.heap_arenas.offset, lay.heap_arenas,
                          self.t.limit // lay.heap_arenas.elem, "mheap_.heapArenas")
-        l2_arrays: Dict[int, int] = {}
-        out = []
-        for (idx,) in struct.iter_unpack(idx_word, raw):
+        indices = [idx for (idx,) in struct.iter_unpack(idx_word, raw)]
+        by_l1: Dict[int, List[int]] = {}
+        for idx in indices:
             l1, l2 = divmod(idx, lay.arenas_l2)
             if l1 >= lay.arenas_l1:
                 raise HeapChanged(f"arena index {idx:#x} out of range")
-            if l1 not in l2_arrays:
-                l2_arrays[l1] = self.word(self.mheap + lay.arenas + l1 * lay.ptr, "mheap_.arenas")
-            if not l2_arrays[l1]:
-                raise HeapChanged(f"mheap_.arenas[{l1}] is nil for arena index {idx:#x}")
-            ha = self.word(l2_arrays[l1] + l2 * lay.ptr, "heap arena index entry")
-            if not ha:
-                raise HeapChanged(f"arena index {idx:#x} has no heapArena")
-            out.append(_Arena((idx * lay.arena_bytes + lay.arena_base_offset) & self.mask, ha))
+            by_l1.setdefault(l1, []).append(l2)
+        out = []
+        for l1, l2s in by_l1.items():
+            l2_array = self.word(self.mheap + lay.arenas + l1 * lay.ptr, "mheap_.arenas")
+            if not l2_array:
+                raise HeapChanged(f"mheap_.arenas[{l1}] is nil for arena index {l1 * lay.arenas_l2 + l2s[0]:#x}")
+            # The heap grows in runs of arenas: their index entries lie
+            # together, read at once (one 8-byte read per arena otherwise).
+            lo, hi = min(l2s), max(l2s) + 1
+            entries = self.t.words(l2_array + lo * lay.ptr, hi - lo, lay.word, "heap arena index entries")
+            for l2 in l2s:
+                ha = entries[l2 - lo]
+                idx = l1 * lay.arenas_l2 + l2
+                if not ha:
+                    raise HeapChanged(f"arena index {idx:#x} has no heapArena")
+                out.append(_Arena((idx * lay.arena_bytes + lay.arena_base_offset) & self.mask, ha))
         out.sort()
         if len({a.base for a in out}) != len(out):
             raise HeapChanged("an arena is listed twice")
@@ -1367,7 +1378,10 @@ class _Reader:
             count = min(first + n - ci, lay.chunks_l2 - l2)
             if l1 >= lay.chunks_l1:
                 raise HeapChanged(f"chunk index {ci:#x} out of range")
-            block = self.word(self.mheap + lay.chunks + l1 * lay.ptr, "mheap_.pages.chunks")
+            block = self._chunk_blocks.get(l1)
+            if block is None:  # one per 2^13 chunks (32 GiB): read once per heap read
+                block = self._chunk_blocks[l1] = self.word(self.mheap + lay.chunks + l1 * lay.ptr,
+                                                           "mheap_.pages.chunks")
             if block:  # nil: the allocator never grew here (checked against inUse later)
                 raw = self.t.read(block + l2 * lay.palloc_size, count * lay.palloc_size, "pallocData")
                 for k in range(count):
