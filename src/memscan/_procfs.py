@@ -167,6 +167,11 @@ def live_thread(pid: int) -> Optional[int]:
     group leader is a zombie: /proc/PID/smaps, mem and pagemap have no
     memory any more, but the process lives on in its other threads, whose
     /proc/TID files show its memory (one mm for the whole group).
+
+    A process being killed looks the same for a moment: the leader is
+    reaped into a zombie before its other threads have run their exit. But
+    then the kernel has queued SIGKILL on every thread (zap_other_threads):
+    a thread with SIGKILL pending is not a live one.
     """
     try:
         tids = os.listdir(path(pid, "task"))
@@ -180,9 +185,26 @@ def live_thread(pid: int) -> Optional[int]:
             st = stat(tid)
         except Error:
             continue
-        if not (st.gone or st.exiting):
+        if not (st.gone or st.exiting or _sigkill_pending(pid, tid)):
             return tid
     return None
+
+
+_SIGKILL_BIT = 1 << (9 - 1)  # SigPnd/ShdPnd are masks with bit (signo - 1) set
+
+
+def _sigkill_pending(pid: int, tid: int) -> bool:
+    """SIGKILL queued for thread ``tid`` (its SigPnd) or its thread group (ShdPnd);
+    True too when the thread is gone already."""
+    try:
+        with open(path(pid, f"task/{tid}/status"), "rb") as f:
+            text = f.read()
+    except OSError:
+        return True
+    for line in text.splitlines():
+        if line.startswith((b"SigPnd:", b"ShdPnd:")) and int(line.split()[1], 16) & _SIGKILL_BIT:
+            return True
+    return False
 
 
 def stack_limit(pid: int) -> Optional[int]:
