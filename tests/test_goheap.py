@@ -14,7 +14,7 @@ import struct
 import subprocess
 import sys
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -47,15 +47,21 @@ def exe_module(pid: int) -> Tuple[str, int]:
     raise AssertionError(f"no mapping of {exe} in pid {pid}")
 
 
-def read(pid: int, path: str, bias: int, tries: int = 3) -> goheap.HeapPages:
-    """read_heap, tried again (bounded) if the target changed under it."""
+def retried(read_fn, *args, tries: int = 3, **kwargs):  # type: ignore[no-untyped-def]
+    """``read_fn(*args, **kwargs)`` (a heap or runtime read), tried again
+    (bounded) if the target changed under it."""
     for attempt in range(tries):
         try:
-            return goheap.read_heap(pid, path, bias)
+            return read_fn(*args, **kwargs)
         except goheap.HeapChanged:
             if attempt + 1 == tries:
                 raise
     raise AssertionError("unreachable")
+
+
+def read(pid: int, path: str, bias: int, tables: Optional[bool] = None) -> goheap.HeapPages:
+    """read_heap, tried again (bounded) if the target changed under it."""
+    return retried(goheap.read_heap, pid, path, bias, tables=tables)
 
 
 def present_anon_pages(pid: int) -> int:

@@ -44,7 +44,7 @@ import pytest
 from gotoolchain import GO_VERSIONS
 from memscan import elfinfo, goheap, goruntime
 from memscan.pagemap import Pagemap
-from test_goheap import ARGS, exe_module, present_anon_pages
+from test_goheap import ARGS, exe_module, present_anon_pages, read, retried
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -57,26 +57,9 @@ PAGE = mmap.PAGESIZE
 # helpers
 
 
-def read_runtime(pid: int, path: str, bias: int, tries: int = 3,
-                 tables: Optional[bool] = None) -> goruntime.RuntimeRegions:
+def read_runtime(pid: int, path: str, bias: int, tables: Optional[bool] = None) -> goruntime.RuntimeRegions:
     """read_runtime, tried again (bounded) if the target changed under it."""
-    for attempt in range(tries):
-        try:
-            return goruntime.read_runtime(pid, path, bias, tables=tables)
-        except goheap.HeapChanged:
-            if attempt + 1 == tries:
-                raise
-    raise AssertionError("unreachable")
-
-
-def read_heap(pid: int, path: str, bias: int, tries: int = 3, tables: Optional[bool] = None) -> goheap.HeapPages:
-    for attempt in range(tries):
-        try:
-            return goheap.read_heap(pid, path, bias, tables=tables)
-        except goheap.HeapChanged:
-            if attempt + 1 == tries:
-                raise
-    raise AssertionError("unreachable")
+    return retried(goruntime.read_runtime, pid, path, bias, tables=tables)
 
 
 def maps(pid: int) -> List[Tuple[int, int, str, int, str]]:
@@ -220,7 +203,7 @@ def check_runtime(prog, version: str, cgo: bool, tables: Optional[bool] = None, 
     t1 = time.perf_counter()
     again = read_runtime(pid, path, bias, tables=tables)
     t2 = time.perf_counter()
-    heap = read_heap(pid, path, bias, tables=tables)
+    heap = read(pid, path, bias, tables=tables)
     after = present_anon_pages(pid)
     # Reading maps no page into the target (a background scavenge may only
     # lower the count).
