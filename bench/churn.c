@@ -1,6 +1,6 @@
 /* Benchmark target: mmap/munmap in a loop, counting operations, so that a
- * sampler's cost to the target shows as lost throughput (anchors.md
- * section 5, "mmap mode").
+ * sampler's cost to the target shows as lost throughput (mmap_lock
+ * taken for write on every call).
  *
  * First maps a ballast of N one-page VMAs (one anonymous region, every page
  * touched, every other page mprotect'ed PROT_READ so neighbours cannot

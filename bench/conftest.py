@@ -6,8 +6,8 @@ compared, and a side-by-side round-robin ratio table in the terminal summary.
     PYTHONPATH=src python3 -m pytest bench --benchmark-disable      # smoke: each body once
 
 Nothing here fails on timing: targets are printed as "met" / "not met" only.
-Why round-robin: CPU speed on these VMs drifts up to 2x in phases of seconds
-(anchors.md section 0), so the robust numbers are medians of per-round ratios
+Why round-robin: CPU speed on shared VMs drifts up to 2x in phases of
+seconds, so the robust numbers are medians of per-round ratios
 of methods run interleaved, not ratios of separately measured medians.
 """
 
@@ -35,7 +35,7 @@ import memscan  # noqa: E402
 import psutil  # noqa: E402
 
 SIZES = (1000, 20000)
-# Round-robin rounds per N (anchors.md used 60 at 1k and 15 at 10k; these keep
+# Round-robin rounds per N (these keep
 # the whole run well under 3 minutes on 2 vCPUs) and in --benchmark-disable smoke mode.
 RR_ROUNDS = {1000: 30, 20000: 7}
 RR_ROUNDS_SMOKE = {1000: 2, 20000: 1}
@@ -154,7 +154,7 @@ class RawReader:
 def make_methods(pid: int) -> Dict[str, Callable[[], object]]:
     """Zero-argument callables for each method available here (raw first)."""
     raw = RawReader(pid)
-    proc = psutil.Process(pid)  # persistent, as in anchors.md section 3
+    proc = psutil.Process(pid)  # persistent: its first call's setup is not timed
     methods: Dict[str, Callable[[], object]] = {"raw": raw}
     if HAVE_CYTHON:
         methods["cython"] = lambda: memscan.scan(pid, tier="layout", engine="cython")
@@ -321,7 +321,7 @@ def _layout_summary(tr, config: pytest.Config) -> None:  # type: ignore[no-untyp
     tr.write_sep("=", title + (" [SMOKE: --benchmark-disable, rounds cut, not meaningful]" if smoke else ""))
     tr.write_line(
         f"targets (reference only, never fail): cython/raw <= {TARGET_CYTHON_RAW}, "
-        f"psutil/cython >= {TARGET_PSUTIL_CYTHON:g}; anchors.md: C floor 1.08-1.24x, psutil 6.4-7.5x raw"
+        f"psutil/cython >= {TARGET_PSUTIL_CYTHON:g}"
     )
     header = (
         f"{'N':>6} {'VMAs':>6} {'rounds':>6} {'raw ms':>8} {'cython/raw':>11} {'python/raw':>11} "

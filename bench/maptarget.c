@@ -1,4 +1,4 @@
-/* Benchmark target: exactly ~N one-page VMAs (anchors.md section 0).
+/* Benchmark target: exactly ~N one-page VMAs.
  *
  * Maps one anonymous private region of N pages, touches every page, then
  * mprotects every other page PROT_READ so the kernel cannot merge

@@ -33,7 +33,25 @@ def go_program(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
 
 
 @pytest.fixture(scope="session")
-def cprog(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    """Factory: ``cprog("mallocs", *args, env=None)`` starts tests/cprogs/mallocs.c
-    (built once) and returns a ``cprogram.CProgram`` with its ``.report``."""
+def _cprograms(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     yield from cprograms(tmp_path_factory)
+
+
+@pytest.fixture
+def cprog(_cprograms):  # type: ignore[no-untyped-def]
+    """Factory: ``cprog("mallocs", *args, env=None)`` starts tests/cprogs/mallocs.c
+    (built once a session) and returns a ``cprogram.CProgram`` with its
+    ``.report``. What a test started is stopped when it ends: a churning
+    program would take a CPU from every test after it."""
+    started = []
+
+    def start(*args, **kwargs):  # type: ignore[no-untyped-def]
+        prog = _cprograms(*args, **kwargs)
+        started.append(prog)
+        return prog
+
+    try:
+        yield start
+    finally:
+        for prog in started:
+            prog.stop()

@@ -19,7 +19,10 @@ class CProgram:
     """A running test program and the JSON line it printed."""
 
     def __init__(self, argv: Sequence[str], env: Optional[Dict[str, str]] = None, timeout: float = 30) -> None:
-        full_env = dict(os.environ)
+        # The program runs with the allocator a test preloads, if any, never
+        # with what this process was started with (tools/sanitize.sh preloads
+        # ASan into pytest, whose malloc ignores the programs' mallopt()).
+        full_env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=full_env, text=True

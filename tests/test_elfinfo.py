@@ -273,7 +273,7 @@ def test_read_module_equals_module_info(go_binaries: Dict[str, str]) -> None:
 @pytest.mark.slow
 @needs_readelf
 def test_stripped_keeps_buildinfo_section(go_binaries: Dict[str, str]) -> None:
-    # go-runtime.md 6.4: -s -w keeps the section headers and .go.buildinfo.
+    # -s -w keeps the section headers and .go.buildinfo.
     for name, path in go_binaries.items():
         assert ".go.buildinfo" in _readelf("-S", path), name
 

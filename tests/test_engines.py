@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 import memscan
 from memscan import ParseError, _pure
-from memscan._types import CATEGORIES, F, NFIELDS, Interval, LayoutContext
+from memscan._types import CATEGORIES, F, NFIELDS, Interval, LayoutContext, SmapsTable
 from smapstext import M, render
 
 try:
@@ -333,3 +334,157 @@ def test_engines_agree_on_status(data):
 @pytest.mark.parametrize("path", sorted(DATA.glob("*.status")), ids=lambda p: p.name)
 def test_engines_agree_on_status_captures(path):
     assert _pure.parse_status(path.read_bytes()) == _fast.parse_status(path.read_bytes())
+
+
+def test_engines_offer_the_same_functions():
+    if _fast is None:
+        pytest.skip("the Cython engine is not built (MEMSCAN_NO_EXTENSIONS)")
+    assert sorted(_fast.__all__) == sorted(_pure.__all__)
+    assert all(callable(getattr(_fast, name)) for name in _fast.__all__)
+
+
+# --------------------------------------------- reading and parsing at once
+
+PIECES = [0, 1, 4096, 65536, 128 * 1024]
+
+
+def smaps_fd(pid: int) -> int:
+    return os.open(f"/proc/{pid}/smaps", os.O_RDONLY)
+
+
+@pytest.mark.parametrize("churn", [False, True], ids=["still", "churning"])
+def test_read_parse_smaps_is_read_then_parse(impl, cprog, churn):
+    """On a process of 1,500 mappings (about 1 MiB of smaps, some 270
+    reads), whatever the pieces handed to the helper thread, and with the
+    buffer growing mid-read: the table is the parse of the bytes read. A
+    churning process changes the text between reads, and the helper parses
+    while they happen."""
+    prog = cprog("mappings", 1500, *(["churn"] if churn else []))
+    fd = smaps_fd(prog.pid)
+    try:
+        for piece in PIECES:
+            buf = bytearray()  # grows from 64 KiB: the helper hands back
+            for _ in range(5):
+                n, t = impl.read_parse_smaps(fd, buf, piece)
+                assert n > 1_000_000 and len(buf) >= n
+                assert t == impl.parse_smaps(bytes(buf[:n])), piece
+                assert len(t) >= 1500
+    finally:
+        os.close(fd)
+
+
+def big_text() -> bytes:
+    """Valid smaps of 200 mappings, 160 KiB: more than the first buffer."""
+    text = render([M(0x10000 + 0x2000 * i, 0x11000 + 0x2000 * i, name="/lib/x.so" if i % 3 else "") for i in range(200)])
+    assert len(text) > 2 * 65536
+    return text
+
+
+@pytest.mark.parametrize("where", [0, 1000, 65536 - 40, 65536 - 1, 65536, 65536 + 30, 100_000, -1])
+@pytest.mark.parametrize("piece", [0, 1, 4096])
+def test_read_parse_smaps_errors_as_parse_smaps(impl, tmp_path, where, piece):
+    """A file is read 64 KiB at a time at first: the helper parses up to the
+    last line end before 64 KiB and the reader the rest. A bad byte before,
+    at or after that point, or a cut-off end, gives parse_smaps's error,
+    returned, not raised."""
+    text = bytearray(big_text())
+    if where == -1:
+        text = text[:-5]
+    else:
+        text[where] = ord("#")
+    want = outcome(_pure.parse_smaps, bytes(text))
+    assert want[0] == "error"
+    p = tmp_path / "smaps"
+    p.write_bytes(text)
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        n, got = impl.read_parse_smaps(fd, bytearray(), piece)
+    finally:
+        os.close(fd)
+    assert n == len(text)
+    assert isinstance(got, ParseError) and ("error", got.msg, got.offset) == want
+
+
+def test_read_parse_smaps_of_nothing(impl, tmp_path):
+    p = tmp_path / "empty"
+    p.write_bytes(b"")
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        n, t = impl.read_parse_smaps(fd, bytearray(), 4096)
+    finally:
+        os.close(fd)
+    assert n == 0 and t == SmapsTable() and len(t) == 0
+
+
+@both
+def test_read_parse_smaps_from_threads_and_a_fork(cprog):
+    """One helper per process: threads that read at once share it or go
+    without; a forked child starts its own."""
+    prog = cprog("mappings", 1500)
+    errors: list = []
+
+    def reader() -> None:
+        fd = smaps_fd(prog.pid)
+        buf = bytearray()
+        try:
+            for _ in range(10):
+                n, t = _fast.read_parse_smaps(fd, buf, 4096)
+                if t != _fast.parse_smaps(bytes(buf[:n])):
+                    errors.append(n)
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            reader()
+        finally:
+            os._exit(1 if errors else 0)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_first_overlap(impl):
+    page = 0x1000
+    assert impl.first_overlap(SmapsTable()) == -1
+    assert impl.first_overlap(impl.parse_smaps(render([M(0, page), M(page, 2 * page), M(5 * page, 6 * page)]))) == -1
+    # A mapping listed again after it grew across where a read ended.
+    grew = [M(0, page), M(page, 2 * page), M(page, 3 * page), M(5 * page, 6 * page)]
+    assert impl.first_overlap(impl.parse_smaps(render(grew))) == 2
+    assert impl.first_overlap(impl.parse_smaps(render([M(4 * page, 5 * page), M(0, page)]))) == 1
+
+
+HELPER_THREADS = """
+import os, sys
+import memscan
+from memscan import _fast
+def threads():
+    return len(os.listdir("/proc/self/task"))
+if sys.argv[1] == "one-cpu":
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+before = threads()
+if sys.argv[1] == "piece":
+    fd = os.open("/proc/self/smaps", os.O_RDONLY)
+    for _ in range(3):
+        _fast.read_parse_smaps(fd, bytearray(), 1)
+else:
+    for _ in range(3):
+        memscan.scan(os.getpid(), tier="layout")
+print(threads() - before)
+"""
+
+
+@both
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU here: scans start no helper")
+@pytest.mark.parametrize("how,started", [("piece", 1), ("scan", 1), ("one-cpu", 0)])
+def test_the_helper_thread_is_one_and_only_where_it_helps(how, started):
+    """Reads handed out in pieces start one helper thread per process, and
+    scan() does so only where a second CPU can run it."""
+    out = subprocess.run([sys.executable, "-c", HELPER_THREADS, how], capture_output=True, text=True, check=True)
+    assert int(out.stdout) == started, out

@@ -178,3 +178,40 @@ def test_scans_go_on_after_a_parse_error(tmp_path, monkeypatch):
     kept = err  # the traceback stays alive, as in a caller that logs it
     snap = memscan.scan(pid, tier="layout")
     assert snap.total.rss > 0 and kept.value.offset == 0
+
+
+OVERLAPPING = (b"00400000-00402000 rw-p 00000000 00:00 0 \nRss:  8 kB\n"
+               b"00401000-00403000 rw-p 00000000 00:00 0 \nRss:  8 kB\n")
+
+
+def test_mappings_listed_twice_are_read_again(tmp_path, monkeypatch, capsys):
+    """A mapping that grew between two of the kernel's reads of smaps is
+    listed twice: smaps is read again; if every read does so, an error,
+    never a sum that counts memory twice."""
+    pid = os.getpid()
+    real_read = _procfs.read_smaps
+    calls = []
+
+    def once_overlapping(*args, **kwargs):  # type: ignore[no-untyped-def]
+        n, table = real_read(*args, **kwargs)
+        calls.append(n)
+        if len(calls) == 1:
+            return len(OVERLAPPING), memscan._impl.engine.parse_smaps(OVERLAPPING)
+        return n, table
+
+    monkeypatch.setattr(_procfs, "read_smaps", once_overlapping)
+    snap = memscan.scan(pid, tier="layout")
+    assert len(calls) == 2 and snap.total.rss > 1 << 20
+    monkeypatch.undo()
+
+    fake = tmp_path / str(pid)
+    fake.mkdir()
+    for name in ("stat", "limits", "status"):
+        (fake / name).write_bytes(open(f"/proc/{pid}/{name}", "rb").read())
+    (fake / "smaps").write_bytes(OVERLAPPING)
+    monkeypatch.setattr(_procfs, "PROCFS_PATH", str(tmp_path))
+    with pytest.raises(memscan.Error, match=f"pid {pid} kept changing its mappings while its smaps was read"):
+        memscan.scan(pid, tier="layout")
+    assert cli.main(["scan", str(pid)]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("\n") == 1 and "listed a mapping twice" in out.err

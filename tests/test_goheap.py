@@ -169,7 +169,7 @@ def check_against_memstats(totals: Dict[str, int], ms: Dict[str, int]) -> None:
     # A floor of 256 KiB for a background scavenge between report and read.
     assert_close("released", totals["released"], exp["released"], 0.01, 256 * KiB)
     assert_close("free", totals["free"], exp["free"], 0.01, 512 * KiB)
-    # What the runtime grew into is HeapSys + StackInuse (go-runtime.md 1.5);
+    # What the runtime grew into is HeapSys + StackInuse (runtime/mstats.go);
     # the rest of the arenas is reserved address space.
     grown = sum(totals[name] for name in ("objects", "stacks", "free", "released"))
     assert_close("grown", grown, ms["HeapSys"] + ms["StackInuse"], 0.01, 0)
@@ -322,7 +322,7 @@ def test_layout_fast_path_matches_full_walk(version: str, monkeypatch) -> None:
     walked = goheap._layout(binary)
     goheap.clear_cache()
     assert fast == walked
-    # Offsets of go-runtime.md table 6.3 (amd64).
+    # Offsets read from the DWARF of the real toolchains (amd64).
     if sys.platform == "linux" and os.uname().machine == "x86_64":
         if version.startswith("1.21."):
             assert (walked.arenas, walked.heap_arenas.offset, walked.spans, walked.span_state) == \

@@ -342,3 +342,26 @@ def test_sample_is_frozen():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_maps_listed_twice_are_read_again(monkeypatch):
+    """A count tick's maps that lists a mapping twice (it grew between two
+    of the kernel's reads) is read again; never counted twice."""
+    from test_errors import OVERLAPPING
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _wait_exec(child.pid)
+        with Sampler(child.pid, full_every=3600) as s:
+            s.sample()
+            real = s._read_maps
+            texts = [OVERLAPPING]
+            monkeypatch.setattr(s, "_read_maps", lambda: texts.pop() if texts else real())
+            smp = counted(s)
+            assert not texts and abs(sum(smp.categories.values()) - smp.rss) <= SLACK
+            monkeypatch.setattr(s, "_read_maps", lambda: OVERLAPPING)
+            with pytest.raises(memscan.Error, match="kept changing its mappings while its maps was read"):
+                s.sample()
+    finally:
+        child.kill()
+        child.wait()

@@ -3,17 +3,18 @@
 
 Same functions, arguments, results and ParseError messages as ``_pure``
 (whose docstrings are the specification); tests run both over the same
-inputs. Python objects are created only at the end of a parse, except one
-str per distinct mapping name.
+inputs. The smaps parser runs without the GIL, on the reading thread or a
+helper (read_parse_smaps); Python objects are created once it is done.
 """
 
 from cpython cimport array
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_SetFromErrno
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.mem cimport PyMem_Free
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 from posix.unistd cimport lseek, read
 
@@ -29,7 +30,7 @@ from ._pure import _STATUS_INT, _STATUS_KB, _by_name
 from ._pure import accumulate as _exact_accumulate
 from ._types import CATEGORIES, NFIELDS, SMAPS_KEYS, UNITLESS_KEYS, VMFLAG_NAMES, MemFields, SmapsTable, Status
 
-__all__ = ["read_all", "parse_smaps", "parse_rollup", "parse_status", "classify", "accumulate"]
+__all__ = ["read_all", "parse_smaps", "first_overlap", "parse_rollup", "parse_status", "classify", "accumulate"]
 
 DEF NF = 25          # len(SMAPS_KEYS), checked at import below
 DEF NCAT = 10        # len(CATEGORIES)
@@ -121,25 +122,38 @@ cdef void _init_padded():
 _init_padded()
 
 
-def read_all(int fd, bytearray buf):
-    """Read ``fd`` from offset 0 to EOF into ``buf`` (grown as needed); return the length."""
-    cdef Py_ssize_t n = 0, got, size = len(buf)
-    cdef char* p
-    if size < 65536:
-        size = 65536
-        PyByteArray_Resize(buf, size)
+cdef int _rewind(int fd, bytearray buf) except -1:
+    """To offset 0 of ``fd``, with room for 64 KiB in ``buf``."""
+    if len(buf) < 65536:
+        PyByteArray_Resize(buf, 65536)
     if lseek(fd, 0, 0) < 0:
         PyErr_SetFromErrno(OSError)
+    return 0
+
+
+cdef Py_ssize_t _read_at(int fd, bytearray buf, Py_ssize_t n) except -1:
+    """One read() into ``buf`` at ``n``, ``buf`` doubled first if full
+    (realloc in place where it can: no temporary object, no copy); what
+    read() gave, 0 at the end."""
+    cdef Py_ssize_t got, size = len(buf)
+    cdef char* p
+    if n == size:
+        size *= 2
+        PyByteArray_Resize(buf, size)
+    p = PyByteArray_AS_STRING(buf)
+    with nogil:
+        got = read(fd, p + n, size - n)
+    if got < 0:
+        PyErr_SetFromErrno(OSError)
+    return got
+
+
+def read_all(int fd, bytearray buf):
+    """Read ``fd`` from offset 0 to EOF into ``buf`` (grown as needed); return the length."""
+    cdef Py_ssize_t n = 0, got
+    _rewind(fd, buf)
     while True:
-        if n == size:
-            # realloc in place where it can: no temporary object, no copy.
-            size *= 2
-            PyByteArray_Resize(buf, size)
-        p = PyByteArray_AS_STRING(buf)
-        with nogil:
-            got = read(fd, p + n, size - n)
-        if got < 0:
-            PyErr_SetFromErrno(OSError)
+        got = _read_at(fd, buf, n)
         if got == 0:
             return n
         n += got
@@ -152,22 +166,33 @@ cdef struct Vec:
     Py_ssize_t len    # bytes used
     Py_ssize_t cap    # bytes allocated
 
-cdef int vec_reserve(Vec* v, Py_ssize_t extra) except -1:
+cdef int vec_grow(Vec* v, Py_ssize_t extra) noexcept nogil:
+    """Room for ``extra`` more bytes; -1 when memory is exhausted. libc's
+    allocator, as the parse may run on a thread without the GIL."""
     cdef Py_ssize_t cap
     cdef char* d
     if v.len + extra <= v.cap:
         return 0
-    cap = max(v.cap * 2, v.len + extra, 4096)
-    d = <char*>PyMem_Realloc(v.data, cap)
+    cap = v.cap * 2
+    if cap < v.len + extra:
+        cap = v.len + extra
+    if cap < 4096:
+        cap = 4096
+    d = <char*>realloc(v.data, cap)
     if d == NULL:
-        raise MemoryError()
+        return -1
     v.data = d
     v.cap = cap
     return 0
 
-cdef inline int vec_u64(Vec* v, uint64_t x) except -1:
-    if v.len + 8 > v.cap:
-        vec_reserve(v, 8)
+cdef int vec_reserve(Vec* v, Py_ssize_t extra) except -1:
+    if vec_grow(v, extra) < 0:
+        raise MemoryError()
+    return 0
+
+cdef inline int vec_u64(Vec* v, uint64_t x) noexcept nogil:
+    if v.len + 8 > v.cap and vec_grow(v, 8) < 0:
+        return -1
     (<uint64_t*>(v.data + v.len))[0] = x
     v.len += 8
     return 0
@@ -189,18 +214,48 @@ cdef inline bint is_keychar(unsigned char c) noexcept nogil:
     return (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122) or c == 95
 
 
+# The smaps parser runs without the GIL (possibly on the reading thread's
+# helper, see read_parse_smaps): it records the first error as a code and
+# an offset, raised as a ParseError once the GIL is held.
+cdef enum:
+    E_NONE, E_NOMEM, E_START, E_END, E_OFFSET, E_DEVICE, E_END_BELOW, E_SIZE, E_PERMS, E_INODE,
+    E_UNRECOGNISED, E_BEFORE_HEADER, E_VALUE, E_RANGE, E_VMFLAGS
+
+_MESSAGES = (
+    "", "", "bad start address in mapping header", "bad end address in mapping header",
+    "bad offset in mapping header", "bad device in mapping header", "end address below start address",
+    "mapping size out of range", "bad permissions in mapping header", "bad inode in mapping header",
+    "unrecognised line", "field before the first mapping header", "bad value", "value out of range",
+    "bad VmFlags",
+)
+
+
 cdef object _parse_error(str msg, Py_ssize_t offset):
     return ParseError(msg, offset)
 
 
-cdef int _check_complete(const unsigned char* s, Py_ssize_t total) except -1:
-    """The kernel ends every line with a newline: anything else was cut short."""
+cdef object _error_of(int code, Py_ssize_t offset):
+    if code == E_NOMEM:
+        return MemoryError()
+    return ParseError(_MESSAGES[code], offset)
+
+
+cdef Py_ssize_t _cut_at(const unsigned char* s, Py_ssize_t total) noexcept nogil:
+    """-1 if the text ends with a newline, else where its last line starts."""
     cdef Py_ssize_t q = total - 1
     if s[q] == 10:
-        return 0
+        return -1
     while q >= 0 and s[q] != 10:
         q -= 1
-    raise _parse_error("truncated line", q + 1)
+    return q + 1
+
+
+cdef int _check_complete(const unsigned char* s, Py_ssize_t total) except -1:
+    """The kernel ends every line with a newline: anything else was cut short."""
+    cdef Py_ssize_t q = _cut_at(s, total)
+    if q >= 0:
+        raise _parse_error("truncated line", q)
+    return 0
 
 
 # Value of each byte as a lower-case hex digit, 255 for any other byte.
@@ -219,8 +274,9 @@ _init_hex()
 
 
 cdef Py_ssize_t _hex(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n, unsigned char stop,
-                     uint64_t* out, str what, Py_ssize_t base) except -1:
-    """Lower-case hex from ``pos`` up to ``stop``; returns the index after ``stop``."""
+                     uint64_t* out) noexcept nogil:
+    """Lower-case hex from ``pos`` up to ``stop``; returns the index after
+    ``stop``, or -1."""
     cdef Py_ssize_t q = pos
     cdef uint64_t v = 0
     cdef unsigned char d
@@ -232,19 +288,20 @@ cdef Py_ssize_t _hex(const unsigned char* s, Py_ssize_t pos, Py_ssize_t n, unsig
             v = (v << 4) | d
         q += 1
     if q == pos or q - pos > 16 or q >= n or s[q] != stop:
-        raise _parse_error(f"bad {what} in mapping header", base)
+        return -1
     out[0] = v
     return q + 1
 
 
-cdef inline bint _blank(unsigned char c, bint tabs) noexcept:
+cdef inline bint _blank(unsigned char c, bint tabs) noexcept nogil:
     return c == 32 or (tabs and c == 9)
 
 
-cdef Py_ssize_t _value(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, bint unit,
-                       int64_t* out, Py_ssize_t base, bint tabs=False) except -1:
+cdef int _value(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, bint unit,
+                int64_t* out, bint tabs) noexcept nogil:
     """``<spaces><digits>[ kB]`` from ``p`` to ``n`` (the end of the line);
-    with ``tabs``, a tab counts as a space (status pads with tabs)."""
+    with ``tabs``, a tab counts as a space (status pads with tabs). Returns
+    E_NONE, E_VALUE or E_RANGE."""
     cdef Py_ssize_t q = p, r
     cdef uint64_t v = 0
     cdef bint overflow = False
@@ -259,20 +316,20 @@ cdef Py_ssize_t _value(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, bint 
             v = v * 10 + (s[r] - 48)
         r += 1
     if r == q or q == p:
-        raise _parse_error("bad value", base)
+        return E_VALUE
     if r - q > 20:
-        raise _parse_error("value out of range", base)
+        return E_RANGE
     if unit:
         if n - r != 3 or not _blank(s[r], tabs) or s[r + 1] != 107 or s[r + 2] != 66:
-            raise _parse_error("bad value", base)
+            return E_VALUE
         if overflow or v > <uint64_t>MAX_KB:
-            raise _parse_error("value out of range", base)
+            return E_RANGE
         out[0] = <int64_t>v * 1024
-        return 0
+        return E_NONE
     if r != n:
-        raise _parse_error("bad value", base)
+        return E_VALUE
     out[0] = 0
-    return 0
+    return E_NONE
 
 
 # VmFlags two-letter code -> bit number + 1 (0: unknown), indexed by the
@@ -290,7 +347,7 @@ cdef void _init_flags():
 _init_flags()
 
 
-cdef uint64_t _vmflags(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, Py_ssize_t base) except? 0:
+cdef int _vmflags(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, uint64_t* out) noexcept nogil:
     cdef uint64_t bits = 0
     cdef Py_ssize_t q
     cdef unsigned char b
@@ -302,11 +359,267 @@ cdef uint64_t _vmflags(const unsigned char* s, Py_ssize_t p, Py_ssize_t n, Py_ss
         while q < n and s[q] != 32:
             q += 1
         if q - p != 2:
-            raise _parse_error("bad VmFlags", base)
+            return E_VMFLAGS
         b = 0 if (s[p] | s[p + 1]) & 128 else _flag_bit[s[p] * 128 + s[p + 1]]
         bits |= ((<uint64_t>1) << (b - 1)) if b else VMFLAG_UNKNOWN
         p = q
-    return bits
+    out[0] = bits
+    return E_NONE
+
+
+cdef struct Parse:
+    # Where the next line starts, and what the lines before it left open.
+    Py_ssize_t pos
+    Py_ssize_t expect     # the key the kernel prints next (index in SMAPS_KEYS)
+    Py_ssize_t nrows
+    uint64_t start        # of the last mapping
+    uint64_t end
+    bint size_seen        # the last mapping had a Size line
+    int err               # the first error (E_NONE: none) and where
+    Py_ssize_t err_at
+    # One row per mapping.
+    Vec starts
+    Vec ends
+    Vec offsets
+    Vec inodes
+    Vec devs
+    Vec flags
+    Vec fields            # NF int64 per row
+    Vec file_starts
+    Vec perms             # one byte per row
+    Vec names             # offset and length of the name in the text, per row
+
+
+cdef void _parse_free(Parse* st) noexcept nogil:
+    free(st.starts.data); free(st.ends.data); free(st.offsets.data); free(st.inodes.data)
+    free(st.devs.data); free(st.flags.data); free(st.fields.data); free(st.file_starts.data)
+    free(st.perms.data); free(st.names.data)
+
+
+cdef inline int _fail(Parse* st, int code, Py_ssize_t at) noexcept nogil:
+    st.err = code
+    st.err_at = at
+    return -1
+
+
+cdef int _parse_lines(Parse* st, const unsigned char* s, Py_ssize_t limit) noexcept nogil:
+    """Parse the lines of ``s`` from ``st.pos`` to ``limit``, which ends a
+    line: resumable, as text arrives. Returns 0, or -1 with the error in
+    ``st`` (nothing more is parsed after one)."""
+    cdef Py_ssize_t pos = st.pos, eol, p, q, k, expect = st.expect
+    cdef uint64_t start = st.start, end = st.end, offset, major, minor, inode, v, w0, w1
+    cdef uint32_t w2
+    cdef unsigned char perms
+    cdef int64_t value
+    cdef int64_t* row = NULL
+    cdef bint size_seen = st.size_seen, unit
+    cdef int rc
+    if st.err:
+        return -1
+    if st.nrows:
+        row = <int64_t*>(st.fields.data + st.fields.len - 8 * NF)
+    while pos < limit:
+        # Fast path for the common line: the key the kernel prints next,
+        # then "<spaces><digits> kB\n". Anything else takes the general
+        # path below, which finds the end of the line first.
+        if st.nrows and expect < NF and _key_fast[expect] and pos + 28 <= limit:
+            # The kernel prints "%-16s%8lu kB\n": 16 bytes that are the
+            # same for every line of a key, an 8-byte right-aligned number,
+            # then " kB\n". Compare words, not bytes; anything unusual
+            # takes the general path below.
+            memcpy(&w0, s + pos, 8)
+            memcpy(&w1, s + pos + 8, 8)
+            memcpy(&w2, s + pos + 24, 4)
+            if w0 == _key_w0[expect] and w1 == _key_w1[expect] and w2 == _KB_NL:
+                # Leading spaces of the number: the zero low bytes of
+                # word ^ "        " (little-endian: column 16 is byte 0).
+                memcpy(&w0, s + pos + 16, 8)
+                w0 ^= SPACES8
+                p = pos + 16 + (__builtin_ctzll(w0) >> 3 if w0 else 8)
+                v = 0
+                q = p
+                while q < pos + 24 and 48 <= s[q] <= 57:
+                    v = v * 10 + (s[q] - 48)
+                    q += 1
+                if q == pos + 24 and q > p:
+                    row[expect] = <int64_t>v * 1024
+                    if expect == 0:
+                        size_seen = True
+                    expect += 1
+                    pos += 28
+                    continue
+        if st.nrows and pos + 13 < limit and s[pos] == 84 and memcmp(s + pos, b"THPeligible:", 12) == 0:
+            # After Locked, smaps prints "THPeligible:" with a bare number
+            # (kernel 5.0+): valid when only spaces then digits follow.
+            q = pos + 12
+            while s[q] == 32:
+                q += 1
+            p = q
+            while 48 <= s[p] <= 57:
+                p += 1
+            if q > pos + 12 and 0 < p - q <= 20 and s[p] == 10:
+                expect = 0
+                pos = p + 1
+                continue
+        eol = <Py_ssize_t>(<const unsigned char*>memchr(s + pos, 10, limit - pos) - s)
+        if eol > pos and is_hex(s[pos]):
+            # ---- mapping header
+            if st.nrows and not size_seen:
+                row[0] = <int64_t>(end - start)
+            p = _hex(s, pos, eol, 45, &start)
+            if p < 0:
+                return _fail(st, E_START, pos)
+            p = _hex(s, p, eol, 32, &end)
+            if p < 0:
+                return _fail(st, E_END, pos)
+            if end < start:
+                return _fail(st, E_END_BELOW, pos)
+            if end - start > <uint64_t>MAX_I64:
+                return _fail(st, E_SIZE, pos)
+            if (
+                eol - p < 5
+                or (s[p] != 114 and s[p] != 45)
+                or (s[p + 1] != 119 and s[p + 1] != 45)
+                or (s[p + 2] != 120 and s[p + 2] != 45)
+                or (s[p + 3] != 115 and s[p + 3] != 112)
+                or s[p + 4] != 32
+            ):
+                return _fail(st, E_PERMS, pos)
+            perms = ((PERM_R if s[p] == 114 else 0) | (PERM_W if s[p + 1] == 119 else 0)
+                     | (PERM_X if s[p + 2] == 120 else 0) | (PERM_S if s[p + 3] == 115 else 0))
+            p = _hex(s, p + 5, eol, 32, &offset)
+            if p < 0:
+                return _fail(st, E_OFFSET, pos)
+            p = _hex(s, p, eol, 58, &major)
+            if p >= 0:
+                p = _hex(s, p, eol, 32, &minor)
+            if p < 0 or major > U32_MAX or minor > U32_MAX:
+                return _fail(st, E_DEVICE, pos)
+            q = p
+            inode = 0
+            k = 0  # overflow of the inode
+            while q < eol and 48 <= s[q] <= 57:
+                if inode > U64_TENTH or (inode == U64_TENTH and s[q] > 53):
+                    k = 1
+                else:
+                    inode = inode * 10 + (s[q] - 48)
+                q += 1
+            if q == p or q - p > 20 or (q < eol and s[q] != 32) or k:
+                return _fail(st, E_INODE, pos)
+            while q < eol and s[q] == 32:
+                q += 1
+            if (vec_u64(&st.starts, start) or vec_u64(&st.ends, end) or vec_u64(&st.offsets, offset)
+                    or vec_u64(&st.inodes, inode) or vec_u64(&st.devs, major << 32 | minor)
+                    or vec_u64(&st.flags, 0) or vec_u64(&st.names, <uint64_t>q)
+                    or vec_u64(&st.names, <uint64_t>(eol - q)) or vec_grow(&st.perms, 1)
+                    or (offset == 0 and inode != 0 and vec_u64(&st.file_starts, <uint64_t>st.nrows))
+                    or vec_grow(&st.fields, 8 * NF)):
+                return _fail(st, E_NOMEM, pos)
+            st.perms.data[st.perms.len] = <char>perms
+            st.perms.len += 1
+            row = <int64_t*>(st.fields.data + st.fields.len)
+            memset(row, 0, 8 * NF)
+            st.fields.len += 8 * NF
+            st.nrows += 1
+            size_seen = False
+            expect = 0
+        else:
+            # ---- "Key: value" line
+            p = pos
+            while p < eol and is_keychar(s[p]):
+                p += 1
+            if p == pos or p >= eol or s[p] != 58:
+                return _fail(st, E_UNRECOGNISED, pos)
+            if st.nrows == 0:
+                return _fail(st, E_BEFORE_HEADER, pos)
+            k = p - pos
+            if k == 7 and memcmp(s + pos, b"VmFlags", 7) == 0:
+                if _vmflags(s, p + 1, eol, &v):
+                    return _fail(st, E_VMFLAGS, pos)
+                (<uint64_t*>(st.flags.data + st.flags.len - 8))[0] = v
+            else:
+                # The kernel prints keys in a fixed order: try the next
+                # expected key first, then search.
+                if not (expect < NF and _key_len[expect] == k and memcmp(_key_ptr[expect], s + pos, k) == 0):
+                    expect = -1
+                    for q in range(NF):
+                        if _key_len[q] == k and memcmp(_key_ptr[q], s + pos, k) == 0:
+                            expect = q
+                            break
+                unit = True
+                if expect < 0:
+                    for q in range(_n_unitless):
+                        if _unitless_len[q] == k and memcmp(_unitless_ptr[q], s + pos, k) == 0:
+                            unit = False
+                            break
+                rc = _value(s, p + 1, eol, unit, &value, False)
+                if rc:
+                    return _fail(st, rc, pos)
+                if expect >= 0:
+                    row[expect] = value
+                    if expect == 0:
+                        size_seen = True
+                    expect += 1
+                else:
+                    expect = 0
+        pos = eol + 1
+    st.pos = pos
+    st.expect = expect
+    st.start = start
+    st.end = end
+    st.size_seen = size_seen
+    return 0
+
+
+cdef object _parse_result(Parse* st, const unsigned char* s, Py_ssize_t total):
+    """The SmapsTable of a parse that reached the end of the text, or the
+    ParseError to raise: a cut-off last line first (a read that ended early),
+    then the first error."""
+    cdef Py_ssize_t cut = _cut_at(s, total) if total else -1
+    cdef const uint64_t* at
+    cdef Py_ssize_t i, off, n, last_off = 0, last_len = -1
+    cdef list names = []
+    cdef dict cache = {}
+    cdef str name, last = "", empty = ""
+    cdef object raw
+    if cut >= 0:
+        return _parse_error("truncated line", cut)
+    if st.err == E_NOMEM:
+        raise MemoryError()
+    if st.err:
+        return _error_of(st.err, st.err_at)
+    t = SmapsTable()
+    if st.nrows == 0:
+        return t
+    if not st.size_seen:
+        (<int64_t*>(st.fields.data + st.fields.len - 8 * NF))[0] = <int64_t>(st.end - st.start)
+    # One str per distinct name: a run of mappings of one file shares it.
+    at = <const uint64_t*>st.names.data
+    for i in range(st.nrows):
+        off = <Py_ssize_t>at[2 * i]
+        n = <Py_ssize_t>at[2 * i + 1]
+        if n == 0:
+            name = empty
+        elif n == last_len and memcmp(s + last_off, s + off, n) == 0:
+            name = last
+        else:
+            raw = PyBytes_FromStringAndSize(<const char*>(s + off), n)
+            name = cache.get(raw)
+            if name is None:
+                name = cache[raw] = PyUnicode_DecodeUTF8(<const char*>(s + off), n, "surrogateescape")
+            last, last_off, last_len = name, off, n
+        names.append(name)
+    t.starts = vec_array(&st.starts, _Q)
+    t.ends = vec_array(&st.ends, _Q)
+    t.offsets = vec_array(&st.offsets, _Q)
+    t.inodes = vec_array(&st.inodes, _Q)
+    t.devs = vec_array(&st.devs, _Q)
+    t.vmflags = vec_array(&st.flags, _Q)
+    t.fields = vec_array(&st.fields, _q)
+    t.file_starts = vec_array(&st.file_starts, _Q)
+    t.perms = bytearray(st.perms.data[:st.perms.len])
+    t.names = names
+    return t
 
 
 def parse_smaps(buf):
@@ -314,207 +627,33 @@ def parse_smaps(buf):
     cdef const unsigned char[::1] mv = buf
     cdef Py_ssize_t total = mv.shape[0]
     cdef const unsigned char* s
-    cdef Py_ssize_t pos = 0, eol, line_end, p, q, k, expect = 0, nrows = 0
-    cdef uint64_t start = 0, end = 0, offset, major, minor, inode, v, w0, w1
-    cdef uint32_t w2
-    cdef unsigned char perms
-    cdef int64_t value
-    cdef int64_t* row = NULL
-    cdef bint size_seen = False, unit
-    cdef Vec starts, ends, offsets, inodes, devs, flags, fields, file_starts, perm_vec
-    cdef list names = []
-    cdef dict name_cache = {}
-    cdef str name
-    cdef object raw
-    cdef const unsigned char* last_name = NULL
-    cdef Py_ssize_t last_name_len = -1
-    cdef str last_name_str = ""
-    cdef str empty = ""
-
-    t = SmapsTable()
+    cdef Parse st
     if total == 0:
-        return t
+        return SmapsTable()
     s = &mv[0]
     _check_complete(s, total)
-
-    memset(&starts, 0, sizeof(Vec)); memset(&ends, 0, sizeof(Vec))
-    memset(&offsets, 0, sizeof(Vec)); memset(&inodes, 0, sizeof(Vec))
-    memset(&devs, 0, sizeof(Vec)); memset(&flags, 0, sizeof(Vec))
-    memset(&fields, 0, sizeof(Vec)); memset(&file_starts, 0, sizeof(Vec)); memset(&perm_vec, 0, sizeof(Vec))
+    memset(&st, 0, sizeof(Parse))
     try:
-        while pos < total:
-            # Fast path for the common line: the key the kernel prints next,
-            # then "<spaces><digits> kB\n". Anything else takes the general
-            # path below, which finds the end of the line first.
-            if nrows and expect < NF and _key_fast[expect] and pos + 28 <= total:
-                # The kernel prints "%-16s%8lu kB\n": 16 bytes that are the
-                # same for every line of a key, an 8-byte right-aligned number,
-                # then " kB\n". Compare words, not bytes; anything unusual
-                # takes the general path below.
-                memcpy(&w0, s + pos, 8)
-                memcpy(&w1, s + pos + 8, 8)
-                memcpy(&w2, s + pos + 24, 4)
-                if w0 == _key_w0[expect] and w1 == _key_w1[expect] and w2 == _KB_NL:
-                    # Leading spaces of the number: the zero low bytes of
-                    # word ^ "        " (little-endian: column 16 is byte 0).
-                    memcpy(&w0, s + pos + 16, 8)
-                    w0 ^= SPACES8
-                    p = pos + 16 + (__builtin_ctzll(w0) >> 3 if w0 else 8)
-                    v = 0
-                    q = p
-                    while q < pos + 24 and 48 <= s[q] <= 57:
-                        v = v * 10 + (s[q] - 48)
-                        q += 1
-                    if q == pos + 24 and q > p:
-                        row[expect] = <int64_t>v * 1024
-                        if expect == 0:
-                            size_seen = True
-                        expect += 1
-                        pos += 28
-                        continue
-            if nrows and pos + 13 < total and s[pos] == 84 and memcmp(s + pos, b"THPeligible:", 12) == 0:
-                # After Locked, smaps prints "THPeligible:" with a bare number
-                # (kernel 5.0+): valid when only spaces then digits follow.
-                q = pos + 12
-                while s[q] == 32:
-                    q += 1
-                p = q
-                while 48 <= s[p] <= 57:
-                    p += 1
-                if q > pos + 12 and 0 < p - q <= 20 and s[p] == 10:
-                    expect = 0
-                    pos = p + 1
-                    continue
-            eol = <Py_ssize_t>(<const unsigned char*>memchr(s + pos, 10, total - pos) - s)
-            line_end = eol
-            if line_end > pos and is_hex(s[pos]):
-                # ---- mapping header
-                if nrows and not size_seen:
-                    row[0] = <int64_t>(end - start)
-                p = _hex(s, pos, line_end, 45, &start, "start address", pos)
-                p = _hex(s, p, line_end, 32, &end, "end address", pos)
-                if end < start:
-                    raise _parse_error("end address below start address", pos)
-                if end - start > <uint64_t>MAX_I64:
-                    raise _parse_error("mapping size out of range", pos)
-                if (
-                    line_end - p < 5
-                    or (s[p] != 114 and s[p] != 45)
-                    or (s[p + 1] != 119 and s[p + 1] != 45)
-                    or (s[p + 2] != 120 and s[p + 2] != 45)
-                    or (s[p + 3] != 115 and s[p + 3] != 112)
-                    or s[p + 4] != 32
-                ):
-                    raise _parse_error("bad permissions in mapping header", pos)
-                perms = ((PERM_R if s[p] == 114 else 0) | (PERM_W if s[p + 1] == 119 else 0)
-                         | (PERM_X if s[p + 2] == 120 else 0) | (PERM_S if s[p + 3] == 115 else 0))
-                p = _hex(s, p + 5, line_end, 32, &offset, "offset", pos)
-                p = _hex(s, p, line_end, 58, &major, "device", pos)
-                p = _hex(s, p, line_end, 32, &minor, "device", pos)
-                if major > U32_MAX or minor > U32_MAX:
-                    raise _parse_error("bad device in mapping header", pos)
-                q = p
-                inode = 0
-                k = 0  # overflow of the inode
-                while q < line_end and 48 <= s[q] <= 57:
-                    if inode > U64_TENTH or (inode == U64_TENTH and s[q] > 53):
-                        k = 1
-                    else:
-                        inode = inode * 10 + (s[q] - 48)
-                    q += 1
-                if q == p or q - p > 20 or (q < line_end and s[q] != 32) or k:
-                    raise _parse_error("bad inode in mapping header", pos)
-                while q < line_end and s[q] == 32:
-                    q += 1
-                # ---- the name: one str per distinct name
-                if q == line_end:
-                    name = empty
-                elif last_name != NULL and line_end - q == last_name_len and memcmp(last_name, s + q, last_name_len) == 0:
-                    name = last_name_str
-                else:
-                    raw = PyBytes_FromStringAndSize(<const char*>(s + q), line_end - q)
-                    name = name_cache.get(raw)
-                    if name is None:
-                        name = PyUnicode_DecodeUTF8(<const char*>(s + q), line_end - q, "surrogateescape")
-                        name_cache[raw] = name
-                    last_name = s + q
-                    last_name_len = line_end - q
-                    last_name_str = name
-                vec_u64(&starts, start)
-                vec_u64(&ends, end)
-                vec_u64(&offsets, offset)
-                vec_u64(&inodes, inode)
-                vec_u64(&devs, major << 32 | minor)
-                vec_u64(&flags, 0)
-                vec_reserve(&perm_vec, 1)
-                perm_vec.data[perm_vec.len] = <char>perms
-                perm_vec.len += 1
-                names.append(name)
-                if offset == 0 and inode != 0:
-                    vec_u64(&file_starts, <uint64_t>nrows)
-                vec_reserve(&fields, 8 * NF)
-                row = <int64_t*>(fields.data + fields.len)
-                memset(row, 0, 8 * NF)
-                fields.len += 8 * NF
-                nrows += 1
-                size_seen = False
-                expect = 0
-            else:
-                # ---- "Key: value" line
-                p = pos
-                while p < line_end and is_keychar(s[p]):
-                    p += 1
-                if p == pos or p >= line_end or s[p] != 58:
-                    raise _parse_error("unrecognised line", pos)
-                if nrows == 0:
-                    raise _parse_error("field before the first mapping header", pos)
-                k = p - pos
-                if k == 7 and memcmp(s + pos, b"VmFlags", 7) == 0:
-                    (<uint64_t*>(flags.data + flags.len - 8))[0] = _vmflags(s, p + 1, line_end, pos)
-                else:
-                    # The kernel prints keys in a fixed order: try the next
-                    # expected key first, then search.
-                    if not (expect < NF and _key_len[expect] == k and memcmp(_key_ptr[expect], s + pos, k) == 0):
-                        expect = -1
-                        for q in range(NF):
-                            if _key_len[q] == k and memcmp(_key_ptr[q], s + pos, k) == 0:
-                                expect = q
-                                break
-                    unit = True
-                    if expect < 0:
-                        for q in range(_n_unitless):
-                            if _unitless_len[q] == k and memcmp(_unitless_ptr[q], s + pos, k) == 0:
-                                unit = False
-                                break
-                    # row moves when ``fields`` grows: re-derive it.
-                    row = <int64_t*>(fields.data + fields.len - 8 * NF)
-                    _value(s, p + 1, line_end, unit, &value, pos)
-                    if expect >= 0:
-                        row[expect] = value
-                        if expect == 0:
-                            size_seen = True
-                        expect += 1
-                    else:
-                        expect = 0
-            pos = eol + 1
-        if nrows and not size_seen:
-            row = <int64_t*>(fields.data + fields.len - 8 * NF)
-            row[0] = <int64_t>(end - start)
-        t.starts = vec_array(&starts, _Q)
-        t.ends = vec_array(&ends, _Q)
-        t.offsets = vec_array(&offsets, _Q)
-        t.inodes = vec_array(&inodes, _Q)
-        t.devs = vec_array(&devs, _Q)
-        t.vmflags = vec_array(&flags, _Q)
-        t.fields = vec_array(&fields, _q)
-        t.file_starts = vec_array(&file_starts, _Q)
-        t.perms = bytearray(perm_vec.data[:perm_vec.len]) if perm_vec.len else bytearray()
-        t.names = names
-        return t
+        with nogil:
+            _parse_lines(&st, s, total)
+        result = _parse_result(&st, s, total)
     finally:
-        PyMem_Free(starts.data); PyMem_Free(ends.data); PyMem_Free(offsets.data)
-        PyMem_Free(inodes.data); PyMem_Free(devs.data); PyMem_Free(flags.data)
-        PyMem_Free(fields.data); PyMem_Free(file_starts.data); PyMem_Free(perm_vec.data)
+        _parse_free(&st)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def first_overlap(t):
+    """Index of the first mapping that starts below the end of the one
+    before it, or -1 (see ``_pure.first_overlap``)."""
+    cdef const uint64_t[::1] starts = t.starts
+    cdef const uint64_t[::1] ends = t.ends
+    cdef Py_ssize_t i
+    for i in range(1, starts.shape[0]):
+        if starts[i] < ends[i - 1]:
+            return i
+    return -1
 
 
 def parse_rollup(buf):
@@ -523,6 +662,218 @@ def parse_rollup(buf):
     if len(t) != 1:
         raise ParseError("expected one rollup record", 0)
     return MemFields(*t.fields)
+
+
+# ------------------------------------------------ reading and parsing at once
+#
+# The kernel produces smaps about 4 KiB per read() (seq_file), ~14 us each;
+# the parse of those bytes takes ~1.3 us. A helper thread parses what has
+# arrived while the caller's read() waits on the kernel, so that a scan costs
+# the kernel's read plus the parse of the last piece only. The helper is one
+# C thread per process, started on first use, that never touches Python
+# objects; it sleeps on a futex between pieces.
+
+cdef extern from *:
+    """
+    #include <pthread.h>
+    #include <signal.h>
+    #include <stdint.h>
+    #include <unistd.h>
+    #ifdef __linux__
+    #include <linux/futex.h>
+    #include <sys/syscall.h>
+    #define MS_CAN_OVERLAP 1
+    static void ms_wait(uint32_t *a, uint32_t v) { syscall(SYS_futex, a, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0); }
+    static void ms_wake(uint32_t *a) { syscall(SYS_futex, a, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0); }
+    #else
+    #define MS_CAN_OVERLAP 0
+    static void ms_wait(uint32_t *a, uint32_t v) { (void)a; (void)v; }
+    static void ms_wake(uint32_t *a) { (void)a; }
+    #endif
+    #if defined(__x86_64__) || defined(__i386__)
+    #define ms_pause() __builtin_ia32_pause()
+    #else
+    #define ms_pause() ((void)0)
+    #endif
+    #define ms_load32(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+    #define ms_loadz(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+    #define ms_store32(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+    #define ms_storez(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+    #define ms_add(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
+    static int ms_cas(uint32_t *p, uint32_t expected, uint32_t desired) {
+        return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    }
+    /* The helper thread: all signals blocked (they are the main thread's),
+       a small stack (it parses only). */
+    static int ms_start_thread(void *(*fn)(void *)) {
+        pthread_t t;
+        pthread_attr_t attr;
+        sigset_t all, old;
+        int rc;
+        if (pthread_attr_init(&attr)) return -1;
+        pthread_attr_setstacksize(&attr, 256 * 1024);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        rc = pthread_create(&t, &attr, fn, NULL);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+        return rc ? -1 : 0;
+    }
+    """
+    bint MS_CAN_OVERLAP
+    void ms_wait(uint32_t* a, uint32_t v) nogil
+    void ms_wake(uint32_t* a) nogil
+    void ms_pause() nogil
+    uint32_t ms_load32(uint32_t* p) nogil
+    Py_ssize_t ms_loadz(Py_ssize_t* p) nogil
+    void ms_store32(uint32_t* p, uint32_t v) nogil
+    void ms_storez(Py_ssize_t* p, Py_ssize_t v) nogil
+    uint32_t ms_add(uint32_t* p, uint32_t v) nogil
+    bint ms_cas(uint32_t* p, uint32_t expected, uint32_t desired) nogil
+    int ms_start_thread(void* (*fn)(void*) noexcept nogil)
+
+from posix.unistd cimport getpid
+
+
+# Who may parse the text that has arrived: nobody is parsing (FREE), the
+# helper is parsing a piece (HELPER), the reader has taken the rest (READER).
+cdef enum:
+    FREE, HELPER, READER
+
+cdef struct Helper:
+    uint32_t go            # futex word: bumped when the helper has something new
+    uint32_t token         # futex word: FREE, HELPER or READER
+    uint32_t sleeping      # the helper waits on go
+    uint32_t waiting       # the reader waits on token
+    uint32_t busy          # a reader has the helper (one job at a time)
+    Py_ssize_t avail       # the text the helper may parse ends here (a line end)
+    const unsigned char* s
+    Parse* st
+
+cdef Helper _h
+cdef int _h_pid = 0        # the process the helper runs in: a fork's child has none
+
+
+cdef void* _helper_main(void* arg) noexcept nogil:
+    cdef uint32_t go
+    cdef Py_ssize_t lim, seen = 0
+    while True:
+        go = ms_load32(&_h.go)
+        if ms_cas(&_h.token, FREE, HELPER):
+            lim = ms_loadz(&_h.avail)
+            seen = lim
+            if _h.st.pos < lim and _h.st.err == E_NONE:
+                _parse_lines(_h.st, _h.s, lim)
+            ms_store32(&_h.token, FREE)
+            if ms_load32(&_h.waiting):
+                ms_wake(&_h.token)
+        # Sleep until the reader has more, checking once more after saying
+        # so (the reader checks ``sleeping`` after it publishes).
+        ms_store32(&_h.sleeping, 1)
+        if ms_load32(&_h.go) == go and (ms_load32(&_h.token) == READER or ms_loadz(&_h.avail) == seen):
+            ms_wait(&_h.go, go)
+        ms_store32(&_h.sleeping, 0)
+    return NULL
+
+
+cdef bint _take_helper() noexcept:
+    """The helper for one read, started if this process has none yet;
+    False if it is in use by another thread or cannot be started."""
+    global _h_pid
+    cdef int pid = getpid()
+    if _h_pid != pid:
+        memset(&_h, 0, sizeof(Helper))
+        _h.token = READER
+        if ms_start_thread(_helper_main) != 0:
+            return False
+        _h_pid = pid
+    return ms_cas(&_h.busy, 0, 1)
+
+
+cdef void _publish(Py_ssize_t avail) noexcept nogil:
+    ms_storez(&_h.avail, avail)
+    if ms_load32(&_h.sleeping):
+        ms_add(&_h.go, 1)
+        ms_wake(&_h.go)
+
+
+cdef void _take_back() noexcept nogil:
+    """The rest of the parse is the reader's: waits for a piece the helper
+    is parsing (it is short) to end."""
+    cdef int i
+    for i in range(1000):
+        if ms_cas(&_h.token, FREE, READER) or ms_load32(&_h.token) == READER:
+            return
+        ms_pause()
+    ms_store32(&_h.waiting, 1)
+    while not (ms_cas(&_h.token, FREE, READER) or ms_load32(&_h.token) == READER):
+        ms_wait(&_h.token, HELPER)
+    ms_store32(&_h.waiting, 0)
+
+
+cdef Py_ssize_t _line_end(const unsigned char* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
+    """One past the last newline in [lo, hi), or lo if there is none."""
+    while hi > lo and s[hi - 1] != 10:
+        hi -= 1
+    return hi
+
+
+def read_parse_smaps(int fd, bytearray buf, Py_ssize_t piece=0):
+    """read_all then parse_smaps, in one pass (see ``_pure.read_parse_smaps``):
+    (length, SmapsTable) or (length, ParseError). With ``piece`` > 0 the text
+    is handed to a helper thread to parse each time ``piece`` more bytes
+    arrived, while the kernel produces the rest."""
+    cdef Py_ssize_t n = 0, got, given = 0, end
+    cdef const unsigned char* p
+    cdef Parse st
+    cdef bint helped = False
+    memset(&st, 0, sizeof(Parse))
+    try:
+        _rewind(fd, buf)
+        if piece > 0 and MS_CAN_OVERLAP and _take_helper():
+            helped = True
+            _h.st = &st
+            _h.s = <const unsigned char*>PyByteArray_AS_STRING(buf)
+            ms_storez(&_h.avail, 0)
+            ms_store32(&_h.token, FREE)  # the helper wakes at the first piece
+        while True:
+            if helped and n == len(buf):
+                # The buffer moves when it grows: the rest is parsed here.
+                with nogil:
+                    _take_back()
+                helped = False
+                ms_store32(&_h.busy, 0)
+            got = _read_at(fd, buf, n)
+            if got == 0:
+                break
+            n += got
+            if helped and n - given >= piece:
+                end = _line_end(<const unsigned char*>PyByteArray_AS_STRING(buf), given, n)
+                if end > given:
+                    given = end
+                    _publish(end)
+        if helped:
+            with nogil:
+                _take_back()
+            helped = False
+            ms_store32(&_h.busy, 0)
+        if n == 0:
+            return 0, SmapsTable()
+        p = <const unsigned char*>PyByteArray_AS_STRING(buf)
+        end = _line_end(p, st.pos, n)
+        with nogil:
+            _parse_lines(&st, p, end)
+        return n, _parse_result(&st, p, n)
+    finally:
+        if helped:
+            with nogil:
+                _take_back()
+            ms_store32(&_h.busy, 0)
+        _parse_free(&st)
+
+
+__all__ += ["read_parse_smaps"]
 
 
 cdef dict _STATUS_KB_KEYS = {k.decode(): v for k, v in _STATUS_KB.items()}
@@ -536,6 +887,7 @@ def parse_status(buf):
     cdef const unsigned char* s
     cdef int64_t value
     cdef uint64_t v
+    cdef int rc
     cdef list out = ["", ""] + [-1] * 17
     cdef str key
     if total == 0:
@@ -559,7 +911,9 @@ def parse_status(buf):
             else:
                 out[1] = PyUnicode_DecodeUTF8(<const char*>(s + q), 1 if eol > q else 0, "surrogateescape")
         elif key in _STATUS_KB_KEYS:
-            _value(s, q, eol, True, &value, pos, True)
+            rc = _value(s, q, eol, True, &value, True)
+            if rc:
+                raise _error_of(rc, pos)
             out[_STATUS_KB_KEYS[key]] = value
         elif key in _STATUS_INT_KEYS:
             # "Uid:\t0\t0\t0\t0": the real id comes first.
@@ -1033,7 +1387,7 @@ cdef int _pm_scan(int fd, const uint64_t* rng, Py_ssize_t n, int64_t* out,
         return 0
     finally:
         PyMem_Free(vec)
-        PyMem_Free(segs.data)
+        free(segs.data)
 
 
 def page_counts(int fd, ranges, const unsigned char[:] private=None):
@@ -1083,7 +1437,7 @@ cdef int _pm_pread_ranges(int fd, const uint64_t* rng, Py_ssize_t n, int64_t* ou
                 _pm_seg_push(&segs, rng[2 * i], rng[2 * i + 1], i)
         _pm_read_segs(fd, <PmSeg*>segs.data, segs.len // <Py_ssize_t>sizeof(PmSeg), out, True, zero, hz_lo, hz_hi)
     finally:
-        PyMem_Free(segs.data)
+        free(segs.data)
     return 0
 
 

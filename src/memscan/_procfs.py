@@ -3,7 +3,7 @@
 Everything that touches a pid's files goes through here, so that errors are
 translated in one place: ENOENT and ESRCH mean the process is gone (ESRCH: it
 exited while a file was open), EACCES and EPERM mean access was refused
-(ptrace access mode checks in ``mm_access()``, linux-procfs.md section 5).
+(ptrace access mode checks in ``mm_access()``, fs/proc/base.c).
 """
 
 from __future__ import annotations
@@ -69,17 +69,13 @@ def open_dir(pid: int) -> int:
         return os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
-def read(pid: int, name: str, buf: bytearray, engine, dir_fd: Optional[int] = None,  # type: ignore[no-untyped-def]
-         pause: float = 0.0) -> memoryview:
-    """Read /proc/PID/NAME whole into ``buf``; return a view of the bytes read.
-
-    ``pause``: seconds to sleep between read() calls (see _pure.read_all).
-    """
+def read(pid: int, name: str, buf: bytearray, engine) -> memoryview:  # type: ignore[no-untyped-def]
+    """Read /proc/PID/NAME whole into ``buf``; return a view of the bytes read."""
     p = path(pid, name)
-    with translated(pid, p, dir_fd is not None):
-        fd = os.open(name if dir_fd is not None else p, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    with translated(pid, p):
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            n = _pure.read_all(fd, buf, pause) if pause > 0 else engine.read_all(fd, buf)
+            n = engine.read_all(fd, buf)
         finally:
             os.close(fd)
     return memoryview(buf)[:n]
@@ -91,6 +87,55 @@ def parsed(pid: int, name: str, parse, data):  # type: ignore[no-untyped-def]
         return parse(data)
     except ParseError as err:
         raise ParseError(err.msg, err.offset, path(pid, name)) from None
+
+
+# Text read while the process maps and unmaps may list a mapping twice
+# (_pure.first_overlap): it is read again, this many times in all.
+READ_TRIES = 5
+
+
+def without_overlap(pid: int, name: str, read, first_overlap):  # type: ignore[no-untyped-def]
+    """``read()``, which returns a parsed table first (and what else its
+    caller needs), again until the table lists no mapping twice."""
+    for _ in range(READ_TRIES):
+        got = read()
+        if first_overlap(got[0]) < 0:
+            return got
+    raise Error(f"pid {pid} kept changing its mappings while its {name} was read: "
+                f"{READ_TRIES} reads each listed a mapping twice")
+
+
+# The Cython engine parses smaps on a helper thread while the kernel is
+# still producing it, handed over in pieces of this many bytes (about 30 of
+# the kernel's ~4 KiB reads): few wake-ups, and a short last piece, which
+# the reader parses itself.
+SMAPS_PIECE = 128 * 1024
+
+
+def read_smaps(pid: int, buf: bytearray, engine, dir_fd: int, pause: float = 0.0):  # type: ignore[no-untyped-def]
+    """/proc/PID/smaps read whole into ``buf`` through ``dir_fd`` and parsed:
+    (length, SmapsTable or the ParseError, naming the file), as
+    ``_pure.read_parse_smaps``. With ``pause`` (seconds between read()
+    calls, see _pure.read_all) the text is read, then parsed; with one CPU
+    to run on, there is no second one to parse on meanwhile."""
+    with translated(pid, path(pid, "smaps"), True):
+        fd = os.open("smaps", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            if pause > 0:
+                n = _pure.read_all(fd, buf, pause)
+                with memoryview(buf) as whole, whole[:n] as data:
+                    try:
+                        result = engine.parse_smaps(data)
+                    except ParseError as err:
+                        result = err
+            else:
+                piece = SMAPS_PIECE if len(os.sched_getaffinity(0)) > 1 else 0
+                n, result = engine.read_parse_smaps(fd, buf, piece)
+        finally:
+            os.close(fd)
+    if isinstance(result, ParseError):
+        result = ParseError(result.msg, result.offset, path(pid, "smaps"))
+    return n, result
 
 
 class Stat(NamedTuple):
@@ -139,7 +184,8 @@ def stat_after_read(pid: int, dir_fd: int, empty: bool) -> Stat:
     if what was read cannot be trusted.
 
     A target that turns zombie while smaps is read makes read() return 0:
-    a silent EOF with truncated text (linux-procfs.md section 6). Only this
+    a silent EOF with truncated text (m_start() in fs/proc/task_mmu.c finds
+    no mm and ends the file). Only this
     check tells a complete read from a truncated one. An empty smaps is a
     zombie, an exiting process or a kernel thread: never zero memory.
     """

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from array import array
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 from ._errors import ParseError
 from ._types import (
@@ -50,7 +50,9 @@ from ._types import (
 
 __all__ = [
     "read_all",
+    "read_parse_smaps",
     "parse_smaps",
+    "first_overlap",
     "parse_rollup",
     "parse_status",
     "classify",
@@ -89,7 +91,7 @@ def read_all(fd: int, buf: bytearray, pause: float = 0.0) -> int:
     the reader takes it again before a waiting mmap/munmap runs (rwsem
     reader lock stealing, up to the ~4 ms handoff). A pause of ~50 us
     between chunks gave most of a mmap-heavy target's throughput back
-    (anchors.md section 5, "Pacing").
+    (bench/test_bench_sampler.py measures it with bench/churn.c).
     """
     if len(buf) < 65536:
         buf.extend(bytes(65536 - len(buf)))
@@ -261,6 +263,39 @@ def parse_smaps(buf: bytes) -> SmapsTable:
 _ZEROS = array("q", bytes(8 * NFIELDS))
 
 
+def read_parse_smaps(fd: int, buf: bytearray, piece: int = 0) -> "Tuple[int, Union[SmapsTable, ParseError]]":
+    """read_all then parse_smaps: (length, SmapsTable), or (length, the
+    ParseError), returned, not raised. A process that exits while its smaps
+    is read cuts the text short (m_start() in fs/proc/task_mmu.c finds no mm
+    and ends the file): only the caller,
+    looking at the process afterwards, can tell that from malformed text.
+
+    ``piece``: the Cython engine hands the text to a helper thread each time
+    ``piece`` more bytes arrived, so that it is parsed while the kernel
+    produces the rest (0: not). This engine reads, then parses.
+    """
+    n = read_all(fd, buf)
+    with memoryview(buf) as whole, whole[:n] as data:
+        try:
+            return n, parse_smaps(data)
+        except ParseError as err:
+            return n, err
+
+
+def first_overlap(t: SmapsTable) -> int:
+    """Index of the first mapping that starts below the end of the one
+    before it, or -1. The kernel lists mappings in address order, but each
+    read() of smaps or maps resumes after the last mapping it gave: one that
+    grew across that address between two reads (a neighbour mapped and
+    merged into it) is listed again, overlapping. Such text tells of several
+    moments, and its sums count some memory twice."""
+    starts, ends = t.starts, t.ends
+    for i in range(1, len(starts)):
+        if starts[i] < ends[i - 1]:
+            return i
+    return -1
+
+
 def parse_rollup(buf: bytes) -> MemFields:
     """Parse /proc/PID/smaps_rollup (kernel 4.14+): one ``[rollup]`` record."""
     t = parse_smaps(buf)
@@ -383,7 +418,7 @@ def _by_name(name: str, perms: int, inode: int, dev: int, ctx: LayoutContext) ->
 def _go_arena_runs(t: SmapsTable, n: int) -> bytearray:
     """Mark the mappings of Go heap arenas: runs of adjacent unnamed private
     anonymous rw-p/---p mappings that start and end on 64 MiB boundaries
-    below 2^46 (go-runtime.md 1.2-1.3). MAP_NORESERVE (``nr``) marks glibc
+    below 2^46 (runtime/malloc.go: heapArenaBytes, arena hints). MAP_NORESERVE (``nr``) marks glibc
     2.36 arenas, never Go's."""
     marks = bytearray(n)
     starts, ends, perms, names, inodes, flags = t.starts, t.ends, t.perms, t.names, t.inodes, t.vmflags
@@ -530,7 +565,7 @@ def accumulate(t: SmapsTable, cats: bytes) -> List[int]:
 # ------------------------------------------------------------------ pagemap
 #
 # Page counts of address ranges of a live process, from its /proc/PID/pagemap
-# (linux-procfs.md sections 3 and 4). Both engines follow the same steps, so
+# (Documentation/admin-guide/mm/pagemap.rst). Both engines follow the same steps, so
 # they give the same counts on the same process state:
 #
 # 1. PAGEMAP_SCAN (kernel 6.7+) over the ranges, ranges closer than

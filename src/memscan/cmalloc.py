@@ -16,56 +16,56 @@ returns address intervals of kind
 ``tcmalloc``       ``[heap]`` and the library's static metadata under tcmalloc
 =================  ============================================================
 
-(shared/reference/glibc-malloc.md sections 1-10 are the facts relied on;
-section numbers below refer to it.)
+(The structures are glibc's own: malloc/malloc.c, malloc/arena.c and
+nptl/allocatestack.c.)
 
 How each is found:
 
-- ``main_arena`` by the signature scan of 5.2 method 1 over libc's writable
+- ``main_arena`` by a signature scan over libc's writable
   data (a 16-aligned ``malloc_state`` with at least 64 of its 127 bins
   pointing to themselves, and, since the address 16 bytes higher collects
   as many votes when the unsorted bin is in use, every other bin, ``top``
   and ``next`` pointing where a main arena's can), or else through the
-  arenas' ``next`` ring (method 3); ``mp_`` by the ranked scan of method 4.
+  arenas' ``next`` ring; ``mp_`` by a ranked scan (:func:`mp_candidates`).
   ``[heap]`` is the main arena's when ``main_arena.top`` lies in it and ends
-  it, ``system_mem`` equals its size and ``mp_.sbrk_base`` its start (2,
-  5.1); as brk moves in a busy process, a failed check is retried against
+  it, ``system_mem`` equals its size and ``mp_.sbrk_base`` its start; as brk
+  moves in a busy process, a failed check is retried against
   a fresh ``[heap]`` end from /proc/PID/maps.
 - Thread arenas: every 64 MiB-aligned address (4 huge pages with
   ``glibc.malloc.hugetlb=2`` before 2.42, from ``mp_.hp_pagesize``) in an
   anonymous ``rw-p`` mapping whose page is present is a ``heap_info``
-  candidate, kept only when it passes every check of 5.1 (sizes, mapping
+  candidate, kept only when it passes every check (sizes, mapping
   shape, the ``prev`` chain, the arena's ``top`` and ``system_mem``, its
-  bins, and the ``next`` ring through ``main_arena``; check 7, VmFlags
-  ``nr``, only warns). An arena failing check 5 is read again, up to four
-  times, before it is rejected: its thread may be allocating.
-- Thread stacks (6): a ``---p`` guard of at most 256 KiB directly below an
+  bins, and the ``next`` ring through ``main_arena``; VmFlags ``nr``
+  only warns). An arena whose ``malloc_state`` fails (``top``,
+  ``system_mem``, bins) is read again, up to four times, before it is rejected: its thread may be allocating.
+- Thread stacks: a ``---p`` guard of at most 256 KiB directly below an
   anonymous ``rw-p`` mapping, confirmed by the TCB at its top: any
   16-aligned ``pd`` in the top two pages with ``tcb == self == pd``
   (``*(pd) == pd``, ``*(pd+16) == pd``; 2.36 puts it at ``end - 0x940``, but
   the offset is not assumed). When the top pages cannot be read (not
   present), the shape alone is accepted, with a warning, when both mappings
   carry ``nh`` (MAP_STACK, kernel 6.7+) or the kernel predates ``nh``.
-- Mmapped chunks by the page-granular walker of 4.3: every present page of
+- Mmapped chunks by a page-granular walk: every present page of
   the anonymous ``rw-p`` mappings not claimed above is probed with one
   16-byte read for a header ``(0, len|IS_MMAPPED)`` (or the header form of
   glibc master after 2.42); a hit skips the chunk. The count and bytes
   found are checked against ``mp_.n_mmaps`` and ``mp_.mmapped_mem``.
-- jemalloc (8): when ``libjemalloc`` is loaded and owns malloc, its
+- jemalloc: when ``libjemalloc`` is loaded and owns malloc, its
   anonymous ``rw-p`` regions with VmFlags ``nr`` (MAP_NORESERVE) and without
   ``ac``; there are no in-band headers. tcmalloc: ``[heap]`` plus the static
   metadata in the library's ``.bss``. "Owns malloc" means glibc's main arena
   is unused: ``system_mem`` 0, ``top`` still the initial one, no brk and no
-  mmapped chunk in ``mp_``. (Not "uninitialised", as section 8 has it:
+  mmapped chunk in ``mp_``. (Not "uninitialised", as one might expect:
   glibc 2.34+ initialises ``main_arena`` in ``__libc_early_init``, so its
   bins point to themselves under a preloaded allocator too.)
 
 Safety: ``/proc/PID/mem`` is opened ``O_RDONLY`` and read with ``os.pread``
 only; nothing is written and the target is never ptraced (reading needs
-ptrace-read access all the same: linux-procfs.md section 5). Before any
+ptrace-read access all the same: ``mm_access()`` in fs/proc/base.c). Before any
 read, pagemap must say that every page read is present: reading a
-non-present anonymous page would map the shared zero page into the target
-(10.1), and reading a swapped page would swap it in. Reads are small (16
+non-present anonymous page would map the shared zero page into the target,
+and reading a swapped page would swap it in. Reads are small (16
 bytes per probed page, 48 per ``heap_info``, one ``malloc_state`` per arena,
 two pages per stack, libc's writable data) and their total is capped
 (``max_bytes``).
@@ -109,9 +109,9 @@ MAX_READ_BYTES = 32 << 20
 PAGE = 4096
 KIB = 1024
 MIB = 1 << 20
-HEAP_MAX = 64 * MIB  # HEAP_MAX_SIZE on 64-bit (3.1)
+HEAP_MAX = 64 * MIB  # HEAP_MAX_SIZE on 64-bit (malloc/arena.c)
 MMAP_THRESHOLD_MAX = 32 * MIB  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
-GUARD_MAX = 256 * KIB  # pthread guards are one page by default (6)
+GUARD_MAX = 256 * KIB  # pthread guards are one page by default (nptl/allocatestack.c)
 PTHREAD_STACK_MIN = 16 * KIB
 IS_MMAPPED = 2
 
@@ -133,7 +133,7 @@ MS_SIZE = 0x898
 NBINS_PAIRS = 127  # bins[254]: 127 (fd, bk) pairs, bin 1 (unsorted) .. 127
 NONCONTIGUOUS_BIT = 2
 
-# struct malloc_par (5.2): field -> (offset, format) per layout.
+# struct malloc_par (malloc/malloc.c): field -> (offset, format) per layout.
 _MP_LAYOUTS: Dict[str, Dict[str, Tuple[int, str]]] = {
     # glibc 2.35+ (thp_pagesize, hp_pagesize, hp_flags added in 2.35).
     "2.35": {
@@ -200,7 +200,7 @@ def mmapped_chunk_len(prev_size: int, size_word: int, page: int, limit: int) -> 
     size_word)`` was read at the start of ``page``, or None if it is none.
 
     glibc <= 2.42: ``(0, len | IS_MMAPPED)``; a memalign'ed chunk's mapping
-    keeps this stale header at its start (4.1). glibc master after 2.42:
+    keeps this stale header at its start (_int_memalign). glibc master after 2.42:
     ``(0 or MMAP_HP, len - 16 | IS_MMAPPED)``. The low bits must be exactly
     IS_MMAPPED (no PREV_INUSE, no NON_MAIN_ARENA), and the chunk must end by
     ``limit`` (the end of the anonymous mappings it lies in).
@@ -269,7 +269,7 @@ _MP_STRUCTS = {name: _mp_struct(lay) for name, lay in _MP_LAYOUTS.items()}
 
 def mp_candidates(data: bytes, base: int, heap_start: int) -> List[Tuple[int, int, str, Dict[str, int]]]:
     """Plausible ``mp_`` (``struct malloc_par``) in ``data`` read at
-    ``base``: (score, address, layout, fields), best first (5.2 method 4).
+    ``base``: (score, address, layout, fields), best first.
 
     ``heap_start``: start of ``[heap]``, 0 when there is none (then an
     ``sbrk_base`` of 0 scores).
@@ -453,7 +453,7 @@ class _Scan:
         self.arena_state: Dict[int, Tuple[int, ...]] = {}
         self.ring_complete = False  # every arena of the ring validated: "arena" is mallinfo2's
         # Heap size and alignment: HEAP_MAX_SIZE, or 4 huge pages with
-        # glibc.malloc.hugetlb=2 in 2.35-2.41 (3.1); set from mp_.
+        # glibc.malloc.hugetlb=2 in 2.35-2.41 (malloc/arena.c); set from mp_.
         self.heap_max = HEAP_MAX
         self.walk_runs: List[Tuple[int, int]] = []
         self.skip: List[Tuple[int, int]] = []  # sorted, disjoint: not walked
@@ -536,7 +536,7 @@ class _Scan:
         return any(s <= addr < e for s, e in self.libc_rw)
 
     def find_main_arena(self, last_try: bool) -> None:
-        """5.2 method 1: a 16-aligned malloc_state with >= 64 of 127 bins
+        """A 16-aligned malloc_state with >= 64 of 127 bins
         pointing to themselves, whose other fields make sense.
 
         Votes alone do not decide: when the unsorted bin is in use, the
@@ -666,7 +666,7 @@ class _Scan:
     # ------------------------------------------------------- thread arenas
 
     def find_heaps(self) -> Dict[int, List[int]]:
-        """Validated thread arenas: ar_ptr -> its heaps' bases (5.1)."""
+        """Validated thread arenas: ar_ptr -> its heaps' bases."""
         cands: Dict[int, Tuple[int, int, int, int, int, int]] = {}  # base -> (ar, prev, size, mprot, pagesize, hdr)
         for r in self.rows:
             if not (r.anon and _is_rw(r)):
@@ -746,7 +746,7 @@ class _Scan:
         return (ar, prev, size, mprot, pagesize, hdr)
 
     def _arena_ok(self, ar: int, bases: List[int], cands) -> bool:  # type: ignore[no-untyped-def]
-        """5.1 check 5 for the arena at ``ar`` with heaps ``bases``. The
+        """The malloc_state check of the arena at ``ar`` with heaps ``bases``. The
         target runs on: a failed check is read again (heap_infos, then the
         malloc_state, close together) up to four times before the arena is
         rejected."""
@@ -799,10 +799,10 @@ class _Scan:
         return ""
 
     def check_ring(self, valid: Dict[int, List[int]]) -> Dict[int, List[int]]:
-        """5.1 check 6: the ``next`` ring (ar+0x870) is circular, through
+        """The ``next`` ring (ar+0x870) is circular, through
         every validated arena, with exactly one member outside the heaps:
-        ``main_arena``, in libc's writable data (5.2 method 3 when the
-        signature scan found no main_arena)."""
+        ``main_arena``, in libc's writable data (which finds main_arena
+        when the signature scan found none)."""
         states = self.arena_state
         if not valid and not self.main_arena:
             return valid
@@ -1241,7 +1241,7 @@ def _run(s: _Scan, hint: Optional[str]) -> Optional[str]:
         if owner == "glibc":
             valid = s.check_ring(s.find_heaps())
             if s.main_arena and not s.main_fields:
-                s.main_arena_fields()  # found through the ring (5.2 method 3)
+                s.main_arena_fields()  # found through the ring
             heaps = 0
             size = 0
             for ar, bases in valid.items():

@@ -16,8 +16,8 @@ Entry points:
   process, :func:`allocator` names the C allocator from the loaded shared
   objects, :func:`is_shared_object_name` tells libraries from other files.
 
-Facts relied on: shared/reference/go-runtime.md sections 1.3, 6.2, 6.4, 6.5,
-7 and glibc-malloc.md section 8.
+Facts relied on: Go's debug/buildinfo format, runtime/malloc.go (the heap
+base), and the names each allocator's library is installed under.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class GoInfo(NamedTuple):
     race: bool
     #: ``build DefaultGODEBUG=`` value, ``""`` if none.
     godebug: str
-    #: Heap arenas start at a random 64 MiB-aligned base (go-runtime.md 1.3):
+    #: Heap arenas start at a random 64 MiB-aligned base (runtime/malloc.go):
     #: Go >= 1.26, 64-bit, not ``norandomizedheapbase64``, not race/msan/asan.
     #: When False (64-bit) the arenas start at 0xc000000000.
     randomized_heap: bool
@@ -693,9 +693,8 @@ def allocator(lib_names: Iterable[str]) -> Optional[str]:
     musl system load a libc.so.6 shim), then "glibc" (libc.so.6, or
     libc-2.NN.so for glibc < 2.34 which maps the real file name). None when
     none is loaded (static Go binary, or an allocator linked statically into
-    the executable, which this cannot see). This is a hint: glibc-malloc.md
-    section 8 explains how to confirm that the preloaded allocator really
-    owns malloc (main_arena uninitialised).
+    the executable, which this cannot see). This is a hint: cmalloc confirms
+    that a preloaded allocator really owns malloc (glibc's main arena unused).
     """
     bases = {os.path.basename(_strip_deleted(n)) for n in lib_names}
     for prefix, result in (

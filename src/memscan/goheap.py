@@ -2,7 +2,7 @@
 
 For the exact tier: every 8 KiB runtime page of every heap arena of one Go
 runtime gets a state, from the runtime's structures read read-only through
-``/proc/PID/mem`` (go-runtime.md sections 1, 5, 6 and 7):
+``/proc/PID/mem`` (runtime/mheap.go, mpagealloc.go, mgcscavenge.go):
 
 - ``mheap_.heapArenas`` (``allArenas`` before Go 1.25) lists the arenas;
   ``mheap_.arenas[l1][l2]`` points to each one's ``heapArena``, whose
@@ -84,7 +84,7 @@ experiment set is refused). With the symbol table (``-w``) the addresses
 come from it, and the sizes of a few runtime variables (mheap_, m0, g0,
 emptymspan...) must match the table's. Without symbols (``-s``) mheap_ and
 allp are found in the target by a symbol-less scan of the module's data
-segments for the heap index pointer (go-runtime.md 6.4), validated against
+segments for the heap index pointer (mheap_.arenas), validated against
 the heap it leads to (see :func:`_resolve`); several or no candidates is a
 NoRuntimeInfo, never a guess.
 """
@@ -773,7 +773,7 @@ def _check_layout(lay: _Layout, path: str) -> None:
 
 
 # --------------------------------------------------------------------------
-# Layout tables: binaries without DWARF (go-runtime.md 6.4)
+# Layout tables: binaries without DWARF (-ldflags=-w)
 
 #: _Layout fields that belong to one binary (addresses, version, where the
 #: layout came from), not to its Go version's runtime: not in the tables.

@@ -3,7 +3,7 @@
 For the exact tier's ``go_runtime`` category: besides its heap arenas (see
 :mod:`memscan.goheap`) a Go runtime maps metadata with ``mmap(NULL, ...)``
 in the top-down mmap area, where the kernel merges it with glibc's chunks
-and thread stacks (go-runtime.md sections 3 and 6). Every such block is
+and thread stacks (runtime/malloc.go, persistentalloc and sysAlloc). Every such block is
 found here by following the runtime's own pointers from its globals, read
 read-only through ``/proc/PID/mem`` with goheap's machinery (layouts from
 DWARF, or goheap's shipped tables; bounded, pagemap-checked reads; pointers

@@ -11,9 +11,9 @@ this process alone) and the zero page (present but not in Rss)::
 The counting is the engines' ``page_counts`` (PAGEMAP_SCAN on kernel 6.7+,
 pread of pagemap before; see ``_pure``). Reading pagemap takes the target's
 mmap_lock, stalling its mmap/munmap for the duration of a read
-(linux-procfs.md section 7).
+(fs/proc/task_mmu.c).
 
-Permissions (linux-procfs.md section 5): pagemap is mode 0400 and needs
+Permissions (fs/proc/base.c): pagemap is mode 0400 and needs
 PTRACE_MODE_READ_FSCREDS at open: the process's owner or CAP_SYS_PTRACE
 (+ CAP_DAC_READ_SEARCH for other users' processes); denial is AccessDenied.
 A process that is gone or a zombie at open, or exits while being counted,

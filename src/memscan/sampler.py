@@ -38,7 +38,7 @@ previous one overran (or, polite, because the target's lock budget is
 spent) is skipped, and the next sample says how many were (``missed``);
 ``seq`` counts skipped ticks too.
 
-Where each figure comes from, and how fresh it is (linux-procfs.md 7.4):
+Where each figure comes from, and how fresh it is:
 
 - ``rss``: /proc/PID/status (VmRSS), this tick. The per-mm counters cost
   ~10 us and take no lock; on a full-scan tick it is the scan's total.
@@ -57,7 +57,7 @@ Where each figure comes from, and how fresh it is (linux-procfs.md 7.4):
   the target, for up to ``RECOUNT_AFTER`` seconds. What status cannot show
   (as many pages mapped in one category as unmapped in another between two
   reads; a change below the per-CPU counters' batch, as status's counters
-  are per-CPU since kernel 6.2, linux-procfs.md 7.1) shows at the next
+  are per-CPU since kernel 6.2) shows at the next
   count, at most that much later.
 - ``go_heap_detail`` (exact tier): this tick's resident pages of the Go
   heap's page-state intervals, but the intervals (which spans hold objects,
@@ -71,7 +71,7 @@ Where each figure comes from, and how fresh it is (linux-procfs.md 7.4):
 Politeness (``polite=True``, the default): smaps, pagemap and PAGEMAP_SCAN
 walk the page tables under the target's mmap_lock, stalling its mmap,
 munmap and mprotect (a 10 Hz full-smaps reader cut an mmap-heavy target's
-throughput by 22-46 %, anchors.md section 5). A count is one ioctl that
+throughput by 22-46 %, bench/test_bench_sampler.py). A count is one ioctl that
 holds the lock while it walks: its CPU time is the time it holds the lock
 (waiting for the lock costs the target nothing), and counts are kept to
 ``LOCK_SHARE`` (2 %) of wall time: after a count that took d seconds of
@@ -90,7 +90,7 @@ seconds whatever they cost the target. ``sample()`` is never paced: a
 caller driving its own clock chooses the rate.
 
 Liveness: a target exiting mid-read makes maps read as a silent EOF
-(linux-procfs.md section 6). Every tick ends with a liveness check (a pidfd
+(m_start() in fs/proc/task_mmu.c finds no mm). Every tick ends with a liveness check (a pidfd
 where the kernel and Python have one, /proc/PID/stat otherwise); a sample
 read while the process was exiting is dropped, and iteration ends with
 ``exited`` True. A process whose main thread exited alone (pthread_exit in
@@ -472,7 +472,7 @@ class Sampler:
         """VmRSS and the counters that change whenever a page is mapped or unmapped."""
         p = _procfs.path(self._via, "status")
         with _procfs.translated(self.pid, p, True):
-            # One record of ~1.5 KB: one pread returns it all (linux-procfs.md 7.3).
+            # One record of ~1.5 KB: one pread returns it all (seq_file fills a page).
             data = os.pread(self._status_fd, _STATUS_READ, 0)
             if len(data) == _STATUS_READ:
                 n = self._eng.read_all(self._status_fd, self._status_buf)
@@ -542,7 +542,14 @@ class Sampler:
             self._classified.move_to_end(maps)
             self._intervals = iv
             return
-        t = _procfs.parsed(self.pid, "maps", self._eng.parse_smaps, maps)
+        first = [maps]  # the text just read, then fresh ones
+
+        def read():  # type: ignore[no-untyped-def]
+            text = first.pop() if first else self._read_maps()
+            return _procfs.parsed(self.pid, "maps", self._eng.parse_smaps, text), text
+
+        t, maps = _procfs.without_overlap(self.pid, "maps", read, self._eng.first_overlap)
+        self._maps_seen = maps
         if not len(t):
             raise NoSuchProcess(self.pid, "process exited")  # a live process always has mappings
         flags = self._flags

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import _procfs, cmalloc, exact, fallback, goheap, goruntime, layout, pagemap
-from ._errors import AccessDenied, Error, NoSuchProcess
+from ._errors import AccessDenied, Error, NoSuchProcess, ParseError
 from ._impl import get_engine
 from ._types import C_MALLOC, CATEGORIES, GO_HEAP, GO_RUNTIME, THREAD_STACKS, Counters, SmapsTable
 from .snapshot import Snapshot
@@ -106,14 +106,18 @@ def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0) -
     if buf is None:
         buf = _local.buf = bytearray()
     dir_fd = _procfs.open_dir(pid)
+
+    def read():  # type: ignore[no-untyped-def]
+        n, table = _procfs.read_smaps(pid, buf, eng, dir_fd, pause)
+        # A process that exited mid-read ends its smaps early: that, not
+        # the text's end, is the error to report.
+        st = _procfs.stat_after_read(pid, dir_fd, n == 0)
+        if isinstance(table, ParseError):
+            raise table
+        return table, st
+
     try:
-        data = _procfs.read(pid, "smaps", buf, eng, dir_fd, pause)
-        try:
-            st = _procfs.stat_after_read(pid, dir_fd, not data)
-            table = _procfs.parsed(pid, "smaps", eng.parse_smaps, data)
-        finally:
-            # A view left alive (in a traceback) would stop the buffer growing.
-            data.release()
+        table, st = _procfs.without_overlap(pid, "smaps", read, eng.first_overlap)
     finally:
         os.close(dir_fd)
     lay = _layout_of(pid, st.starttime, table)

@@ -68,7 +68,7 @@ static void fill(void *p, size_t n) {
 
 /* Record an mmapped chunk: glibc <= 2.42 keeps (prev_size = offset of the
  * chunk in its mapping, size = (len - offset) | IS_MMAPPED) 16 bytes below
- * the user pointer (glibc-malloc.md 4.1). */
+ * the user pointer (malloc/malloc.c, sysmalloc_mmap). */
 static void record(void *user, size_t request) {
 	pthread_mutex_lock(&mu);
 	if (nchunks == MAX_ITEMS) { fprintf(stderr, "too many chunks\n"); exit(2); }

@@ -255,7 +255,7 @@ func main() {
 			runtime.GC()
 			// FreeOSMemory = another GC + scavenge everything: one GC alone
 			// does not return the just-freed heap (the scavenger's goal still
-			// counts it), see go-runtime.md §5.2.
+			// counts it; runtime/mgcscavenge.go).
 			debug.FreeOSMemory()
 		case "cleak":
 			n, ok := mibArg(fields)
