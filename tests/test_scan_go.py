@@ -163,8 +163,11 @@ def test_demo_command(tmp_path):
     assert rec.end is not None and rec.end["reason"] == "end of the demo"
     assert (out / "demo.png").stat().st_size > 10_000
     # Each phase shows in the figures: the live heap, its pages kept as free,
-    # then released, then C memory growing while the Go heap is flat.
-    assert max(rec.column("go_heap.objects")) >= 64 * MIB
+    # then released, then C memory growing while the Go heap is flat. (A
+    # sample whose heap read raced the allocating program is a layout-tier
+    # one, without the heap's page states.)
+    assert max(v or 0 for v in rec.column("go_heap.objects")) >= 64 * MIB
+    assert all(r["tier"] == "layout" for r in rec.rows if r.get("go_heap.objects") is None)
     assert max(v or 0 for v in rec.column("go_heap.free")) >= 48 * MIB
     assert rec.column("c_malloc")[-1] - min(rec.column("c_malloc")) >= 32 * MIB
     assert "go_heap" in proc.stdout and "C memory grew" in proc.stdout and "likely cgo leak" in proc.stdout
