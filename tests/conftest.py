@@ -34,7 +34,7 @@ def go_program(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..
 
 @pytest.fixture(scope="session")
 def _cprograms(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    yield from cprograms(tmp_path_factory)
+    return cprograms(tmp_path_factory)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import os
 import selectors
 import shutil
 import subprocess
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import pytest
 
@@ -55,16 +55,15 @@ class CProgram:
                     pass
 
 
-def cprograms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Factory: ``cprog("mallocs", *args, env=None) -> CProgram``; the C
-    sources are compiled once per session (into a temporary directory) and
-    every program started is killed at the end."""
+def cprograms(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., CProgram]:
+    """Factory: ``start("mallocs", *args, env=None) -> CProgram``; each C
+    source is compiled on first use (into a temporary directory). Stopping
+    what it started is the caller's (the ``cprog`` fixture does it per test)."""
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.skip("gcc is needed to build the C test programs")
     out = tmp_path_factory.mktemp("cprogs")
     built: Dict[str, str] = {}
-    started: List[CProgram] = []
 
     def start(name: str, *args: Any, env: Optional[Dict[str, str]] = None) -> CProgram:
         if name not in built:
@@ -75,12 +74,6 @@ def cprograms(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                 check=True,
             )
             built[name] = exe
-        prog = CProgram([built[name], *map(str, args)], env)
-        started.append(prog)
-        return prog
+        return CProgram([built[name], *map(str, args)], env)
 
-    try:
-        yield start
-    finally:
-        for prog in started:
-            prog.stop()
+    return start
