@@ -235,8 +235,6 @@ cdef object _parse_error(str msg, Py_ssize_t offset):
 
 
 cdef object _error_of(int code, Py_ssize_t offset):
-    if code == E_NOMEM:
-        return MemoryError()
     return ParseError(_MESSAGES[code], offset)
 
 
@@ -812,6 +810,12 @@ cdef void _take_back() noexcept nogil:
     ms_store32(&_h.waiting, 0)
 
 
+cdef void _give_back() noexcept nogil:
+    """The helper free for the next read, the rest of this one the reader's."""
+    _take_back()
+    ms_store32(&_h.busy, 0)
+
+
 cdef Py_ssize_t _line_end(const unsigned char* s, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
     """One past the last newline in [lo, hi), or lo if there is none."""
     while hi > lo and s[hi - 1] != 10:
@@ -841,9 +845,8 @@ def read_parse_smaps(int fd, bytearray buf, Py_ssize_t piece=0):
             if helped and n == len(buf):
                 # The buffer moves when it grows: the rest is parsed here.
                 with nogil:
-                    _take_back()
+                    _give_back()
                 helped = False
-                ms_store32(&_h.busy, 0)
             got = _read_at(fd, buf, n)
             if got == 0:
                 break
@@ -855,9 +858,8 @@ def read_parse_smaps(int fd, bytearray buf, Py_ssize_t piece=0):
                     _publish(end)
         if helped:
             with nogil:
-                _take_back()
+                _give_back()
             helped = False
-            ms_store32(&_h.busy, 0)
         if n == 0:
             return 0, SmapsTable()
         p = <const unsigned char*>PyByteArray_AS_STRING(buf)
@@ -868,8 +870,7 @@ def read_parse_smaps(int fd, bytearray buf, Py_ssize_t piece=0):
     finally:
         if helped:
             with nogil:
-                _take_back()
-            ms_store32(&_h.busy, 0)
+                _give_back()
         _parse_free(&st)
 
 
