@@ -12,11 +12,10 @@ files, shared memory, kernel pages, or other anonymous memory.
 from ._errors import AccessDenied, Error, NoSuchProcess, ParseError
 from ._impl import IMPLEMENTATION
 from ._types import CATEGORIES, COUNTER_FIELDS, Counters
+from ._version import __version__
 from .sampler import Sample, Sampler
 from .scan import TIERS, scan
 from .snapshot import GoRuntime, Snapshot
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AccessDenied",

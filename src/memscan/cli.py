@@ -15,7 +15,8 @@ import re
 import sys
 from typing import Optional, Sequence
 
-from . import __version__, fallback
+from . import fallback
+from ._version import __version__
 from ._errors import Error
 from ._impl import ENGINES
 from ._types import CATEGORIES

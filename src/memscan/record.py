@@ -40,7 +40,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import __version__, _procfs
+from . import _procfs
+from ._version import __version__
 from ._errors import Error
 from ._impl import engine as _engine
 from ._types import CATEGORIES
