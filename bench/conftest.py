@@ -50,7 +50,7 @@ except ImportError as _err:  # the extension is not built
     FAST_MISSING = f"memscan._fast is not built ({_err}); run: python3 setup.py build_ext --inplace"
 else:
     FAST_MISSING = None
-HAVE_CYTHON = _fast is not None and "cython" in getattr(memscan._impl, "ENGINES", {})
+HAVE_CYTHON = _fast is not None and "cython" in memscan.engine.ENGINES
 if _fast is not None and not HAVE_CYTHON:
     FAST_MISSING = "memscan's Cython engine is disabled (MEMSCAN_NO_EXTENSIONS or not CPython)"
 
@@ -141,8 +141,8 @@ class RawReader:
         self.fd = os.open(f"/proc/{pid}/smaps", os.O_RDONLY | os.O_CLOEXEC)
         self.buf = bytearray()
         # Without the extension fall back to the pure-Python loop (slower floor; labelled).
-        self.read_all = _fast.read_all if _fast is not None else memscan._pure.read_all
-        self.kind = "_fast.read_all" if _fast is not None else "_pure.read_all (extension missing)"
+        self.read_all = _fast.read_all if _fast is not None else memscan.engine.pure.read_all
+        self.kind = "_fast.read_all" if _fast is not None else "engine.pure.read_all (extension missing)"
 
     def __call__(self) -> int:
         return self.read_all(self.fd, self.buf)
@@ -388,8 +388,7 @@ class GoTarget(NamedTuple):
 @pytest.fixture(scope="session")
 def go_demo() -> GoDemo:
     """The bundled Go demo, built without cgo (cached by gobuild after the first ~15 s build)."""
-    from memscan import gobuild
-    from memscan.demo_run import DEMO_DIR
+    from memscan.demo import build as gobuild
 
     try:
         goroot = gobuild.find_goroot()
@@ -399,7 +398,7 @@ def go_demo() -> GoDemo:
     t0 = time.perf_counter()
     try:
         # The name the tests use too (tests/goprogram.py): one cache entry.
-        exe = gobuild.build(DEMO_DIR, goroot=goroot, cgo=False, out_name="memscandemo")
+        exe = gobuild.build(gobuild.DEMO_DIR, goroot=goroot, cgo=False, out_name="memscandemo")
     except gobuild.BuildError as err:
         pytest.fail(f"building the Go demo failed: {err}")
     return GoDemo(exe, version, time.perf_counter() - t0)

@@ -30,9 +30,8 @@ from typing import Any, Dict, List, Optional
 
 import psutil
 
-from memscan import gobuild
-from memscan.demo_run import DEMO_DIR
-from memscan.sampler import Sampler
+from memscan.core.sampler import Sampler
+from memscan.demo import build as gobuild
 
 MiB = 1 << 20
 #: Growth allowed after the warm-up (the first WARMUP of the samples).
@@ -95,7 +94,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the final figures as one JSON line")
     args = ap.parse_args(argv)
 
-    binary = gobuild.build(DEMO_DIR, goroot=gobuild.find_goroot(), cgo=True, out_name="memscan-demo")
+    binary = gobuild.build(gobuild.DEMO_DIR, goroot=gobuild.find_goroot(), cgo=True, out_name="memscan-demo")
     target = subprocess.Popen([binary, "-heap", "64", "-goroutines", "50", "-csmall", "200"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert target.stdout is not None

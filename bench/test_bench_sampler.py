@@ -38,7 +38,7 @@ import psutil
 import pytest
 
 import memscan
-from memscan import sampler as sampler_mod
+from memscan.core import sampler as sampler_mod
 
 from conftest import RawReader, _count_vmas, _pin_threads, _read_json_line, compile_c, round_robin, smoke_mode, stop
 
@@ -143,14 +143,13 @@ class GoRate(NamedTuple):
 @pytest.fixture(scope="session")
 def go_rate_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoRate]:
     """The demo built with cgo, 256 MiB of live heap and 100 C threads (~300 mappings)."""
-    from memscan import gobuild
-    from memscan.demo_run import DEMO_DIR
+    from memscan.demo import build as gobuild
 
     try:
         goroot = gobuild.find_goroot()
     except gobuild.ToolchainMissing as err:
         pytest.skip(f"no Go toolchain to build the demo: {err}")
-    exe = gobuild.build(DEMO_DIR, goroot=goroot, cgo=True, out_name="memscandemo")
+    exe = gobuild.build(gobuild.DEMO_DIR, goroot=goroot, cgo=True, out_name="memscandemo")
     stderr_path = tmp_path_factory.mktemp("godemo-rate") / "stderr"
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen([exe, *RATE_ARGS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
@@ -240,11 +239,11 @@ def _scan_floor(pid: int) -> Callable[[], object]:
     """The kernel's part of a count: the engine's page_counts over one range
     from the lowest to the highest user mapping (no classification, no
     Python per range), on a pagemap fd kept open."""
-    from memscan import _impl
-    from memscan.pagemap import KERNEL_HALF, Pagemap
+    from memscan.engine import engine
+    from memscan.kernel.pagemap import KERNEL_HALF, Pagemap
 
     with open(f"/proc/{pid}/maps", "rb") as f:
-        t = _impl.engine.parse_smaps(f.read())
+        t = engine.parse_smaps(f.read())
     span = [(t.starts[0], max(e for e in t.ends if e <= KERNEL_HALF))]
     pm = Pagemap(pid)
 

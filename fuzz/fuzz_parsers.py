@@ -36,8 +36,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-with atheris.instrument_imports(include=["memscan._pure"]):
-    from memscan import ParseError, _pure
+with atheris.instrument_imports(include=["memscan.engine.pure"]):
+    from memscan import ParseError
+    from memscan.engine import pure
     from memscan._types import CATEGORIES, Interval, LayoutContext
 
 # The tests' model of page_counts (tests/ on the path after memscan is instrumented).
@@ -66,15 +67,15 @@ def outcome(fn, *args):
 
 def check_text(data: bytes) -> None:
     for name in ("parse_smaps", "parse_rollup", "parse_status"):
-        a = outcome(getattr(_pure, name), data)
+        a = outcome(getattr(pure, name), data)
         b = outcome(getattr(_fast, name), data)
         assert a == b, (name, a, b)
         if name == "parse_smaps" and a[0] == "ok":
             t = a[1]
             for ctx in CONTEXTS:
-                cats = _pure.classify(t, ctx)
+                cats = pure.classify(t, ctx)
                 assert cats == _fast.classify(t, ctx), ctx
-                assert _pure.accumulate(t, cats) == _fast.accumulate(t, cats), ctx
+                assert pure.accumulate(t, cats) == _fast.accumulate(t, cats), ctx
 
 
 def check_pagemap(data: bytes, fd: int) -> None:
@@ -88,13 +89,13 @@ def check_pagemap(data: bytes, fd: int) -> None:
     if ranges[1][0] > ranges[1][1]:
         ranges.pop()
     entries = [int.from_bytes(data[i : i + 8], "little") for i in range(0, 8 * pages, 8)]
-    want = model_counts(entries, ranges, _pure.zero_pfns())
-    assert _pure.page_counts_pread(fd, ranges) == want
+    want = model_counts(entries, ranges, pure.zero_pfns())
+    assert pure.page_counts_pread(fd, ranges) == want
     assert _fast.page_counts_pread(fd, ranges) == want
     # A range past the end of the file reads 0 bytes there: what pagemap does
     # once the process exited.
     beyond = [(0, (pages + 1) << 12)]
-    for engine in (_pure, _fast):
+    for engine in (pure, _fast):
         try:
             engine.page_counts_pread(fd, beyond)
         except ProcessLookupError:

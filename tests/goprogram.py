@@ -162,7 +162,7 @@ class GoPrograms:
         if key not in self._binaries:
             # Imported here, not at the top: conftest imports this module, and
             # a half-written memscan must not break every other test's setup.
-            from memscan import gobuild
+            from memscan.demo import build as gobuild
 
             self._binaries[key] = gobuild.build(
                 gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, out_name="memscandemo"
@@ -209,10 +209,9 @@ class GoPrograms:
 
 def c_shared_demo(version: str) -> str:
     """The demo built as a Go c-shared library (cgo), cached like every build."""
-    from memscan import gobuild
-    from memscan.demo_run import DEMO_DIR
+    from memscan.demo import build as gobuild
 
-    return gobuild.build(DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=True, buildmode="c-shared",
+    return gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=True, buildmode="c-shared",
                          out_name="libdemo.so")
 
 

@@ -1,4 +1,4 @@
-"""memscan.cmalloc against C programs that print their own ground truth.
+"""memscan.owners.c against C programs that print their own ground truth.
 
 tests/cprogs/mallocs.c (compiled once per session with gcc) mallocs into
 the main arena, three thread arenas and ~30 mmapped chunks (memalign'ed,
@@ -18,9 +18,9 @@ from typing import Any, Dict, List, Sequence, Tuple
 import pytest
 
 import memscan
-from memscan import cmalloc
-from memscan._impl import engine
-from memscan.pagemap import Pagemap
+from memscan.engine import engine
+from memscan.kernel.pagemap import Pagemap
+from memscan.owners import c as cmalloc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CPROGS = os.path.join(HERE, "cprogs")

@@ -1,4 +1,4 @@
-"""memscan.elfinfo against real files: Go builds, python, libc, gcc-made ELFs.
+"""memscan.elf against real files: Go builds, python, libc, gcc-made ELFs.
 
 readelf (binutils) is the oracle for program headers, notes and DT_NEEDED;
 ``go version`` for the expected Go version.
@@ -17,12 +17,12 @@ from typing import Dict, List, Tuple
 import pytest
 
 try:
-    from memscan import elfinfo
+    from memscan import elf as elfinfo
 except ImportError:  # the package __init__ is written by others and may be broken
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "src"))
     import importlib
 
-    elfinfo = importlib.import_module("memscan.elfinfo")
+    elfinfo = importlib.import_module("memscan.elf")
 
 from elftools.elf.elffile import ELFFile
 

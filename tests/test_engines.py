@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import memscan
-from memscan import ParseError, _pure
+from memscan import ParseError
 from memscan._types import CATEGORIES, F, NFIELDS, Interval, LayoutContext, SmapsTable
+from memscan.engine import pure
 from smapstext import M, render
 
 try:
@@ -25,7 +26,7 @@ except ImportError:  # a pure-Python build
 
 DATA = Path(__file__).parent / "data"
 CAPTURES = sorted(p for p in DATA.iterdir() if p.suffix in (".smaps", ".maps", ".smaps_rollup"))
-ENGINES = [pytest.param(_pure, id="python")]
+ENGINES = [pytest.param(pure, id="python")]
 if _fast is not None:
     ENGINES.append(pytest.param(_fast, id="cython"))
 both = pytest.mark.skipif(_fast is None, reason="the Cython engine is not built (MEMSCAN_NO_EXTENSIONS)")
@@ -57,21 +58,21 @@ def test_implementation_is_the_one_built():
 @pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
 def test_engines_agree_on_captures(path):
     data = path.read_bytes()
-    assert outcome(_pure.parse_smaps, data) == outcome(_fast.parse_smaps, data)
+    assert outcome(pure.parse_smaps, data) == outcome(_fast.parse_smaps, data)
     if path.suffix == ".smaps_rollup":
-        assert _pure.parse_rollup(data) == _fast.parse_rollup(data)
+        assert pure.parse_rollup(data) == _fast.parse_rollup(data)
 
 
 @both
 @pytest.mark.parametrize("path", [p for p in CAPTURES if p.suffix == ".smaps" and "truncated" not in p.name],
                          ids=lambda p: p.name)
 def test_engines_classify_and_sum_alike(path):
-    t = _pure.parse_smaps(path.read_bytes())
+    t = pure.parse_smaps(path.read_bytes())
     for go, go_only in ((False, False), (True, False), (True, True)):
         ctx = LayoutContext(-1, -1, 8 << 20, go, go_only, False, [Interval(t.starts[3], t.ends[3], 4)])
-        cats = _pure.classify(t, ctx)
+        cats = pure.classify(t, ctx)
         assert cats == _fast.classify(t, ctx)
-        assert _pure.accumulate(t, cats) == _fast.accumulate(t, cats)
+        assert pure.accumulate(t, cats) == _fast.accumulate(t, cats)
 
 
 def test_smaps_and_maps_captures_match(impl):
@@ -217,19 +218,19 @@ def mutate(text: bytes, data) -> bytes:
 @given(maps_st, st.data())
 def test_engines_agree_on_generated_text(maps, data):
     text = mutate(render(sorted(maps)), data)
-    a, b = outcome(_pure.parse_smaps, text), outcome(_fast.parse_smaps, text)
+    a, b = outcome(pure.parse_smaps, text), outcome(_fast.parse_smaps, text)
     assert a == b
     if a[0] == "ok":
         ctx = LayoutContext(-1, -1, 8 << 20, True, False, False, [])
-        assert _pure.classify(a[1], ctx) == _fast.classify(b[1], ctx)
-        assert _pure.accumulate(a[1], _pure.classify(a[1], ctx)) == _fast.accumulate(b[1], _fast.classify(b[1], ctx))
+        assert pure.classify(a[1], ctx) == _fast.classify(b[1], ctx)
+        assert pure.accumulate(a[1], pure.classify(a[1], ctx)) == _fast.accumulate(b[1], _fast.classify(b[1], ctx))
 
 
 @both
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_engines_agree_on_junk(junk):
-    assert outcome(_pure.parse_smaps, junk) == outcome(_fast.parse_smaps, junk)
+    assert outcome(pure.parse_smaps, junk) == outcome(_fast.parse_smaps, junk)
 
 
 # -------------------------------------------------------- layout rules
@@ -327,19 +328,19 @@ STATUS = (DATA / "python.status").read_bytes()
 @given(st.data())
 def test_engines_agree_on_status(data):
     text = mutate(STATUS, data)
-    assert outcome(_pure.parse_status, text) == outcome(_fast.parse_status, text)
+    assert outcome(pure.parse_status, text) == outcome(_fast.parse_status, text)
 
 
 @both
 @pytest.mark.parametrize("path", sorted(DATA.glob("*.status")), ids=lambda p: p.name)
 def test_engines_agree_on_status_captures(path):
-    assert _pure.parse_status(path.read_bytes()) == _fast.parse_status(path.read_bytes())
+    assert pure.parse_status(path.read_bytes()) == _fast.parse_status(path.read_bytes())
 
 
 def test_engines_offer_the_same_functions():
     if _fast is None:
         pytest.skip("the Cython engine is not built (MEMSCAN_NO_EXTENSIONS)")
-    assert sorted(_fast.__all__) == sorted(_pure.__all__)
+    assert sorted(_fast.__all__) == sorted(pure.__all__)
     assert all(callable(getattr(_fast, name)) for name in _fast.__all__)
 
 
@@ -392,7 +393,7 @@ def test_read_parse_smaps_errors_as_parse_smaps(impl, tmp_path, where, piece):
         text = text[:-5]
     else:
         text[where] = ord("#")
-    want = outcome(_pure.parse_smaps, bytes(text))
+    want = outcome(pure.parse_smaps, bytes(text))
     assert want[0] == "error"
     p = tmp_path / "smaps"
     p.write_bytes(text)

@@ -33,10 +33,11 @@ import pytest
 import memscan
 from cprogram import CProgram
 from goprogram import GoProgram
-from memscan import _impl, _procfs, cli
+from memscan import cli
+from memscan.kernel import procfs
 from test_errors import as_nobody, assert_one_line_error, run_cli
 
-scan_module = importlib.import_module("memscan.scan")
+scan_module = importlib.import_module("memscan.core.scanner")
 TIERS = ("auto", "layout", "exact", "psutil")
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run targets as root and drop privileges")
 
@@ -144,7 +145,7 @@ def test_zombie_in_the_exact_tiers(cprog):
 
 def wait_state(pid: int, state: str) -> None:
     deadline = time.monotonic() + 10
-    while _procfs.stat(pid).state != state:
+    while procfs.stat(pid).state != state:
         assert time.monotonic() < deadline, f"pid {pid} never reached state {state}"
         time.sleep(0.005)
 
@@ -154,7 +155,7 @@ def test_main_thread_exited(cprog):
     Every tier reads it through its live thread, as the thread's own pid."""
     prog = cprog("mainexit", 8)
     pid, tid = prog.pid, prog.report["tid"]
-    assert _procfs.stat(pid).state == "Z" and _procfs.live_thread(pid) == tid
+    assert procfs.stat(pid).state == "Z" and procfs.live_thread(pid) == tid
     for tier in TIERS:
         snap = memscan.scan(pid, tier=tier)
         direct = memscan.scan(tid, tier=tier)
@@ -180,9 +181,9 @@ def test_killed_process_is_not_a_main_thread_exit(go_program):
         # Until only the zombie leader is left (not reaped: the test is its parent).
         deadline = time.monotonic() + 10
         while len(os.listdir(f"/proc/{prog.pid}/task")) > 1 and time.monotonic() < deadline:
-            if _procfs.stat(prog.pid).state == "Z":
+            if procfs.stat(prog.pid).state == "Z":
                 looks += 1
-                taken += _procfs.live_thread(prog.pid) is not None
+                taken += procfs.live_thread(prog.pid) is not None
         prog.stop()
     assert taken == 0, f"{taken} of {looks} looks at a dying process found a live thread"
 
@@ -191,7 +192,7 @@ def test_killed_process_is_not_a_main_thread_exit(go_program):
 
 
 def _kthreadd() -> int:
-    if not _procfs.stat(2).kernel_thread:
+    if not procfs.stat(2).kernel_thread:
         pytest.skip("pid 2 is not kthreadd in this pid namespace")
     return 2
 
@@ -352,7 +353,7 @@ def test_60000_mappings(cprog):
     """60,000 unmergeable one-page mappings: both tiers, exact conservation,
     and the total is smaps_rollup's (the target is idle)."""
     prog = cprog("mappings", 60_000)
-    rollup = _impl.engine.parse_rollup(Path(f"/proc/{prog.pid}/smaps_rollup").read_bytes())
+    rollup = memscan.engine.engine.parse_rollup(Path(f"/proc/{prog.pid}/smaps_rollup").read_bytes())
     for tier in ("layout", "exact"):
         snap = memscan.scan(prog.pid, tier=tier)
         assert snap.tier == tier

@@ -12,7 +12,8 @@ import time
 import pytest
 
 import memscan
-from memscan import _procfs, cli
+from memscan import cli
+from memscan.kernel import procfs
 
 NOBODY = 65534
 
@@ -46,7 +47,7 @@ def test_zombie_is_an_error_not_zero_memory():
     child = subprocess.Popen(["true"])
     # Not reaped: it stays a zombie whose smaps reads as empty.
     deadline = time.monotonic() + 10
-    while _procfs.stat(child.pid).state != "Z":
+    while procfs.stat(child.pid).state != "Z":
         assert time.monotonic() < deadline
         time.sleep(0.01)
     try:
@@ -61,7 +62,7 @@ def test_zombie_is_an_error_not_zero_memory():
 
 def test_kernel_thread():
     kthreadd = 2
-    if _procfs.stat(kthreadd).kernel_thread is False:
+    if procfs.stat(kthreadd).kernel_thread is False:
         pytest.skip("pid 2 is not kthreadd in this pid namespace")
     with pytest.raises(memscan.Error, match="kernel thread"):
         memscan.scan(kthreadd)
@@ -96,7 +97,7 @@ def test_malformed_procfs_names_file_and_offset(tmp_path, monkeypatch, capsys):
     for name in ("stat", "limits", "status"):
         (fake / name).write_bytes(open(f"{real}/{name}", "rb").read())
     (fake / "smaps").write_bytes(b"00400000-00401000 r-xp 00000000 08:01 12 /bin/x\nRss:  12 parsecs\n")
-    monkeypatch.setattr(_procfs, "PROCFS_PATH", str(tmp_path))
+    monkeypatch.setattr(procfs, "PROCFS_PATH", str(tmp_path))
     with pytest.raises(memscan.ParseError) as err:
         memscan.scan(pid, tier="layout")
     assert err.value.path == f"{tmp_path}/{pid}/smaps" and err.value.offset == 48
@@ -149,7 +150,7 @@ def test_another_users_process_falls_back_to_psutil():
         snap = json.loads(out)
         assert snap["source"] == snap["tier"] == "psutil" and snap["categories"] is None
         assert "CAP_SYS_PTRACE" in snap["warnings"][0]
-        status = memscan._impl.engine.parse_status(open(f"/proc/{target.pid}/status", "rb").read())
+        status = memscan.engine.engine.parse_status(open(f"/proc/{target.pid}/status", "rb").read())
         assert abs(snap["total"]["rss"] - status.vm_rss) <= 64 * 1024
         # The layout tier asked for explicitly: a clear refusal.
         code, out, err = as_nobody(lambda: cli.main(["scan", str(target.pid), "--tier", "layout"]))
@@ -172,7 +173,7 @@ def test_scans_go_on_after_a_parse_error(tmp_path, monkeypatch):
     (fake / "stat").write_bytes(open(f"/proc/{pid}/stat", "rb").read())
     (fake / "smaps").write_bytes(b"junk\n" * 100_000)
     with monkeypatch.context() as m:
-        m.setattr(_procfs, "PROCFS_PATH", str(tmp_path))
+        m.setattr(procfs, "PROCFS_PATH", str(tmp_path))
         with pytest.raises(memscan.ParseError) as err:
             memscan.scan(pid, tier="layout")
     kept = err  # the traceback stays alive, as in a caller that logs it
@@ -189,17 +190,17 @@ def test_mappings_listed_twice_are_read_again(tmp_path, monkeypatch, capsys):
     listed twice: smaps is read again; if every read does so, an error,
     never a sum that counts memory twice."""
     pid = os.getpid()
-    real_read = _procfs.read_smaps
+    real_read = procfs.read_smaps
     calls = []
 
     def once_overlapping(*args, **kwargs):  # type: ignore[no-untyped-def]
         n, table = real_read(*args, **kwargs)
         calls.append(n)
         if len(calls) == 1:
-            return len(OVERLAPPING), memscan._impl.engine.parse_smaps(OVERLAPPING)
+            return len(OVERLAPPING), memscan.engine.engine.parse_smaps(OVERLAPPING)
         return n, table
 
-    monkeypatch.setattr(_procfs, "read_smaps", once_overlapping)
+    monkeypatch.setattr(procfs, "read_smaps", once_overlapping)
     snap = memscan.scan(pid, tier="layout")
     assert len(calls) == 2 and snap.total.rss > 1 << 20
     monkeypatch.undo()
@@ -209,7 +210,7 @@ def test_mappings_listed_twice_are_read_again(tmp_path, monkeypatch, capsys):
     for name in ("stat", "limits", "status"):
         (fake / name).write_bytes(open(f"/proc/{pid}/{name}", "rb").read())
     (fake / "smaps").write_bytes(OVERLAPPING)
-    monkeypatch.setattr(_procfs, "PROCFS_PATH", str(tmp_path))
+    monkeypatch.setattr(procfs, "PROCFS_PATH", str(tmp_path))
     with pytest.raises(memscan.Error, match=f"pid {pid} kept changing its mappings while its smaps was read"):
         memscan.scan(pid, tier="layout")
     assert cli.main(["scan", str(pid)]) == 1

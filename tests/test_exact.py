@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import memscan
-from memscan import exact
+from memscan.core import exact
 
 import gotoolchain
 from goprogram import c_shared_demo, scan_once_started
@@ -111,11 +111,10 @@ def test_madv_free_released_pages_stay_resident(go_program, version):
 def test_binaries_without_dwarf(go_program, ldflags):
     """-w keeps symbols: the shipped layout tables give the offsets; -s -w
     has no symbols either: the heap index is found by its shape."""
-    from memscan import gobuild
-    from memscan.demo_run import DEMO_DIR
+    from memscan.demo import build as gobuild
 
     version = gotoolchain.GO_VERSIONS[-1]
-    binary = gobuild.build(DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=False, ldflags=ldflags,
+    binary = gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=False, ldflags=ldflags,
                            out_name="demo-stripped")
     import subprocess
 

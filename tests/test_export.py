@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import memscan
 from memscan import cli, export
 from memscan._types import CATEGORIES
-from memscan.exact import DETAIL
+from memscan.core.exact import DETAIL
 
 from test_errors import assert_one_line_error, dead_pid, run_cli
 

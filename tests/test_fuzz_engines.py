@@ -6,7 +6,7 @@ shuffled; fields missing, duplicated, unknown) and must parse back to those
 values; then it is mutated (cut at any point, numbers past 2^64 or negative,
 junk and non-UTF-8 bytes, CRLF line ends). Whatever the input, the engines
 agree, on the result or on the ParseError (message, offset, and the file
-once ``_procfs.parsed`` names it), and raise nothing but ParseError.
+once ``procfs.parsed`` names it), and raise nothing but ParseError.
 
 Runs are derandomized with no example database, so CI sees the same
 examples every time; ``MEMSCAN_FUZZ_EXAMPLES=N`` runs N random examples per
@@ -27,7 +27,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from memscan import ParseError, _impl, _procfs, _pure, targetmem
+import memscan
+from memscan import ParseError
+from memscan.engine import pure
+from memscan.kernel import procfs
+from memscan.owners import memory as targetmem
 from memscan._types import (
     CATEGORIES, NFIELDS, PERM_R, PERM_S, PERM_W, PERM_X, SMAPS_KEYS, UNITLESS_KEYS, VMFLAG_BIT, VMFLAG_UNKNOWN,
     Interval, LayoutContext, MemFields, Status,
@@ -35,7 +39,7 @@ from memscan._types import (
 from smapstext import M, header
 from test_engines import mutate
 
-ENGINES = list(_impl.ENGINES.values())  # the pure engine, and the Cython one when built
+ENGINES = list(memscan.engine.ENGINES.values())  # the pure engine, and the Cython one when built
 DATA = Path(__file__).parent / "data"
 MAX_KB = (2**63 - 1) // 1024
 PAGE = 4096
@@ -60,10 +64,10 @@ def outcome(fn, *args):
 
 def agreed(name: str, data: bytes):
     """The outcome of parser ``name`` on ``data``, the same in every engine,
-    both bare and through _procfs.parsed (which adds the file to errors)."""
+    both bare and through procfs.parsed (which adds the file to errors)."""
     results = [outcome(getattr(e, name), data) for e in ENGINES]
     assert all(r == results[0] for r in results), (name, results)
-    named = [outcome(_procfs.parsed, 4242, "smaps", getattr(e, name), data) for e in ENGINES]
+    named = [outcome(procfs.parsed, 4242, "smaps", getattr(e, name), data) for e in ENGINES]
     assert all(r == named[0] for r in named)
     if results[0][0] == "error":
         assert named[0] == results[0][:3] + ("/proc/4242/smaps",)
@@ -259,9 +263,9 @@ def test_junk_agrees(junk):
 def test_truncation_at_every_byte(name):
     """A capture cut anywhere: "truncated line" unless cut at a line end,
     where it parses to the first mappings (a cut read looks complete: only
-    a liveness check after reading can tell, see _procfs.stat_after_read)."""
+    a liveness check after reading can tell, see procfs.stat_after_read)."""
     data = (DATA / name).read_bytes()
-    full = _pure.parse_smaps(data)
+    full = pure.parse_smaps(data)
     for i in range(len(data)):
         result = agreed("parse_smaps", data[:i])
         if i and data[i - 1] != 10:
@@ -369,11 +373,11 @@ def test_read_maps_errors_name_the_file(engine, tmp_path, monkeypatch):
     pid = 4242
     (tmp_path / str(pid)).mkdir()
     good = (DATA / "sleep.maps").read_bytes()
-    monkeypatch.setattr(_procfs, "PROCFS_PATH", str(tmp_path))
-    monkeypatch.setattr(_impl, "engine", engine)
+    monkeypatch.setattr(procfs, "PROCFS_PATH", str(tmp_path))
+    monkeypatch.setattr(memscan.engine, "engine", engine)
     (tmp_path / str(pid) / "maps").write_bytes(good)
     maps = targetmem.read_maps(pid)
-    assert [m.start for m in maps] == list(_pure.parse_smaps(good).starts)
+    assert [m.start for m in maps] == list(pure.parse_smaps(good).starts)
     bad = good.replace(b" r-xp ", b" r-zp ", 1)
     (tmp_path / str(pid) / "maps").write_bytes(bad)
     with pytest.raises(ParseError) as err:
@@ -393,13 +397,13 @@ def model_counts(entries, ranges, zero_pfns):
     for start, end in ranges:
         c = [0, 0, 0, 0]
         for e in entries[start // PAGE:end // PAGE]:
-            c[1] += bool(e & _pure.PM_SWAPPED)
-            if e & _pure.PM_PRESENT:
+            c[1] += bool(e & pure.PM_SWAPPED)
+            if e & pure.PM_PRESENT:
                 c[0] += 1
-                pfn = e & _pure.PM_PFN_MASK
+                pfn = e & pure.PM_PFN_MASK
                 if zero and (pfn == zero or hz_lo <= pfn < hz_hi):
                     c[3] += 1
-                elif e & _pure.PM_EXCLUSIVE:
+                elif e & pure.PM_EXCLUSIVE:
                     c[2] += 1
         out += c
     return out
@@ -426,7 +430,7 @@ def test_pagemap_bytes_counted_like_the_model(entries, data):
     """page_counts_pread over synthetic pagemap bytes (a memfd): the model's
     counts in every engine; a range past the end of the bytes is what a
     pagemap of an exited process gives: ProcessLookupError, never zeros."""
-    zero = _pure.zero_pfns()
+    zero = pure.zero_pfns()
     if zero[0] and data.draw(st.booleans()):
         entries = [e if i % 3 else (1 << 63 | zero[0]) for i, e in enumerate(entries)]
     ranges = data.draw(page_ranges(len(entries)))
@@ -475,7 +479,7 @@ def test_page_states_of_this_process(own_pagemap, states, data):
             part = states[a // PAGE:b // PAGE]
             want += [part.count("read") + part.count("written"), 0, part.count("written"), part.count("read")]
         # Without visible PFNs (not root) pread cannot tell the zero page: it is then shared, not zero.
-        pread_want = want if _pure.zero_pfns()[0] else [0 if i % 4 == 3 else v for i, v in enumerate(want)]
+        pread_want = want if pure.zero_pfns()[0] else [0 if i % 4 == 3 else v for i, v in enumerate(want)]
         # Ranges marked private (no shared pages in smaps) count their present
         # non-zero pages exclusive unread: these pages are, so the counts stay.
         private = bytes(data.draw(st.lists(st.integers(0, 1), max_size=len(ranges))))

@@ -22,7 +22,11 @@ import pytest
 
 import gotoolchain
 from gotoolchain import GO_VERSIONS
-from memscan import Error, elfinfo, gobuild, goheap, targetmem
+from memscan import Error
+from memscan import elf as elfinfo
+from memscan.demo import build as gobuild
+from memscan.owners import memory as targetmem
+from memscan.owners.go import heap as goheap
 
 MiB = 1 << 20
 KiB = 1 << 10

@@ -25,7 +25,10 @@ from elftools.elf.elffile import ELFFile
 import gotoolchain
 from goprogram import GoProgram, GoPrograms
 from gotoolchain import GO_VERSIONS
-from memscan import elfinfo, gobuild, goheap, golayouts
+from memscan import elf as elfinfo
+from memscan.demo import build as gobuild
+from memscan.owners.go import heap as goheap
+from memscan.owners.go import tables as golayouts
 from test_goheap import ARGS, check_against_memstats, check_cover, describe, exe_module
 from test_goruntime import CGO_ARGS, check_runtime
 

@@ -42,8 +42,10 @@ from typing import List, Optional, Sequence, Tuple
 import pytest
 
 from gotoolchain import GO_VERSIONS
-from memscan import elfinfo, goheap, goruntime
-from memscan.pagemap import Pagemap
+from memscan import elf as elfinfo
+from memscan.kernel.pagemap import Pagemap
+from memscan.owners.go import heap as goheap
+from memscan.owners.go import runtime as goruntime
 from test_goheap import ARGS, exe_module, maps_no_page, read, retried
 
 MiB = 1 << 20
@@ -335,7 +337,7 @@ def test_reads_of_a_busy_program(tmp_path, version: str) -> None:
     import subprocess
 
     import gotoolchain
-    from memscan import gobuild
+    from memscan.demo import build as gobuild
 
     (tmp_path / "main.go").write_text(CHURN_GO)
     (tmp_path / "go.mod").write_text("module churn\n\ngo 1.21\n")

@@ -1,5 +1,5 @@
 """Page counts from /proc/PID/pagemap (``page_counts`` in both engines, and
-``memscan.pagemap``) on a live C helper whose regions have known states."""
+``memscan.kernel.pagemap``) on a live C helper whose regions have known states."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import memscan
-from memscan import _procfs, _pure, pagemap
+from memscan.engine import pure
+from memscan.kernel import pagemap, procfs
 
 try:
     from memscan import _fast
@@ -24,7 +25,7 @@ except ImportError:  # a pure-Python build
     _fast = None
 
 PAGE = 4096
-ENGINES = [pytest.param(_pure, id="python")]
+ENGINES = [pytest.param(pure, id="python")]
 if _fast is not None:
     ENGINES.append(pytest.param(_fast, id="cython"))
 both = pytest.mark.skipif(_fast is None, reason="the Cython engine is not built (MEMSCAN_NO_EXTENSIONS)")
@@ -263,15 +264,15 @@ def test_engines_agree_on_all_regions(helper):
     ranges = sorted(helper.regions.values())
     fd = open_pagemap(helper.pid)
     try:
-        results = [e.page_counts(fd, ranges) for e in (_pure, _fast) if e is not None]
-        results += [e.page_counts_pread(fd, ranges) for e in (_pure, _fast) if e is not None]
+        results = [e.page_counts(fd, ranges) for e in (pure, _fast) if e is not None]
+        results += [e.page_counts_pread(fd, ranges) for e in (pure, _fast) if e is not None]
     finally:
         os.close(fd)
     n = len(results) // 2
     assert all(r == results[0] for r in results[:n])
     # pread alone sees zero pages by PFN only when PFNs are visible (root).
     scan = results[0]
-    if _pure.zero_pfns()[0] == 0:
+    if pure.zero_pfns()[0] == 0:
         scan = [0 if i % 4 == 3 else v for i, v in enumerate(scan)]
     assert all(r == scan for r in results[n:])
 
@@ -329,7 +330,7 @@ def test_split_ranges_add_up(helper, data):
     ranges.sort()
     fd = open_pagemap(helper.pid)
     try:
-        results = [e.page_counts(fd, ranges) for e in (_pure, _fast) if e is not None]
+        results = [e.page_counts(fd, ranges) for e in (pure, _fast) if e is not None]
     finally:
         os.close(fd)
     assert all(r == results[0] for r in results)
@@ -341,11 +342,11 @@ def test_split_ranges_add_up(helper, data):
 def test_scan_continuation_is_exact(helper, monkeypatch, vec_len):
     """The walk_end quirk: vectors longer than the kernel's 512-region bounce
     buffer must not double-count (16,384 runs in 'frag')."""
-    monkeypatch.setattr(_pure, "SCAN_VEC_LEN", vec_len)
+    monkeypatch.setattr(pure, "SCAN_VEC_LEN", vec_len)
     fd = open_pagemap(helper.pid)
     try:
         for name in ("frag", "mixed"):
-            assert _pure.page_counts(fd, [helper.regions[name]]) == EXPECTED[name]
+            assert pure.page_counts(fd, [helper.regions[name]]) == EXPECTED[name]
     finally:
         os.close(fd)
 
@@ -359,14 +360,14 @@ def test_fallback_without_scan(helper, monkeypatch):
         calls.append(args)
         raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")
 
-    monkeypatch.setattr(_pure, "_fcntl", type("F", (), {"ioctl": staticmethod(no_scan)}))
-    monkeypatch.setattr(_pure, "_scan_unsupported", False)
+    monkeypatch.setattr(pure, "_fcntl", type("F", (), {"ioctl": staticmethod(no_scan)}))
+    monkeypatch.setattr(pure, "_scan_unsupported", False)
     ranges = sorted(helper.regions.values())
     fd = open_pagemap(helper.pid)
     try:
-        assert _pure.page_counts(fd, ranges) == _pure.page_counts_pread(fd, ranges)
-        assert _pure._scan_unsupported and len(calls) == 1
-        _pure.page_counts(fd, ranges)
+        assert pure.page_counts(fd, ranges) == pure.page_counts_pread(fd, ranges)
+        assert pure._scan_unsupported and len(calls) == 1
+        pure.page_counts(fd, ranges)
         assert len(calls) == 1
     finally:
         os.close(fd)
@@ -385,14 +386,14 @@ def test_bad_ranges(helper, impl):
         os.close(fd)
 
 
-# ------------------------------------------------------------ memscan.pagemap
+# ----------------------------------------------------- memscan.kernel.pagemap
 
 
 def test_pagemap_api(helper):
     assert pagemap.has_scan() is pagemap.has_scan()
     ranges = sorted(helper.regions.values())
     with pagemap.Pagemap(helper.pid) as pm:
-        assert pm.engine is memscan._impl.engine
+        assert pm.engine is memscan.engine.engine
         got = pm.counts(ranges)
         # The kernel half ([vsyscall]) is no pages, not an error.
         assert pm.counts(ranges + [(0xFFFFFFFFFF600000, 0xFFFFFFFFFF601000)]) == got + [0, 0, 0, 0]
@@ -411,7 +412,7 @@ def test_has_scan_matches_kernel():
 
 def _wait_state(pid: int, state: str) -> None:
     deadline = time.monotonic() + 10
-    while _procfs.stat(pid).state != state:
+    while procfs.stat(pid).state != state:
         assert time.monotonic() < deadline, f"pid {pid} never reached state {state}"
         time.sleep(0.005)
 
@@ -426,7 +427,7 @@ def test_exited_target_raises(helper_exe, reaped):
     fd = open_pagemap(h.pid)
     pm = pagemap.Pagemap(h.pid)
     try:
-        for e in (_pure, _fast):
+        for e in (pure, _fast):
             if e is not None:
                 assert e.page_counts(fd, ranges) == [64, 0, 64, 0]
         h.kill()
@@ -434,7 +435,7 @@ def test_exited_target_raises(helper_exe, reaped):
             h.proc.wait()
         else:
             _wait_state(h.pid, "Z")
-        for e in (_pure, _fast):
+        for e in (pure, _fast):
             if e is None:
                 continue
             with pytest.raises(ProcessLookupError):
@@ -479,7 +480,7 @@ def test_time_1gib_touched(helper_exe, capsys):
         fd = open_pagemap(h.pid)
         lines = []
         try:
-            for e in (_fast, _pure):
+            for e in (_fast, pure):
                 if e is None:
                     continue
                 for fn in (e.page_counts, e.page_counts_pread):

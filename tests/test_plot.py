@@ -12,7 +12,7 @@ import pytest
 
 from memscan import plot, record
 from memscan._types import CATEGORIES
-from memscan.sampler import Sampler
+from memscan.core.sampler import Sampler
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ import memscan
 from memscan import plot, record
 from memscan._types import CATEGORIES
 from memscan.record import COLUMNS, DETAIL_COLUMNS, UNITS
-from memscan.sampler import Sampler
+from memscan.core.sampler import Sampler
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ import pytest
 
 import memscan
 from memscan import CATEGORIES, Sampler
-from memscan._impl import ENGINES
+from memscan.engine import ENGINES
 
 import gotoolchain
 from test_errors import dead_pid
@@ -147,7 +147,7 @@ def test_polite_sampler_keeps_to_its_lock_share(monkeypatch):
     """A process whose memory changes all the time needs a count on every
     tick; polite, counts are spaced by LOCK_SHARE (made tiny here) and the
     ticks in between are missed, not answered with an old count."""
-    from memscan import sampler as sampler_mod
+    from memscan.core import sampler as sampler_mod
 
     monkeypatch.setattr(sampler_mod, "LOCK_SHARE", 0.0002)  # spacing ~5000x a count's CPU time
     child = subprocess.Popen([sys.executable, "-c", GROWER])

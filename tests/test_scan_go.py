@@ -8,8 +8,9 @@ import os
 import pytest
 
 import memscan
-from memscan import _procfs, _pure, layout
-from memscan._impl import ENGINES
+from memscan.engine import ENGINES, pure
+from memscan.kernel import procfs
+from memscan.layout import context as layout
 from memscan._types import CATEGORIES
 
 import gotoolchain
@@ -109,7 +110,7 @@ def test_cgo_leak_shows_outside_the_go_heap(go_program):
 def test_engines_agree_on_a_go_process(go_program, version, cgo):
     """Both engines over the same bytes of a live Go process's smaps."""
     prog = start(go_program, version, cgo)
-    data = bytes(_procfs.read(prog.pid, "smaps", bytearray(), _pure))
+    data = bytes(procfs.read(prog.pid, "smaps", bytearray(), pure))
     results = []
     for name, eng in sorted(ENGINES.items()):
         t = eng.parse_smaps(data)
@@ -147,9 +148,10 @@ def test_demo_command(tmp_path):
     import sys
     import time
 
-    from memscan import demo_run, gobuild, record
+    from memscan import demo, record
+    from memscan.demo import build as gobuild
 
-    gobuild.build(demo_run.DEMO_DIR, goroot=gobuild.find_goroot(), cgo=True, out_name="memscan-demo")  # cached
+    gobuild.build(gobuild.DEMO_DIR, goroot=gobuild.find_goroot(), cgo=True, out_name="memscan-demo")  # cached
     out = tmp_path / "out"
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "memscan", "demo", "--quick", "-o", str(out)], capture_output=True,
@@ -159,7 +161,7 @@ def test_demo_command(tmp_path):
     assert seconds < 20, seconds
     rec = record.read(str(out / "demo.csv"))
     phases = [ev["name"] for ev in rec.events if ev["event"] == "phase"]
-    assert phases == [p.title for p in demo_run.phases(cgo=True, quick=True)]
+    assert phases == [p.title for p in demo.phases(cgo=True, quick=True)]
     assert rec.end is not None and rec.end["reason"] == "end of the demo"
     assert (out / "demo.png").stat().st_size > 10_000
     # Each phase shows in the figures: the live heap, its pages kept as free,

@@ -10,7 +10,9 @@ from typing import Dict, List, Tuple
 import pytest
 
 import memscan
-from memscan import cmalloc, goheap, goruntime
+from memscan.owners import c as cmalloc
+from memscan.owners.go import heap as goheap
+from memscan.owners.go import runtime as goruntime
 from test_goheap import exe_module, read
 
 MiB = 1 << 20
@@ -105,9 +107,10 @@ def test_exact_scan_only_reads_structures(go_program, monkeypatch) -> None:
 
 
 def _chunks_at_least(pid: int, size: int) -> List[Tuple[int, int]]:
-    from memscan import _impl, _procfs
+    from memscan.engine import get_engine
+    from memscan.kernel import procfs
 
-    eng = _impl.get_engine(None)
-    table = eng.parse_smaps(_procfs.read(pid, "smaps", bytearray(), eng).tobytes())
+    eng = get_engine(None)
+    table = eng.parse_smaps(procfs.read(pid, "smaps", bytearray(), eng).tobytes())
     regions = cmalloc.c_regions(pid, table)
     return [(s, e) for s, e, kind in regions.intervals if kind == "mmapped chunk" and e - s >= size]

@@ -52,7 +52,7 @@ def test_sparkline_shape(values, width):
 def test_view_of_a_heap_being_freed(go_program):
     from rich.console import Console
 
-    from memscan.sampler import Sampler
+    from memscan.core.sampler import Sampler
 
     prog = go_program(args=("-heap", 64, "-goroutines", 20))
     samples = []

@@ -10,12 +10,12 @@ files, shared memory, kernel pages, or other anonymous memory.
 """
 
 from ._errors import AccessDenied, Error, NoSuchProcess, ParseError
-from ._impl import IMPLEMENTATION
 from ._types import CATEGORIES, COUNTER_FIELDS, Counters
 from ._version import __version__
-from .sampler import Sample, Sampler
-from .scan import TIERS, scan
-from .snapshot import GoRuntime, Snapshot
+from .core.sampler import Sample, Sampler
+from .core.scanner import TIERS, scan
+from .core.snapshot import GoRuntime, Snapshot
+from .engine import IMPLEMENTATION
 
 __all__ = [
     "AccessDenied",

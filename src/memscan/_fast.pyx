@@ -1,7 +1,7 @@
 # cython: language_level=3, embedsignature=True, freethreading_compatible=True, cdivision=True
-"""The Cython engine: the hot loops of ``_pure``, over bytes, in C.
+"""The Cython engine: the hot loops of ``memscan.engine.pure``, over bytes, in C.
 
-Same functions, arguments, results and ParseError messages as ``_pure``
+Same functions, arguments, results and ParseError messages as the pure-Python engine
 (whose docstrings are the specification); tests run both over the same
 inputs. The smaps parser runs without the GIL, on the reading thread or a
 helper (read_parse_smaps); Python objects are created once it is done.
@@ -26,8 +26,8 @@ cdef extern from *:
 import array as _array_mod
 
 from ._errors import ParseError
-from ._pure import _STATUS_INT, _STATUS_KB, _by_name
-from ._pure import accumulate as _exact_accumulate
+from .engine.pure import _STATUS_INT, _STATUS_KB, _by_name
+from .engine.pure import accumulate as _exact_accumulate
 from ._types import CATEGORIES, NFIELDS, SMAPS_KEYS, UNITLESS_KEYS, VMFLAG_NAMES, MemFields, SmapsTable, Status
 
 __all__ = ["read_all", "parse_smaps", "first_overlap", "parse_rollup", "parse_status", "classify", "accumulate"]
@@ -644,7 +644,7 @@ def parse_smaps(buf):
 
 def first_overlap(t):
     """Index of the first mapping that starts below the end of the one
-    before it, or -1 (see ``_pure.first_overlap``)."""
+    before it, or -1 (see ``engine.pure.first_overlap``)."""
     cdef const uint64_t[::1] starts = t.starts
     cdef const uint64_t[::1] ends = t.ends
     cdef Py_ssize_t i
@@ -824,7 +824,7 @@ cdef Py_ssize_t _line_end(const unsigned char* s, Py_ssize_t lo, Py_ssize_t hi) 
 
 
 def read_parse_smaps(int fd, bytearray buf, Py_ssize_t piece=0):
-    """read_all then parse_smaps, in one pass (see ``_pure.read_parse_smaps``):
+    """read_all then parse_smaps, in one pass (see ``engine.pure.read_parse_smaps``):
     (length, SmapsTable) or (length, ParseError). With ``piece`` > 0 the text
     is handed to a helper thread to parse each time ``piece`` more bytes
     arrived, while the kernel produces the rest."""
@@ -946,7 +946,7 @@ cdef inline bint _plain_anon(const unsigned char[::1] perms, const uint64_t[::1]
 
 
 def classify(t, ctx):
-    """The layout tier: one category per mapping (see ``_pure.classify``)."""
+    """The layout tier: one category per mapping (see ``engine.pure.classify``)."""
     cdef Py_ssize_t n = len(t), i, j, k = 0, niv
     cdef const uint64_t[::1] starts = t.starts
     cdef const uint64_t[::1] ends = t.ends
@@ -1022,7 +1022,7 @@ def classify(t, ctx):
         if not name:
             cats[i] = MAPPED_FILES
             continue
-        # Named mappings: the rules on names live once, in _pure; consecutive
+        # Named mappings: the rules on names live once, in engine.pure; consecutive
         # mappings of one file ask once.
         if name is last_name and (perms[i] & PERM_S) == last_shared and inodes[i] == last_inode and devs[i] == last_dev:
             c = last_cat
@@ -1123,7 +1123,7 @@ def accumulate(t, cats):
 
 # ------------------------------------------------------------------ pagemap
 #
-# page_counts: the steps, and why, are described in _pure (the specification):
+# page_counts: the steps, and why, are described in engine.pure (the specification):
 # PAGEMAP_SCAN for present/swapped/zero runs, pread of pagemap over the
 # present non-zero runs for bit 56; pread of whole ranges without the ioctl.
 
@@ -1147,7 +1147,7 @@ cdef struct pm_scan_arg:
     uint64_t flags
     uint64_t start
     uint64_t end
-    uint64_t walk_end      # out: where the walk stopped (may be stale, see _pure)
+    uint64_t walk_end      # out: where the walk stopped (may be stale, see engine.pure)
     uint64_t vec
     uint64_t vec_len
     uint64_t max_pages
@@ -1164,30 +1164,30 @@ cdef struct PmSeg:
 
 from os import strerror as os_strerror
 
-from . import _pure as _pure_mod
-from ._pure import zero_pfns
+from .engine import pure
+from .engine.pure import zero_pfns
 
-cdef unsigned long PM_SCAN_NR = _pure_mod.PAGEMAP_SCAN
-cdef uint64_t PG_PRESENT = _pure_mod.PAGE_IS_PRESENT
-cdef uint64_t PG_SWAPPED = _pure_mod.PAGE_IS_SWAPPED
-cdef uint64_t PG_PFNZERO = _pure_mod.PAGE_IS_PFNZERO
+cdef unsigned long PM_SCAN_NR = pure.PAGEMAP_SCAN
+cdef uint64_t PG_PRESENT = pure.PAGE_IS_PRESENT
+cdef uint64_t PG_SWAPPED = pure.PAGE_IS_SWAPPED
+cdef uint64_t PG_PFNZERO = pure.PAGE_IS_PFNZERO
 cdef uint64_t PM_BIT_PRESENT = (<uint64_t>1) << 63
 cdef uint64_t PM_BIT_SWAPPED = (<uint64_t>1) << 62
 cdef uint64_t PM_BIT_EXCL = (<uint64_t>1) << 56
 cdef uint64_t PM_PFN = ((<uint64_t>1) << 55) - 1
-cdef Py_ssize_t PM_VEC_LEN = _pure_mod.SCAN_VEC_LEN
-cdef uint64_t PM_SCAN_GAP = _pure_mod._SCAN_GAP
-cdef uint64_t PM_READ_GAP = _pure_mod._READ_GAP
-cdef Py_ssize_t PM_READ_BYTES = _pure_mod._READ_BYTES
+cdef Py_ssize_t PM_VEC_LEN = pure.SCAN_VEC_LEN
+cdef uint64_t PM_SCAN_GAP = pure._SCAN_GAP
+cdef uint64_t PM_READ_GAP = pure._READ_GAP
+cdef Py_ssize_t PM_READ_BYTES = pure._READ_BYTES
 cdef bint _scan_unsupported = False
 _RANGES_MSG = "ranges must be sorted, non-overlapping, page-aligned (start, end) pairs"
 
-if sizeof(pm_scan_arg) != _pure_mod.PM_SCAN_ARG_SIZE or sizeof(page_region) != 24:
+if sizeof(pm_scan_arg) != pure.PM_SCAN_ARG_SIZE or sizeof(page_region) != 24:
     raise ImportError("memscan._fast: struct pm_scan_arg has the wrong size")
 
 
 cdef uint64_t* _pm_ranges(ranges, Py_ssize_t* count) except NULL:
-    """The ranges as 2n page numbers (start, end), checked like _pure._check_ranges."""
+    """The ranges as 2n page numbers (start, end), checked like engine.pure._check_ranges."""
     cdef Py_ssize_t n = len(ranges), i
     cdef uint64_t* r = <uint64_t*>PyMem_Malloc(16 * n + 16)
     cdef uint64_t prev = 0, s, e
@@ -1236,7 +1236,7 @@ cdef int _pm_read_segs(int fd, const PmSeg* segs, Py_ssize_t nseg, int64_t* out,
     """Read the entries of ``segs`` (sorted, disjoint) and count them into
     ``out``: with ``full``, all four counts (zero pages by PFN when ``zero``
     is known), else only exclusive ones. Nearby segments share a read; with
-    none, the entry of address 0 is read (see ``_pure._read_segments``)."""
+    none, the entry of address 0 is read (see ``engine.pure._read_segments``)."""
     cdef Py_ssize_t per_read = PM_READ_BYTES // 8, i = 0, j
     cdef uint64_t* buf
     cdef uint64_t lo = 0, hi = 0, s, e, fill, b, q, v, pfn
@@ -1393,7 +1393,7 @@ cdef int _pm_scan(int fd, const uint64_t* rng, Py_ssize_t n, int64_t* out,
 
 def page_counts(int fd, ranges, const unsigned char[:] private=None):
     """Page counts of address ranges of a process from its pagemap fd: 4 ints
-    per range, present, swapped, exclusive, zero (see ``_pure.page_counts``)."""
+    per range, present, swapped, exclusive, zero (see ``engine.pure.page_counts``)."""
     return _page_counts(fd, ranges, True, private)
 
 
@@ -1430,7 +1430,7 @@ cdef list _page_counts(int fd, ranges, bint try_scan, const unsigned char[:] pri
 cdef int _pm_pread_ranges(int fd, const uint64_t* rng, Py_ssize_t n, int64_t* out) except -1:
     cdef Vec segs
     cdef Py_ssize_t i
-    zero, hz_lo, hz_hi = _pure_mod.zero_pfns()
+    zero, hz_lo, hz_hi = pure.zero_pfns()
     memset(&segs, 0, sizeof(Vec))
     try:
         for i in range(n):
@@ -1443,7 +1443,7 @@ cdef int _pm_pread_ranges(int fd, const uint64_t* rng, Py_ssize_t n, int64_t* ou
 
 
 def page_counts_pread(int fd, ranges):
-    """page_counts by pread of pagemap alone (see ``_pure.page_counts_pread``)."""
+    """page_counts by pread of pagemap alone (see ``engine.pure.page_counts_pread``)."""
     return _page_counts(fd, ranges, False)
 
 

@@ -15,13 +15,13 @@ import re
 import sys
 from typing import Optional, Sequence
 
-from . import fallback
-from ._version import __version__
 from ._errors import Error
-from ._impl import ENGINES
 from ._types import CATEGORIES
-from .scan import TIERS, scan
-from .snapshot import Snapshot
+from ._version import __version__
+from .core import fallback
+from .core.scanner import TIERS, scan
+from .core.snapshot import Snapshot
+from .engine import ENGINES
 
 # What each category holds, for the table's legend and the README.
 DESCRIPTIONS = {
@@ -98,7 +98,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .goprocs import go_processes
+    from .processes import go_processes
 
     table = Table(title="Go processes", title_justify="left")
     for col, just in (("pid", "right"), ("name", "left"), ("Go", "left"), ("cgo", "left"),
@@ -116,7 +116,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo_run import run_demo
+    from .demo import run_demo
 
     return run_demo(quick=args.quick, output=args.output)
 

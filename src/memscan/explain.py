@@ -29,8 +29,8 @@ import psutil
 from . import cli
 from ._errors import Error
 from ._types import CATEGORIES
-from .scan import scan
-from .snapshot import Snapshot
+from .core.scanner import scan
+from .core.snapshot import Snapshot
 
 MiB = 1 << 20
 GiB = 1 << 30

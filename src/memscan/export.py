@@ -25,12 +25,13 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import psutil
 
-from . import _procfs, goprocs
 from ._errors import AccessDenied, Error, NoSuchProcess
-from ._impl import engine
 from ._types import CATEGORIES
-from .scan import scan
-from .snapshot import Snapshot
+from .core.scanner import scan
+from .core.snapshot import Snapshot
+from .engine import engine
+from .kernel import procfs
+from .processes import go_processes
 
 try:
     from prometheus_client import CollectorRegistry, make_wsgi_app, write_to_textfile
@@ -78,7 +79,7 @@ class Scanned(NamedTuple):
 
 def _comm(pid: int) -> str:
     """The process's command name (/proc/PID/comm, 15 bytes at most)."""
-    return bytes(_procfs.read(pid, "comm", bytearray(), engine)).decode(errors="replace").rstrip("\n")
+    return bytes(procfs.read(pid, "comm", bytearray(), engine)).decode(errors="replace").rstrip("\n")
 
 
 class Targets:
@@ -98,7 +99,7 @@ class Targets:
         self.go = go
         # Raises NoSuchProcess for a pid that does not exist: a typo is an
         # error at start, not a failure counter that rises forever.
-        self._pinned = {pid: _procfs.stat(pid).starttime for pid in dict.fromkeys(pids)}
+        self._pinned = {pid: procfs.stat(pid).starttime for pid in dict.fromkeys(pids)}
 
     def pids(self) -> List[int]:
         """The pids to scan now, sorted."""
@@ -111,7 +112,7 @@ class Targets:
                 if cmdline and proc.pid != me and self.match.search(" ".join(cmdline)):
                     found.add(proc.pid)
         if self.go:
-            found.update(p.pid for p in goprocs.go_processes())
+            found.update(p.pid for p in go_processes())
         return sorted(found)
 
     def pinned(self, pid: int) -> bool:
@@ -120,7 +121,7 @@ class Targets:
     def check(self, pid: int) -> None:
         """Raise NoSuchProcess if ``pid`` is pinned and no longer its process."""
         started = self._pinned.get(pid)
-        if started is not None and _procfs.stat(pid).starttime != started:
+        if started is not None and procfs.stat(pid).starttime != started:
             raise NoSuchProcess(pid, "process exited (its pid now belongs to another process)")
 
 

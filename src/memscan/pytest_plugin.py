@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 import pytest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .sampler import Sample, Sampler
+    from .core.sampler import Sample, Sampler
 
 TOTAL = "rss"  # the name of the whole process's rss among the categories
 
@@ -171,7 +171,7 @@ def memscan_sampler(request: pytest.FixtureRequest) -> Iterator[Callable[..., Me
     each profile's summary goes into ``benchmark.extra_info["memscan"]``
     (keyed by pid when the test samples several processes).
     """
-    from .sampler import Sampler
+    from .core.sampler import Sampler
 
     profiles: List[MemoryProfile] = []
 

@@ -40,14 +40,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import _procfs
-from ._version import __version__
 from ._errors import Error
-from ._impl import engine as _engine
 from ._types import CATEGORIES
-from .exact import DETAIL
-from .sampler import Sample, Sampler
-from .snapshot import Snapshot
+from ._version import __version__
+from .core.exact import DETAIL
+from .core.sampler import Sample, Sampler
+from .core.snapshot import Snapshot
+from .engine import engine as _engine
+from .kernel import procfs
 
 FORMAT = 1
 SUFFIXES = (".csv", ".jsonl")
@@ -77,7 +77,7 @@ _FLOAT = ("wall", "mono")
 def command_line(pid: int) -> str:
     """The target's command line (shell-quoted), or "" for a process without
     one (a kernel thread, a zombie)."""
-    raw = bytes(_procfs.read(pid, "cmdline", bytearray(), _engine))
+    raw = bytes(procfs.read(pid, "cmdline", bytearray(), _engine))
     return shlex.join(a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1])
 
 

@@ -9,9 +9,9 @@ from typing import Any, Deque, Sequence
 
 from ._types import CATEGORIES
 from .cli import mib
-from .exact import DETAIL
+from .core.exact import DETAIL
+from .core.sampler import Sample, Sampler
 from .record import command_line
-from .sampler import Sample, Sampler
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 24

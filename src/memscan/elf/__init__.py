@@ -40,7 +40,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import NoteSection, StringTableSection
 from elftools.elf.segments import NoteSegment
 
-from ._pure import is_shared_object
+from ..engine.pure import is_shared_object
 
 __all__ = [
     "GoInfo",
@@ -693,7 +693,7 @@ def allocator(lib_names: Iterable[str]) -> Optional[str]:
     musl system load a libc.so.6 shim), then "glibc" (libc.so.6, or
     libc-2.NN.so for glibc < 2.34 which maps the real file name). None when
     none is loaded (static Go binary, or an allocator linked statically into
-    the executable, which this cannot see). This is a hint: cmalloc confirms
+    the executable, which this cannot see). This is a hint: memscan.owners.c confirms
     that a preloaded allocator really owns malloc (glibc's main arena unused).
     """
     bases = {os.path.basename(_strip_deleted(n)) for n in lib_names}

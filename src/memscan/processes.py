@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from typing import List, NamedTuple
 
-from . import _procfs, elfinfo
+from . import elf
 from ._errors import Error
-from ._impl import engine
-from .snapshot import GoRuntime
+from .core.snapshot import GoRuntime
+from .engine import engine
+from .kernel import procfs
 
 
 class GoProcess(NamedTuple):
@@ -20,19 +21,19 @@ class GoProcess(NamedTuple):
 
 def _go_module(pid: int) -> "GoRuntime | None":
     # The executable first: most Go programs are one static binary.
-    exe = _procfs.path(pid, "exe")
-    info = elfinfo.module_info(exe)
+    exe = procfs.path(pid, "exe")
+    info = elf.module_info(exe)
     if info is not None and info.go is not None:
         return GoRuntime(info.go.version, os.readlink(exe), info.go.cgo)
     # A Go c-shared library in a C or Python host: look at the loaded objects
     # (maps needs the same access as smaps, no more).
-    table = engine.parse_smaps(_procfs.read(pid, "maps", bytearray(), engine))
+    table = engine.parse_smaps(procfs.read(pid, "maps", bytearray(), engine))
     for i in table.file_starts:
         name = table.names[i]
-        if not elfinfo.is_shared_object_name(name):
+        if not elf.is_shared_object_name(name):
             continue
-        for candidate in elfinfo.mapped_path(pid, table.starts[i], table.ends[i], name):
-            info = elfinfo.module_info(candidate)
+        for candidate in elf.mapped_path(pid, table.starts[i], table.ends[i], name):
+            info = elf.module_info(candidate)
             if info is not None:
                 if info.go is not None:
                     return GoRuntime(info.go.version, name, info.go.cgo)
@@ -43,7 +44,7 @@ def _go_module(pid: int) -> "GoRuntime | None":
 def go_processes() -> List[GoProcess]:
     """Every process this user may inspect that runs a Go runtime, by pid."""
     found = []
-    for entry in os.listdir(_procfs.PROCFS_PATH):
+    for entry in os.listdir(procfs.PROCFS_PATH):
         if not entry.isdigit():
             continue
         pid = int(entry)
@@ -51,7 +52,7 @@ def go_processes() -> List[GoProcess]:
             go = _go_module(pid)
             if go is None:
                 continue
-            status = engine.parse_status(_procfs.read(pid, "status", bytearray(), engine))
+            status = engine.parse_status(procfs.read(pid, "status", bytearray(), engine))
         except (Error, OSError):
             # Gone, a kernel thread, or not ours to read: not listed.
             continue

@@ -86,10 +86,12 @@ import threading
 from collections import OrderedDict
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import _impl, _procfs, elfinfo
-from ._errors import NoSuchProcess
-from ._types import PERM_R, PERM_S, PERM_W, PERM_X, VMFLAG_BIT, SmapsTable
-from .targetmem import TargetMemory, read_maps
+from ... import elf
+from ..._errors import NoSuchProcess
+from ..._types import PERM_R, PERM_S, PERM_W, PERM_X, VMFLAG_BIT, SmapsTable
+from ...engine import get_engine
+from ...kernel import procfs
+from ..memory import TargetMemory, read_maps
 
 __all__ = [
     "CRegions",
@@ -497,7 +499,7 @@ class _Scan:
         if not idx:
             return []
         r0 = self.rows[idx[0]]
-        self.version = _glibc_version(elfinfo.mapped_path(self.pid, r0.start, r0.end, r0.name))
+        self.version = _glibc_version(elf.mapped_path(self.pid, r0.start, r0.end, r0.name))
         t = bisect.bisect_left(self.table.starts, r0.start)
         self.libc_key = (self.pid, r0.start, self.table.devs[t], self.table.inodes[t])
         return idx
@@ -1009,8 +1011,8 @@ class _Scan:
         first = next((self.rows[i] for i in lib if self._offset_zero(self.rows[i])), None)
         if first is None:
             return None
-        for p in elfinfo.mapped_path(self.pid, first.start, first.end, first.name):
-            info = elfinfo.module_info(p)
+        for p in elf.mapped_path(self.pid, first.start, first.end, first.name):
+            info = elf.module_info(p)
             if info is None:
                 continue
             bias = first.start - info.min_vaddr
@@ -1101,7 +1103,7 @@ class _Scan:
             why = ""
             if n < want_n and self.walk_runs:
                 # A header on a swapped-out page is not read (that would swap it in).
-                counts = _impl.engine.page_counts(self.tgt.pagemap, self.walk_runs)
+                counts = get_engine(None).page_counts(self.tgt.pagemap, self.walk_runs)
                 swapped = sum(counts[1::4])
                 if swapped:
                     why = f"; {swapped} swapped-out page(s) of the walked mappings were not read"
@@ -1178,13 +1180,13 @@ def c_regions(pid: int, table: SmapsTable, *, max_bytes: int = MAX_READ_BYTES,
     """
     if stack_limit == -1:
         try:
-            stack_limit = _procfs.stack_limit(pid)
+            stack_limit = procfs.stack_limit(pid)
         except Exception:  # noqa: BLE001 - only a hint
             stack_limit = None
     names = [n for n in table.names if n.startswith("/")]
-    hint = elfinfo.allocator(names)
-    mem_path = _procfs.path(pid, "mem")
-    with _procfs.translated(pid, mem_path):
+    hint = elf.allocator(names)
+    mem_path = procfs.path(pid, "mem")
+    with procfs.translated(pid, mem_path):
         tgt = TargetMemory(pid, max_bytes, over_limit=_LimitReached, subject="C allocator")
         try:
             s = _Scan(pid, table, tgt, stack_limit)
@@ -1196,7 +1198,7 @@ def c_regions(pid: int, table: SmapsTable, *, max_bytes: int = MAX_READ_BYTES,
             tgt.close()
     # A process that exits mid-scan reads as nothing (pread returns 0 bytes,
     # PAGEMAP_SCAN finds no pages): never report that as "no C memory".
-    st = _procfs.stat(pid)
+    st = procfs.stat(pid)
     if st.gone or st.exiting:
         raise NoSuchProcess(pid, "process exited during the scan")
     intervals = sorted(s.intervals)

@@ -108,12 +108,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from . import _procfs, exact, fallback
-from ._errors import AccessDenied, NoSuchProcess
-from ._impl import get_engine
-from ._types import CATEGORIES, GO_HEAP, SmapsTable
-from .pagemap import Pagemap
-from .scan import TIERS, _layout_of, scan_parts
+from .._errors import AccessDenied, NoSuchProcess
+from .._types import CATEGORIES, GO_HEAP, SmapsTable
+from ..engine import get_engine
+from ..kernel import procfs
+from ..kernel.pagemap import Pagemap
+from . import exact, fallback
+from .scanner import TIERS, _layout_of, scan_parts
 from .snapshot import Snapshot
 
 __all__ = ["Sample", "Sampler", "FULL_SCAN_SHARE", "LOCK_SHARE", "RECOUNT_AFTER", "SMAPS_PAUSE"]
@@ -300,18 +301,18 @@ class Sampler:
         files then show no memory, but the process lives on: one mm for the
         whole thread group)."""
         pid = via = self.pid
-        self._dir_fd = _procfs.open_dir(pid)
-        st = _procfs.stat(pid, self._dir_fd)
-        _procfs.check_user_process(pid, st)
+        self._dir_fd = procfs.open_dir(pid)
+        st = procfs.stat(pid, self._dir_fd)
+        procfs.check_user_process(pid, st)
         if st.gone or st.exiting:
-            tid = _procfs.live_thread(pid) if self._lives() else None
+            tid = procfs.live_thread(pid) if self._lives() else None
             if tid is None:
                 raise NoSuchProcess(pid, "process is a zombie" if st.state == "Z" else "")
             os.close(self._dir_fd)
             self._dir_fd = -1
             via = tid
-            self._dir_fd = _procfs.open_dir(via)
-            st = _procfs.stat(via, self._dir_fd)
+            self._dir_fd = procfs.open_dir(via)
+            st = procfs.stat(via, self._dir_fd)
             self.warnings.append(f"the main thread of pid {pid} has exited: its memory is read through thread {via}")
         self._via = via
         self._starttime = st.starttime
@@ -328,7 +329,7 @@ class Sampler:
                                      "denied): only totals are sampled")
 
     def _open_file(self, name: str) -> int:
-        with _procfs.translated(self.pid, _procfs.path(self._via, name), True):
+        with procfs.translated(self.pid, procfs.path(self._via, name), True):
             return os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._dir_fd)
 
     def _lives(self) -> bool:
@@ -464,20 +465,20 @@ class Sampler:
             if self._poll.poll(0):
                 raise NoSuchProcess(self.pid, "process exited during the tick")
             return
-        st = _procfs.stat(self._via, self._dir_fd)
+        st = procfs.stat(self._via, self._dir_fd)
         if st.gone or st.exiting:
             raise NoSuchProcess(self.pid, "process exited during the tick")
 
     def _status(self) -> Tuple[int, Tuple[int, ...]]:
         """VmRSS and the counters that change whenever a page is mapped or unmapped."""
-        p = _procfs.path(self._via, "status")
-        with _procfs.translated(self.pid, p, True):
+        p = procfs.path(self._via, "status")
+        with procfs.translated(self.pid, p, True):
             # One record of ~1.5 KB: one pread returns it all (seq_file fills a page).
             data = os.pread(self._status_fd, _STATUS_READ, 0)
             if len(data) == _STATUS_READ:
                 n = self._eng.read_all(self._status_fd, self._status_buf)
                 data = bytes(memoryview(self._status_buf)[:n])
-        st = _procfs.parsed(self.pid, "status", self._eng.parse_status, data)
+        st = procfs.parsed(self.pid, "status", self._eng.parse_status, data)
         if st.vm_rss < 0:
             # No Vm lines: the process no longer has its memory (zombie, exiting).
             raise NoSuchProcess(self.pid, "process exited")
@@ -526,8 +527,8 @@ class Sampler:
         return Sample(self.pid, seq, mono, wall, snap.tier, snap.total.rss, cats, detail, snap, missed)
 
     def _read_maps(self) -> bytes:
-        p = _procfs.path(self._via, "maps")
-        with _procfs.translated(self.pid, p, True):
+        p = procfs.path(self._via, "maps")
+        with procfs.translated(self.pid, p, True):
             n = self._eng.read_all(self._maps_fd, self._maps_buf)
         return bytes(memoryview(self._maps_buf)[:n])
 
@@ -546,9 +547,9 @@ class Sampler:
 
         def read():  # type: ignore[no-untyped-def]
             text = first.pop() if first else self._read_maps()
-            return _procfs.parsed(self.pid, "maps", self._eng.parse_smaps, text), text
+            return procfs.parsed(self.pid, "maps", self._eng.parse_smaps, text), text
 
-        t, maps = _procfs.without_overlap(self.pid, "maps", read, self._eng.first_overlap)
+        t, maps = procfs.without_overlap(self.pid, "maps", read, self._eng.first_overlap)
         self._maps_seen = maps
         if not len(t):
             raise NoSuchProcess(self.pid, "process exited")  # a live process always has mappings

@@ -9,10 +9,16 @@ import time
 from collections import OrderedDict
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from . import _procfs, cmalloc, exact, fallback, goheap, goruntime, layout, pagemap
-from ._errors import AccessDenied, Error, NoSuchProcess, ParseError
-from ._impl import get_engine
-from ._types import C_MALLOC, CATEGORIES, GO_HEAP, GO_RUNTIME, THREAD_STACKS, Counters, SmapsTable
+from .._errors import AccessDenied, Error, NoSuchProcess, ParseError
+from .._types import C_MALLOC, CATEGORIES, GO_HEAP, GO_RUNTIME, THREAD_STACKS, Counters, SmapsTable
+from ..engine import get_engine
+from ..kernel import procfs
+from ..kernel.pagemap import Pagemap
+from ..layout.context import Layout, context
+from ..owners.c import c_regions
+from ..owners.go.heap import HeapChanged, read_heap
+from ..owners.go.runtime import runtime_regions
+from . import exact, fallback
 from .snapshot import Snapshot
 
 TIERS = ("auto", "exact", "layout", "psutil")
@@ -22,7 +28,7 @@ TIERS = ("auto", "exact", "layout", "psutil")
 # size costs as much as parsing it), and the layout facts of recent
 # processes, valid while the process and its loaded files are the same.
 _local = threading.local()
-_layouts: "OrderedDict[Tuple, layout.Layout]" = OrderedDict()
+_layouts: "OrderedDict[Tuple, Layout]" = OrderedDict()
 _LAYOUTS_KEPT = 64
 
 
@@ -50,7 +56,7 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
     try:
         return _scan(pid, eng, name, tier)
     except NoSuchProcess as err:
-        tid = _procfs.live_thread(pid) if sys.platform.startswith("linux") else None
+        tid = procfs.live_thread(pid) if sys.platform.startswith("linux") else None
         if tid is None:
             raise
         gone = err
@@ -67,7 +73,7 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
 def _scan(pid: int, eng, name: str, tier: str) -> Snapshot:  # type: ignore[no-untyped-def]
     if tier == "psutil":
         if sys.platform.startswith("linux"):
-            _procfs.check_user_process(pid, _procfs.stat(pid))
+            procfs.check_user_process(pid, procfs.stat(pid))
         return fallback.snapshot(pid, name, "psutil tier requested")
     if not sys.platform.startswith("linux"):
         if tier == "auto":
@@ -83,14 +89,14 @@ def _scan(pid: int, eng, name: str, tier: str) -> Snapshot:  # type: ignore[no-u
 
 class Parts(NamedTuple):
     """A smaps scan's Snapshot and what it was made from, for callers that
-    follow the process afterwards (sampler.py): the mappings, their layout
+    follow the process afterwards (the Sampler): the mappings, their layout
     categories, the layout facts, and the exact tier's regions (None in the
     layout tier)."""
 
     snapshot: Snapshot
     table: SmapsTable
     cats: bytearray
-    layout: layout.Layout
+    layout: Layout
     regions: Optional[Sequence[exact.Region]]
 
 
@@ -100,24 +106,24 @@ def _smaps_scan(pid: int, eng, engine_name: str, tier: str) -> Snapshot:  # type
 
 def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0) -> Parts:  # type: ignore[no-untyped-def]
     """The smaps scan of ``scan()`` ("exact", "layout" or "auto"), with its
-    parts; ``pause``: seconds between the read() calls of smaps (_procfs.read_paced)."""
+    parts; ``pause``: seconds between the read() calls of smaps (procfs.read_smaps)."""
     when = time.time()
     buf = getattr(_local, "buf", None)
     if buf is None:
         buf = _local.buf = bytearray()
-    dir_fd = _procfs.open_dir(pid)
+    dir_fd = procfs.open_dir(pid)
 
     def read():  # type: ignore[no-untyped-def]
-        n, table = _procfs.read_smaps(pid, buf, eng, dir_fd, pause)
+        n, table = procfs.read_smaps(pid, buf, eng, dir_fd, pause)
         # A process that exited mid-read ends its smaps early: that, not
         # the text's end, is the error to report.
-        st = _procfs.stat_after_read(pid, dir_fd, n == 0)
+        st = procfs.stat_after_read(pid, dir_fd, n == 0)
         if isinstance(table, ParseError):
             raise table
         return table, st
 
     try:
-        table, st = _procfs.without_overlap(pid, "smaps", read, eng.first_overlap)
+        table, st = procfs.without_overlap(pid, "smaps", read, eng.first_overlap)
     finally:
         os.close(dir_fd)
     lay = _layout_of(pid, st.starttime, table)
@@ -156,12 +162,12 @@ HEAP_READ_TRIES = 3
 def _read_structures(pid: int, what: str, read):  # type: ignore[no-untyped-def]
     """``read()`` of a target's structures through /proc/PID/mem, tried again
     when the target changed them mid-read; errors say what was being read."""
-    mem = _procfs.path(pid, "mem")
+    mem = procfs.path(pid, "mem")
     for attempt in range(HEAP_READ_TRIES):
         try:
-            with _procfs.translated(pid, mem):
+            with procfs.translated(pid, mem):
                 return read()
-        except goheap.HeapChanged:
+        except HeapChanged:
             if attempt + 1 == HEAP_READ_TRIES:
                 raise Error(f"{what} kept changing while it was read ({HEAP_READ_TRIES} tries)") from None
         except AccessDenied as err:
@@ -169,7 +175,7 @@ def _read_structures(pid: int, what: str, read):  # type: ignore[no-untyped-def]
                                          "(the process's owner, or CAP_SYS_PTRACE)") from err
 
 
-def _split(pid: int, table, cats, lay: layout.Layout, eng, warnings: List[str]) -> exact.Split:  # type: ignore[no-untyped-def]
+def _split(pid: int, table, cats, lay: Layout, eng, warnings: List[str]) -> exact.Split:  # type: ignore[no-untyped-def]
     """The exact tier's split of the mappings, or an Error saying why it
     cannot be had. Owners read, the first winning where claims overlap: the
     Go heap (required where a Go runtime is loaded), the C allocator (glibc's
@@ -180,11 +186,11 @@ def _split(pid: int, table, cats, lay: layout.Layout, eng, warnings: List[str]) 
     sources = []
     skip: List[Tuple[int, int]] = []
     if mod is not None:
-        heap = _read_structures(pid, "the Go heap", lambda: goheap.read_heap(pid, mod.path, mod.bias))
+        heap = _read_structures(pid, "the Go heap", lambda: read_heap(pid, mod.path, mod.bias))
         sources.append([exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals])
         skip = [(a, a + heap.arena_bytes) for a in heap.arenas]
     try:
-        c = _read_structures(pid, "the C allocator's structures", lambda: cmalloc.c_regions(pid, table, skip=skip))
+        c = _read_structures(pid, "the C allocator's structures", lambda: c_regions(pid, table, skip=skip))
     except (AccessDenied, NoSuchProcess):
         raise
     except Error as err:
@@ -196,7 +202,7 @@ def _split(pid: int, table, cats, lay: layout.Layout, eng, warnings: List[str]) 
     if mod is not None:
         try:
             meta = _read_structures(pid, "the Go runtime's metadata",
-                                    lambda: goruntime.runtime_regions(pid, mod.path, mod.bias))
+                                    lambda: runtime_regions(pid, mod.path, mod.bias))
         except (AccessDenied, NoSuchProcess):
             raise
         except Error as err:
@@ -207,12 +213,12 @@ def _split(pid: int, table, cats, lay: layout.Layout, eng, warnings: List[str]) 
     if conflict:
         warnings.append(f"{conflict} bytes were claimed by two owners; the first claim (Go heap, C allocator, "
                         "Go runtime) was kept")
-    with pagemap.Pagemap(pid, eng) as pm:
+    with Pagemap(pid, eng) as pm:
         return exact.split(table, cats, regions, pm, exact.outside_category(lay.context.go_only))
 
 
-def _layout_of(pid: int, starttime: int, table) -> layout.Layout:  # type: ignore[no-untyped-def]
-    """layout.context(), cached per process and set of loaded files.
+def _layout_of(pid: int, starttime: int, table) -> Layout:  # type: ignore[no-untyped-def]
+    """layout.context.context(), cached per process and set of loaded files.
 
     The key holds where every file is mapped (address, device, inode): a
     library loaded or unloaded, or a binary replaced, gives a new key.
@@ -222,7 +228,7 @@ def _layout_of(pid: int, starttime: int, table) -> layout.Layout:  # type: ignor
            tuple(table.devs[i] for i in files))
     lay = _layouts.get(key)
     if lay is None:
-        lay = _layouts[key] = layout.context(pid, table)
+        lay = _layouts[key] = context(pid, table)
         while len(_layouts) > _LAYOUTS_KEPT:
             _layouts.popitem(last=False)
     else:

@@ -13,8 +13,8 @@ import errno
 import os
 from typing import Iterator, NamedTuple, Optional
 
-from . import _pure
-from ._errors import AccessDenied, Error, NoSuchProcess, ParseError
+from ..engine import pure
+from .._errors import AccessDenied, Error, NoSuchProcess, ParseError
 
 PROCFS_PATH = "/proc"
 
@@ -90,7 +90,7 @@ def parsed(pid: int, name: str, parse, data):  # type: ignore[no-untyped-def]
 
 
 # Text read while the process maps and unmaps may list a mapping twice
-# (_pure.first_overlap): it is read again, this many times in all.
+# (the engines' first_overlap): it is read again, this many times in all.
 READ_TRIES = 5
 
 
@@ -115,14 +115,14 @@ SMAPS_PIECE = 128 * 1024
 def read_smaps(pid: int, buf: bytearray, engine, dir_fd: int, pause: float = 0.0):  # type: ignore[no-untyped-def]
     """/proc/PID/smaps read whole into ``buf`` through ``dir_fd`` and parsed:
     (length, SmapsTable or the ParseError, naming the file), as
-    ``_pure.read_parse_smaps``. With ``pause`` (seconds between read()
-    calls, see _pure.read_all) the text is read, then parsed; with one CPU
+    the engines' ``read_parse_smaps``. With ``pause`` (seconds between read()
+    calls, see read_all) the text is read, then parsed; with one CPU
     to run on, there is no second one to parse on meanwhile."""
     with translated(pid, path(pid, "smaps"), True):
         fd = os.open("smaps", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
             if pause > 0:
-                n = _pure.read_all(fd, buf, pause)
+                n = pure.read_all(fd, buf, pause)
                 with memoryview(buf) as whole, whole[:n] as data:
                     try:
                         result = engine.parse_smaps(data)

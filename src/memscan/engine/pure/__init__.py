@@ -1,8 +1,8 @@
 """The pure-Python engine: bytes in, memscan records out.
 
-``_fast.pyx`` implements the same functions with the same results and the
+``memscan/_fast.pyx`` implements the same functions with the same results and the
 same ParseError messages; tests run both over the same inputs. Nothing here
-opens files by name, knows pids or translates OSError: that is ``_procfs``.
+opens files by name, knows pids or translates OSError: that is ``memscan.kernel.procfs``.
 
 Formats follow the kernel's ``fs/proc/task_mmu.c`` (Documentation/filesystems/
 proc.rst): a header line per mapping, ``Key:   <n> kB`` lines, and a final
@@ -17,8 +17,8 @@ import time
 from array import array
 from typing import List, Optional, Tuple, Union
 
-from ._errors import ParseError
-from ._types import (
+from ..._errors import ParseError
+from ..._types import (
     ANON_OTHER,
     BINARY,
     C_MALLOC,

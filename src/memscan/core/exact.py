@@ -2,9 +2,9 @@
 
 The kernel merges neighbouring anonymous mappings, and a Go heap arena is
 one mapping however its pages are used, so a mapping is the wrong unit.
-Readers of the owners' own structures (``goheap``: the Go heap's page
-states; ``goruntime``: the runtime's off-heap structures; ``cmalloc``:
-glibc's arenas, mmapped chunks and thread stacks) give address regions;
+Readers of the owners' own structures (``owners.go.heap``: the Go heap's
+page states; ``owners.go.runtime``: the runtime's off-heap structures;
+``owners.c``: glibc's arenas, mmapped chunks and thread stacks) give address regions;
 this module cuts the mappings they touch into pieces, counts each piece's
 pages in pagemap, and shares the mapping's smaps counters out among its
 pieces in proportion to those pages, so that the pieces add up to the
@@ -16,11 +16,11 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
-from ._types import ANON_OTHER, COUNTER_FIELDS, GO_HEAP, GO_RUNTIME, NFIELDS, F, Counters, SmapsTable
+from .._types import ANON_OTHER, COUNTER_FIELDS, GO_HEAP, GO_RUNTIME, NFIELDS, F, Counters, SmapsTable
 
 PAGE = 4096
 DETAIL = ("objects", "stacks", "free", "released", "reserved")
-RELEASED = 3  # index in DETAIL (goheap's states are the same indices)
+RELEASED = 3  # index in DETAIL (owners.go.heap's states are the same indices)
 
 
 class Region(NamedTuple):

@@ -1,12 +1,12 @@
 """The Go runtime's off-heap memory, as address ranges, read from a live process.
 
 For the exact tier's ``go_runtime`` category: besides its heap arenas (see
-:mod:`memscan.goheap`) a Go runtime maps metadata with ``mmap(NULL, ...)``
+:mod:`memscan.owners.go.heap`) a Go runtime maps metadata with ``mmap(NULL, ...)``
 in the top-down mmap area, where the kernel merges it with glibc's chunks
 and thread stacks (runtime/malloc.go, persistentalloc and sysAlloc). Every such block is
 found here by following the runtime's own pointers from its globals, read
-read-only through ``/proc/PID/mem`` with goheap's machinery (layouts from
-DWARF, or goheap's shipped tables; bounded, pagemap-checked reads; pointers
+read-only through ``/proc/PID/mem`` with the heap reader's machinery (layouts from
+DWARF, or the heap reader's shipped tables; bounded, pagemap-checked reads; pointers
 validated against ``/proc/PID/maps``):
 
 ==================  =========================================================
@@ -37,7 +37,7 @@ signal stack        ``m.gsignal`` stacks outside the heap arenas
 ==================  =========================================================
 
 The g0 and gsignal stacks of Ms are normally goroutine-sized stacks inside
-the heap arenas (goheap counts them as stacks) or, in a cgo program, glibc
+the heap arenas (the heap reader counts them as stacks) or, in a cgo program, glibc
 pthread stacks (the C side's); the main thread's g0 runs on ``[stack]``.
 None of those are reported: the two stack kinds appear only when a stack
 lies in anonymous memory of its own, which Linux/amd64 builds do not do.
@@ -69,9 +69,11 @@ from __future__ import annotations
 import struct
 from typing import Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
-from . import _procfs, elfinfo, goheap
-from .goheap import HeapChanged, NoRuntimeInfo, ReadLimitExceeded  # noqa: F401  (re-exported)
-from .targetmem import TargetMemory
+from ...elf import PAGE_SIZE
+from ...kernel import procfs
+from ..memory import TargetMemory
+from . import heap
+from .heap import HeapChanged, NoRuntimeInfo, ReadLimitExceeded  # noqa: F401  (re-exported)
 
 __all__ = [
     "KINDS",
@@ -107,7 +109,7 @@ KINDS = (HEAP_INDEX, HEAP_ARENA, PAGE_ALLOC_INDEX, PAGE_SUMMARY, SCAVENGE_INDEX,
 #: binary without symbols adds its data segments (~0.3 MB, the scan).
 MAX_READ_BYTES = 16 << 20
 
-_OS_PAGE = elfinfo.PAGE_SIZE
+_OS_PAGE = PAGE_SIZE
 _MAX_NODES = 1 << 20  # hard bound on any list walked
 _MAX_SPMC_CAP = 1 << 24  # objptrs in one span queue ring
 _MAX_REFRESHES = 4  # re-reads of /proc/PID/maps in one read
@@ -153,11 +155,11 @@ def read_runtime(pid: int, binary_path: str, load_bias: int, *, max_bytes: int =
                  tables: Optional[bool] = None) -> RuntimeRegions:
     """The off-heap runtime memory of the Go runtime in ``binary_path``.
 
-    ``binary_path`` and ``load_bias`` as for :func:`memscan.goheap.read_heap`.
+    ``binary_path`` and ``load_bias`` as for :func:`memscan.owners.go.heap.read_heap`.
     ``tables``: for a binary without DWARF, use the shipped layout tables
-    (see :func:`memscan.goheap.read_heap`; None: ``goheap.LAYOUT_TABLES``).
+    (see :func:`memscan.owners.go.heap.read_heap`; None: ``heap.LAYOUT_TABLES``).
     With the symbol table (``-ldflags=-w``) every kind is looked for;
-    without (``-s``) only what hangs off ``mheap_`` (found by goheap's
+    without (``-s``) only what hangs off ``mheap_`` (found by the heap reader's
     symbol-less scan): the other kinds are listed in ``missing``. One pass,
     no retry.
 
@@ -170,17 +172,17 @@ def read_runtime(pid: int, binary_path: str, load_bias: int, *, max_bytes: int =
         ReadLimitExceeded: more than ``max_bytes`` would have to be read.
         NoSuchProcess, AccessDenied: as for every /proc read.
     """
-    lay = goheap._layout(binary_path, tables)
-    with goheap._Target(pid, max_bytes) as target, _procfs.translated(pid, _procfs.path(pid, "mem")):
-        lay = goheap._resolve(target, lay, load_bias, binary_path)
+    lay = heap._layout(binary_path, tables)
+    with heap._Target(pid, max_bytes) as target, procfs.translated(pid, procfs.path(pid, "mem")):
+        lay = heap._resolve(target, lay, load_bias, binary_path)
         return _Reader(target, lay, load_bias, binary_path).read()
 
 
-class _Reader(goheap._Reader):
+class _Reader(heap._Reader):
     """One read of one runtime's off-heap structures."""
 
-    def __init__(self, target: TargetMemory, lay: "goheap._Layout", load_bias: int, path: str) -> None:
-        super().__init__(target, lay, load_bias, goheap.MAX_UNSETTLED)
+    def __init__(self, target: TargetMemory, lay: "heap._Layout", load_bias: int, path: str) -> None:
+        super().__init__(target, lay, load_bias, heap.MAX_UNSETTLED)
         self.bias = load_bias
         self.path = path
         self.blocks: List[Tuple[int, int, str]] = []
@@ -216,7 +218,7 @@ class _Reader(goheap._Reader):
         addr = self.lay.global_addr(name)
         return (addr + self.bias) & self.mask if addr else 0
 
-    def header(self, addr: int, s: "goheap._Slice", what: str) -> Tuple[int, int, int]:
+    def header(self, addr: int, s: "heap._Slice", what: str) -> Tuple[int, int, int]:
         """(array, len, cap) of the slice header at ``addr``."""
         first = min(s.array, s.len, s.cap)
         raw = self.t.read(addr + first, max(s.array, s.len, s.cap) + self.lay.ptr - first, what)
@@ -284,10 +286,10 @@ class _Reader(goheap._Reader):
         lay = self.lay
         m = self.t.mapping(self.mheap)
         if m is None or not m.readable:
-            raise goheap.Error(f"runtime.mheap_ at {self.mheap:#x} is not mapped in pid {self.t.pid}: "
+            raise heap.Error(f"runtime.mheap_ at {self.mheap:#x} is not mapped in pid {self.t.pid}: "
                                "not the binary (or load bias) of this process")
         arenas = self.arenas()
-        self.cover = goheap._merge([(a.base, a.base + lay.arena_bytes) for a in arenas])
+        self.cover = heap._merge([(a.base, a.base + lay.arena_bytes) for a in arenas])
         self.heap_index()
         for a in arenas:
             self.block(a.heap_arena, lay.heap_arena_size, HEAP_ARENA, f"heapArena of arena {a.base:#x}")
@@ -412,7 +414,7 @@ class _Reader(goheap._Reader):
 
     def m_stacks(self) -> None:
         """g0 and gsignal stacks of the Ms on runtime.allm that are neither
-        in the heap arenas (goheap's) nor the main thread's [stack] nor, in
+        in the heap arenas (the heap reader's) nor the main thread's [stack] nor, in
         a cgo program, pthread stacks (the C side's): none on Linux/amd64."""
         lay = self.lay
         allm, iscgo = self.glob("runtime.allm"), self.glob("runtime.iscgo")

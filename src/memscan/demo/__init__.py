@@ -2,7 +2,7 @@
 situations where Go's numbers and the operating system's part, and show each
 with memscan.
 
-The program (memscan/demo) answers commands on stdin with the runtime's own
+The program (the Go sources beside this file) answers commands on stdin with the runtime's own
 accounting (runtime.MemStats, mallinfo2) as JSON. The demo drives it through
 phases while a Sampler records it (a CSV, shown live as memscan watch shows
 it), then draws the recording (a PNG) and ends with memscan explain:
@@ -31,14 +31,12 @@ import time
 from collections import deque
 from typing import Any, Deque, Dict, List, NamedTuple, Optional, Tuple
 
-from . import gobuild
-from ._errors import Error
-from .cli import mib, render
-from .sampler import Sample, Sampler
-from .scan import scan
-from .snapshot import Snapshot
-
-DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
+from .._errors import Error
+from ..cli import mib, render
+from ..core.sampler import Sample, Sampler
+from ..core.scanner import scan
+from ..core.snapshot import Snapshot
+from . import build
 TIMEOUT = 120.0
 # The live view's window and refresh period, seconds.
 WINDOW = 10.0
@@ -137,14 +135,14 @@ def run_demo(quick: bool = False, output: str = "memscan-demo") -> int:
     from rich.console import Console
     from rich.live import Live
 
-    from . import explain, plot, record, watch
+    from .. import explain, plot, record, watch
 
     console = Console()
-    goroot = gobuild.find_goroot()
+    goroot = build.find_goroot()
     cgo = shutil.which(os.environ.get("CC", "gcc")) is not None
-    with console.status(f"building the demo with {gobuild.go_version(goroot)}"
+    with console.status(f"building the demo with {build.go_version(goroot)}"
                         f"{' (cgo)' if cgo else ' (no C compiler: without cgo)'}"):
-        binary = gobuild.build(DEMO_DIR, goroot=goroot, cgo=cgo, out_name="memscan-demo")
+        binary = build.build(build.DEMO_DIR, goroot=goroot, cgo=cgo, out_name="memscan-demo")
     try:
         os.makedirs(output, exist_ok=True)
     except OSError as err:

@@ -12,24 +12,24 @@ import sys
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from . import _pure
+from . import pure
 
 NO_EXTENSIONS = bool(os.environ.get("MEMSCAN_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
 
 engine: ModuleType
 if TYPE_CHECKING or NO_EXTENSIONS:
-    engine = _pure
+    engine = pure
     IMPLEMENTATION = "python"
 else:
     try:
-        from . import _fast as engine
+        from .. import _fast as engine
     except ImportError:
-        engine = _pure
+        engine = pure
         IMPLEMENTATION = "python"
     else:
         IMPLEMENTATION = "cython"
 
-ENGINES = {"python": _pure}
+ENGINES = {"python": pure}
 if IMPLEMENTATION == "cython":
     ENGINES["cython"] = engine
 

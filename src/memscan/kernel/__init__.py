@@ -1,0 +1,1 @@
+"""Read-only access to Linux: /proc files, their paths and errors, and pagemap."""
