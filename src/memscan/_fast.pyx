@@ -26,8 +26,10 @@ cdef extern from *:
 import array as _array_mod
 
 from ._errors import ParseError
-from .engine.pure import _STATUS_INT, _STATUS_KB, _by_name
+from .engine.pure import _STATUS_INT, _STATUS_KB
 from .engine.pure import accumulate as _exact_accumulate
+from .layout import rules
+from .layout.rules import by_name
 from ._types import CATEGORIES, NFIELDS, SMAPS_KEYS, UNITLESS_KEYS, VMFLAG_NAMES, MemFields, SmapsTable, Status
 
 __all__ = ["read_all", "parse_smaps", "first_overlap", "parse_rollup", "parse_status", "classify", "accumulate"]
@@ -44,14 +46,14 @@ cdef array.array _q = _array_mod.array("q")
 
 cdef int64_t MAX_I64 = 0x7FFFFFFFFFFFFFFF
 cdef int64_t MAX_KB = MAX_I64 // 1024
-cdef uint64_t MIB = 1 << 20
 cdef uint64_t U32_MAX = 0xFFFFFFFF
 cdef uint64_t SPACES8 = 0x2020202020202020ULL
 # (2**64 - 1) // 10: one more decimal digit beyond it overflows 64 bits.
 cdef uint64_t U64_TENTH = 1844674407370955161ULL
-cdef uint64_t ARENA = 64 * MIB
-cdef uint64_t GO_HEAP_LIMIT = (<uint64_t>1) << 46
-cdef uint64_t GUARD_MAX = 256 * 1024
+# The layout tier's sizes, from their home (memscan.layout.rules).
+cdef uint64_t ARENA = rules.ARENA
+cdef uint64_t GO_HEAP_LIMIT = rules.GO_HEAP_LIMIT
+cdef uint64_t GUARD_MAX = rules.GUARD_MAX
 cdef uint64_t VMFLAG_UNKNOWN = (<uint64_t>1) << 63
 
 # Category codes, as in _types.CATEGORIES.
@@ -1022,12 +1024,12 @@ def classify(t, ctx):
         if not name:
             cats[i] = MAPPED_FILES
             continue
-        # Named mappings: the rules on names live once, in engine.pure; consecutive
+        # Named mappings: the rules on names live once, in layout.rules; consecutive
         # mappings of one file ask once.
         if name is last_name and (perms[i] & PERM_S) == last_shared and inodes[i] == last_inode and devs[i] == last_dev:
             c = last_cat
         else:
-            c = _by_name(name, perms[i], inodes[i], devs[i], ctx)
+            c = by_name(name, perms[i], inodes[i], devs[i], ctx)
             last_name, last_shared, last_inode, last_dev, last_cat = name, perms[i] & PERM_S, inodes[i], devs[i], c
         cats[i] = ANON_OTHER if c < 0 else c
     if not any_pending:

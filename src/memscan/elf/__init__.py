@@ -40,7 +40,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import NoteSection, StringTableSection
 from elftools.elf.segments import NoteSegment
 
-from ..engine.pure import is_shared_object
+from ..layout.rules import is_shared_object
 
 __all__ = [
     "GoInfo",

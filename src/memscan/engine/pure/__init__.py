@@ -20,20 +20,17 @@ from typing import List, Optional, Tuple, Union
 from ..._errors import ParseError
 from ..._types import (
     ANON_OTHER,
-    BINARY,
     C_MALLOC,
     CATEGORIES,
     F,
     GO_HEAP,
     GO_RUNTIME,
-    KERNEL,
     MAPPED_FILES,
     NFIELDS,
     PERM_R,
     PERM_S,
     PERM_W,
     PERM_X,
-    SHARED_LIBS,
     SHMEM,
     SMAPS_KEYS,
     THREAD_STACKS,
@@ -47,6 +44,7 @@ from ..._types import (
     SmapsTable,
     Status,
 )
+from ...layout.rules import ARENA, GO_HEAP_LIMIT, GUARD_MAX, by_name
 
 __all__ = [
     "read_all",
@@ -69,14 +67,6 @@ _KEYCHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 _MAX_I64 = 2**63 - 1
 _MAX_KB = _MAX_I64 // 1024
 _MAX_U64 = 2**64 - 1
-
-MIB = 1 << 20
-ARENA = 64 * MIB  # Go heapArenaBytes on 64-bit Linux; glibc HEAP_MAX_SIZE
-# Go places heap arenas below 2^46 on amd64 (randomized base since Go 1.26,
-# fixed hints 0x00c0<<32 | i<<40 before); glibc's mmap area is near 2^47.
-GO_HEAP_LIMIT = 1 << 46
-GUARD_MAX = 256 * 1024  # pthread guards are one page by default
-
 
 def read_all(fd: int, buf: bytearray, pause: float = 0.0) -> int:
     """Read ``fd`` from offset 0 to EOF into ``buf`` (grown as needed); return the length.
@@ -350,70 +340,6 @@ def parse_status(buf: bytes) -> Status:
 
 # ---------------------------------------------------------------- layout tier
 
-_KERNEL_NAMES = frozenset(("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]"))
-_GO_HEAP_NAMES = frozenset(("[anon: Go: heap]", "[anon: Go: heap reservation]"))
-_GO_STACK_NAMES = frozenset(("[anon: Go: OS thread stack]", "[anon: Go: goroutine stack (system)]"))
-_GLIBC_STACK_PREFIXES = ("[anon: glibc: pthread stack", "[anon: glibc: pthread user stack", "[anon: glibc: unused stack")
-_SHMEM_PREFIXES = ("/memfd:", "/SYSV", "/dev/shm/", "[anon_shmem:")
-
-
-def is_shared_object(name: str) -> bool:
-    """True for a path whose basename has ``.so`` at its end or before a ``.``."""
-    base = name[name.rfind("/") + 1 :]
-    i = base.find(".so")
-    while i >= 0:
-        j = i + 3
-        if j == len(base) or base[j] == "." or base[j:] == " (deleted)":
-            return True
-        i = base.find(".so", j)
-    return False
-
-
-def _by_name(name: str, perms: int, inode: int, dev: int, ctx: LayoutContext) -> int:
-    """Category of a named mapping, or -1 when the name says nothing."""
-    if name[0] == "[":
-        if name == "[heap]":
-            return C_MALLOC
-        if name == "[stack]":
-            return THREAD_STACKS
-        if name in _KERNEL_NAMES:
-            return KERNEL
-        if name.startswith("[anon: Go: "):
-            # Go 1.25+ names its mappings where the kernel has
-            # CONFIG_ANON_VMA_NAME (5.17+).
-            if name in _GO_HEAP_NAMES:
-                return GO_HEAP
-            if name in _GO_STACK_NAMES:
-                return THREAD_STACKS
-            return GO_RUNTIME
-        if name.startswith("[anon: glibc: "):
-            # glibc 2.39+ with glibc.mem.decorate_maps=1.
-            if name.startswith(_GLIBC_STACK_PREFIXES):
-                return THREAD_STACKS
-            if name.startswith("[anon: glibc: malloc") or name.startswith("[anon: glibc: loader malloc"):
-                return C_MALLOC
-            if name.startswith("[anon: glibc: .bss"):
-                return SHARED_LIBS
-            return ANON_OTHER
-        if name.startswith("[anon_shmem:"):
-            return SHMEM
-        return ANON_OTHER
-    if name.startswith(_SHMEM_PREFIXES) or (perms & PERM_S and name.startswith("/dev/zero")):
-        return SHMEM
-    if name == "/dev/zero" and not perms & PERM_S:
-        # MAP_PRIVATE of /dev/zero is plain anonymous memory.
-        return -1
-    if name.startswith("anon_inode:"):
-        # io_uring rings, perf buffers, dmabuf: kernel-owned pages.
-        return KERNEL
-    if inode == 0 and not name.startswith("/"):
-        return -1
-    if inode == ctx.exe_inode and dev == ctx.exe_dev:
-        return BINARY
-    if is_shared_object(name):
-        return SHARED_LIBS
-    return MAPPED_FILES
-
 
 def _go_arena_runs(t: SmapsTable, n: int) -> bytearray:
     """Mark the mappings of Go heap arenas: runs of adjacent unnamed private
@@ -479,7 +405,7 @@ def classify(t: SmapsTable, ctx: LayoutContext) -> bytearray:
                 cats[i] = ANON_OTHER
                 pending.append(i)
             continue
-        c = _by_name(name, perms[i], inodes[i], devs[i], ctx) if name else MAPPED_FILES
+        c = by_name(name, perms[i], inodes[i], devs[i], ctx) if name else MAPPED_FILES
         cats[i] = ANON_OTHER if c < 0 else c
     if not pending:
         return cats

@@ -88,9 +88,10 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from ... import elf
 from ..._errors import NoSuchProcess
-from ..._types import PERM_R, PERM_S, PERM_W, PERM_X, VMFLAG_BIT, SmapsTable
+from ..._types import PERM_R, PERM_S, PERM_W, PERM_X, VM_NH, VM_NR, VMFLAG_BIT, SmapsTable
 from ...engine import get_engine
 from ...kernel import procfs
+from ...layout.rules import ARENA, GUARD_MAX
 from ..memory import TargetMemory, read_maps
 
 __all__ = [
@@ -111,15 +112,11 @@ MAX_READ_BYTES = 32 << 20
 PAGE = 4096
 KIB = 1024
 MIB = 1 << 20
-HEAP_MAX = 64 * MIB  # HEAP_MAX_SIZE on 64-bit (malloc/arena.c)
 MMAP_THRESHOLD_MAX = 32 * MIB  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
-GUARD_MAX = 256 * KIB  # pthread guards are one page by default (nptl/allocatestack.c)
 PTHREAD_STACK_MIN = 16 * KIB
 IS_MMAPPED = 2
 
-_VM_NR = VMFLAG_BIT["nr"]
 _VM_AC = VMFLAG_BIT["ac"]
-_VM_NH = VMFLAG_BIT["nh"]
 
 _QQ = struct.Struct("<QQ")
 
@@ -456,7 +453,7 @@ class _Scan:
         self.ring_complete = False  # every arena of the ring validated: "arena" is mallinfo2's
         # Heap size and alignment: HEAP_MAX_SIZE, or 4 huge pages with
         # glibc.malloc.hugetlb=2 in 2.35-2.41 (malloc/arena.c); set from mp_.
-        self.heap_max = HEAP_MAX
+        self.heap_max = ARENA
         self.walk_runs: List[Tuple[int, int]] = []
         self.skip: List[Tuple[int, int]] = []  # sorted, disjoint: not walked
 
@@ -715,7 +712,7 @@ class _Scan:
             odd = []
             for b in (b for bs in valid.values() for b in bs):
                 i = self.row_at(b)
-                if i is not None and (not self.rows[i].flags & _VM_NR or self.rows[i].flags & _VM_AC):
+                if i is not None and (not self.rows[i].flags & VM_NR or self.rows[i].flags & _VM_AC):
                     odd.append(b)
             if odd:
                 self.warn(f"{len(odd)} thread-arena heap(s) lack VmFlags nr (or have ac), unlike glibc "
@@ -958,12 +955,12 @@ class _Scan:
                 self.claim(g.start, top, "pthread stack")
                 self.found["pthread_stacks"] += 1
                 continue
-            strong = (g.flags & _VM_NH and s.flags & _VM_NH) if kernel_nh and self.has_flags else True
+            strong = (g.flags & VM_NH and s.flags & VM_NH) if kernel_nh and self.has_flags else True
             if not readable and strong:
                 self.claim(g.start, s.end, "pthread stack")
                 self.found["pthread_stacks"] += 1
                 self.found["stacks_by_shape"] += 1
-            elif strong and s.flags & _VM_NH:
+            elif strong and s.flags & VM_NH:
                 self.warn(f"stack-shaped mapping {s.start:#x}-{s.end:#x} (MAP_STACK) has no TCB at its top: "
                           "not claimed")
         if self.found["stacks_by_shape"]:
@@ -978,7 +975,7 @@ class _Scan:
             return
         n = 0
         for r in self.rows:
-            if r.anon and _is_rw(r) and r.flags & _VM_NR and not r.flags & _VM_AC and not self.is_claimed(r.start, r.end):
+            if r.anon and _is_rw(r) and r.flags & VM_NR and not r.flags & _VM_AC and not self.is_claimed(r.start, r.end):
                 self.claim(r.start, r.end, "jemalloc")
                 n += 1
         self.found["jemalloc_regions"] = n

@@ -104,7 +104,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
 from ..._errors import Error
-from ...elf import PAGE_SIZE, ModuleInfo, mapped_path, module_info
+from ...elf import PAGE_SIZE, ModuleInfo, module_info
 from ...kernel import procfs
 from ..memory import Mapping, TargetMemory
 
