@@ -245,7 +245,7 @@ def _scan_floor(pid: int) -> Callable[[], object]:
     with open(f"/proc/{pid}/maps", "rb") as f:
         t = engine.parse_smaps(f.read())
     span = [(t.starts[0], max(e for e in t.ends if e <= KERNEL_HALF))]
-    pm = Pagemap(pid)
+    pm = Pagemap(pid, engine)
 
     def floor() -> object:
         return pm.counts(span, b"\x01")

@@ -138,7 +138,7 @@ def of_kind(regions: cmalloc.CRegions, *kinds: str) -> List[Tuple[int, int]]:
 def resident(pid: int, ranges: List[Tuple[int, int]]) -> int:
     """Resident bytes (present pages that are not the zero page) of ranges."""
     ranges = sorted(ranges)
-    with Pagemap(pid) as pm:
+    with Pagemap(pid, engine) as pm:
         c = pm.counts(ranges)
     return sum(c[4 * i] - c[4 * i + 3] for i in range(len(ranges))) * PAGE
 
@@ -249,7 +249,7 @@ def test_reads_only_present_pages(cprog):
     prog = cprog("mallocs", 5, "threads=2", "chunks=12")
     table = smaps(prog.pid)
     ranges = anon_ranges(table)
-    with Pagemap(prog.pid) as pm:
+    with Pagemap(prog.pid, engine) as pm:
         before = pm.counts(ranges)
         r = cmalloc.c_regions(prog.pid, table)
         after = pm.counts(ranges)

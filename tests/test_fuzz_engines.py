@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 import memscan
 from memscan import ParseError
 from memscan.engine import pure
-from memscan.kernel import procfs
+from memscan.kernel import linux, procfs
 from memscan.owners import memory as targetmem
 from memscan._types import (
     CATEGORIES, NFIELDS, PERM_R, PERM_S, PERM_W, PERM_X, SMAPS_KEYS, UNITLESS_KEYS, VMFLAG_BIT, VMFLAG_UNKNOWN,
@@ -397,13 +397,13 @@ def model_counts(entries, ranges, zero_pfns):
     for start, end in ranges:
         c = [0, 0, 0, 0]
         for e in entries[start // PAGE:end // PAGE]:
-            c[1] += bool(e & pure.PM_SWAPPED)
-            if e & pure.PM_PRESENT:
+            c[1] += bool(e & linux.PM_SWAPPED)
+            if e & linux.PM_PRESENT:
                 c[0] += 1
-                pfn = e & pure.PM_PFN_MASK
+                pfn = e & linux.PM_PFN_MASK
                 if zero and (pfn == zero or hz_lo <= pfn < hz_hi):
                     c[3] += 1
-                elif e & pure.PM_EXCLUSIVE:
+                elif e & linux.PM_EXCLUSIVE:
                     c[2] += 1
         out += c
     return out

@@ -43,6 +43,7 @@ import pytest
 
 from gotoolchain import GO_VERSIONS
 from memscan import elf as elfinfo
+from memscan.engine import engine
 from memscan.kernel.pagemap import Pagemap
 from memscan.owners.go import heap as goheap
 from memscan.owners.go import runtime as goruntime
@@ -106,7 +107,7 @@ def present(pid: int, ranges: Sequence[Tuple[int, int]]) -> int:
     """Bytes of resident pages in ``ranges`` (pagemap bit 63)."""
     if not ranges:
         return 0
-    with Pagemap(pid) as pm:
+    with Pagemap(pid, engine) as pm:
         counts = pm.counts(sorted(ranges))
     return sum(counts[0::4]) * PAGE
 

@@ -392,15 +392,14 @@ def test_bad_ranges(helper, impl):
 def test_pagemap_api(helper):
     assert pagemap.has_scan() is pagemap.has_scan()
     ranges = sorted(helper.regions.values())
-    with pagemap.Pagemap(helper.pid) as pm:
-        assert pm.engine is memscan.engine.engine
+    with pagemap.Pagemap(helper.pid, memscan.engine.engine) as pm:
         got = pm.counts(ranges)
         # The kernel half ([vsyscall]) is no pages, not an error.
         assert pm.counts(ranges + [(0xFFFFFFFFFF600000, 0xFFFFFFFFFF601000)]) == got + [0, 0, 0, 0]
     assert pm.fd == -1
     with pytest.raises(ValueError):
         pm.counts(ranges)
-    with pagemap.Pagemap(helper.pid, "python") as pm:
+    with pagemap.Pagemap(helper.pid, pure) as pm:
         assert pm.counts(ranges) == got
 
 
@@ -425,7 +424,7 @@ def test_exited_target_raises(helper_exe, reaped):
     h = Helper(helper_exe, "idle")
     ranges = [h.regions["idle"]]
     fd = open_pagemap(h.pid)
-    pm = pagemap.Pagemap(h.pid)
+    pm = pagemap.Pagemap(h.pid, memscan.engine.engine)
     try:
         for e in (pure, _fast):
             if e is not None:
@@ -445,7 +444,7 @@ def test_exited_target_raises(helper_exe, reaped):
         with pytest.raises(memscan.NoSuchProcess):
             pm.counts(ranges)
         with pytest.raises(memscan.NoSuchProcess):
-            pagemap.Pagemap(h.pid)
+            pagemap.Pagemap(h.pid, memscan.engine.engine)
     finally:
         os.close(fd)
         pm.close()
@@ -455,7 +454,7 @@ def test_exited_target_raises(helper_exe, reaped):
 
 def test_open_errors():
     with pytest.raises(memscan.NoSuchProcess):
-        pagemap.Pagemap(2**22 + 12345)  # above pid_max's ceiling: never a process
+        pagemap.Pagemap(2**22 + 12345, memscan.engine.engine)  # above pid_max's ceiling: never a process
 
 
 # ------------------------------------------------------------------- timing

@@ -10,11 +10,11 @@ files, shared memory, kernel pages, or other anonymous memory.
 """
 
 from ._errors import AccessDenied, Error, NoSuchProcess, ParseError
-from ._types import CATEGORIES, COUNTER_FIELDS, Counters
+from ._types import CATEGORIES, COUNTER_FIELDS, Counters, GoRuntime
 from ._version import __version__
 from .core.sampler import Sample, Sampler
 from .core.scanner import TIERS, scan
-from .core.snapshot import GoRuntime, Snapshot
+from .core.snapshot import Snapshot
 from .engine import IMPLEMENTATION
 
 __all__ = [

@@ -1168,15 +1168,16 @@ from os import strerror as os_strerror
 
 from .engine import pure
 from .engine.pure import zero_pfns
+from .kernel import linux
 
-cdef unsigned long PM_SCAN_NR = pure.PAGEMAP_SCAN
-cdef uint64_t PG_PRESENT = pure.PAGE_IS_PRESENT
-cdef uint64_t PG_SWAPPED = pure.PAGE_IS_SWAPPED
-cdef uint64_t PG_PFNZERO = pure.PAGE_IS_PFNZERO
-cdef uint64_t PM_BIT_PRESENT = (<uint64_t>1) << 63
-cdef uint64_t PM_BIT_SWAPPED = (<uint64_t>1) << 62
-cdef uint64_t PM_BIT_EXCL = (<uint64_t>1) << 56
-cdef uint64_t PM_PFN = ((<uint64_t>1) << 55) - 1
+cdef unsigned long PM_SCAN_NR = linux.PAGEMAP_SCAN
+cdef uint64_t PG_PRESENT = linux.PAGE_IS_PRESENT
+cdef uint64_t PG_SWAPPED = linux.PAGE_IS_SWAPPED
+cdef uint64_t PG_PFNZERO = linux.PAGE_IS_PFNZERO
+cdef uint64_t PM_BIT_PRESENT = linux.PM_PRESENT
+cdef uint64_t PM_BIT_SWAPPED = linux.PM_SWAPPED
+cdef uint64_t PM_BIT_EXCL = linux.PM_EXCLUSIVE
+cdef uint64_t PM_PFN = linux.PM_PFN_MASK
 cdef Py_ssize_t PM_VEC_LEN = pure.SCAN_VEC_LEN
 cdef uint64_t PM_SCAN_GAP = pure._SCAN_GAP
 cdef uint64_t PM_READ_GAP = pure._READ_GAP
@@ -1184,7 +1185,7 @@ cdef Py_ssize_t PM_READ_BYTES = pure._READ_BYTES
 cdef bint _scan_unsupported = False
 _RANGES_MSG = "ranges must be sorted, non-overlapping, page-aligned (start, end) pairs"
 
-if sizeof(pm_scan_arg) != pure.PM_SCAN_ARG_SIZE or sizeof(page_region) != 24:
+if sizeof(pm_scan_arg) != linux.PM_SCAN_ARG_SIZE or sizeof(page_region) != 24:
     raise ImportError("memscan._fast: struct pm_scan_arg has the wrong size")
 
 

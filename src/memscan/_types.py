@@ -6,6 +6,7 @@ Sizes are bytes (the kernel's kB times 1024), addresses are ints.
 from __future__ import annotations
 
 from array import array
+from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 # The ten categories, in the order of their codes (0..9). Every byte of every
@@ -251,6 +252,15 @@ class Status(NamedTuple):
     vm_lib: int
     vm_pte: int
     vm_swap: int  # 2.6.34+
+
+
+@dataclass(frozen=True)
+class GoRuntime:
+    """A Go runtime loaded in the process: the executable or a c-shared library."""
+
+    version: str  # "go1.27.3"
+    path: str
+    cgo: bool
 
 
 class Interval(NamedTuple):

@@ -7,7 +7,7 @@ from typing import List, NamedTuple
 
 from . import elf
 from ._errors import Error
-from .core.snapshot import GoRuntime
+from ._types import GoRuntime
 from .engine import engine
 from .kernel import procfs
 

@@ -5,16 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .._types import CATEGORIES, Counters
-
-
-@dataclass(frozen=True)
-class GoRuntime:
-    """A Go runtime loaded in the process: the executable or a c-shared library."""
-
-    version: str  # "go1.27.3"
-    path: str
-    cgo: bool
+from .._types import CATEGORIES, Counters, GoRuntime
 
 
 @dataclass

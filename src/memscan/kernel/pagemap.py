@@ -1,17 +1,17 @@
 """Page counts of address ranges of a live process, from /proc/PID/pagemap.
 
-``Pagemap(pid).counts(ranges)`` gives, for each (start, end) range, how many
+``Pagemap(pid, engine).counts(ranges)`` gives, for each (start, end) range, how many
 4 KiB pages are present (resident, the shared zero page included), swapped,
 exclusively mapped (present, not the zero page, pagemap bit 56: mapped by
 this process alone) and the zero page (present but not in Rss)::
 
-    with Pagemap(pid) as pm:
+    with Pagemap(pid, engine) as pm:
         counts = pm.counts([(start, end), ...])   # 4 ints per range
 
 The counting is the engines' ``page_counts`` (PAGEMAP_SCAN on kernel 6.7+,
-pread of pagemap before; see ``memscan.engine.pure``). Reading pagemap takes the target's
-mmap_lock, stalling its mmap/munmap for the duration of a read
-(fs/proc/task_mmu.c).
+pread of pagemap before; see ``memscan.engine.pure``). Reading pagemap
+takes the target's mmap_lock, stalling its mmap/munmap for the duration of
+a read (fs/proc/task_mmu.c).
 
 Permissions (fs/proc/base.c): pagemap is mode 0400 and needs
 PTRACE_MODE_READ_FSCREDS at open: the process's owner or CAP_SYS_PTRACE
@@ -26,11 +26,10 @@ import ctypes
 import errno
 import os
 from types import ModuleType
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
-from .. import engine as engines
 from . import procfs
-from ..engine.pure import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PAGEMAP_SCAN, PM_SCAN_ARG_SIZE
+from .linux import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PAGEMAP_SCAN, PM_SCAN_ARG_SIZE
 
 __all__ = ["Pagemap", "has_scan", "KERNEL_HALF"]
 
@@ -80,15 +79,15 @@ def _probe_scan() -> bool:
 class Pagemap:
     """An open /proc/PID/pagemap (read-only), counted by an engine.
 
-    ``engine``: an engine module (``memscan.engine.engine`` by default) or its
-    name, "cython" or "python". ``dir_fd``: a /proc/PID directory fd
+    ``engine``: the engine module that counts (``memscan.engine.get_engine``
+    picks one). ``dir_fd``: a /proc/PID directory fd
     (``procfs.open_dir``) to open through, so that a reused pid cannot
     substitute another process. Close it, or use it as a context manager.
     """
 
-    def __init__(self, pid: int, engine: Union[ModuleType, str, None] = None, dir_fd: Optional[int] = None) -> None:
+    def __init__(self, pid: int, engine: ModuleType, dir_fd: Optional[int] = None) -> None:
         self.pid = pid
-        self.engine = engine if isinstance(engine, ModuleType) else engines.get_engine(engine)
+        self.engine = engine
         self.path = procfs.path(pid, "pagemap")
         self._pinned = dir_fd is not None
         with procfs.translated(pid, self.path, self._pinned):

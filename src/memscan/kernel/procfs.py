@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import time
 from typing import Iterator, NamedTuple, Optional
 
-from ..engine import pure
 from .._errors import AccessDenied, Error, NoSuchProcess, ParseError
 
 PROCFS_PATH = "/proc"
@@ -81,6 +81,37 @@ def read(pid: int, name: str, buf: bytearray, engine) -> memoryview:  # type: ig
     return memoryview(buf)[:n]
 
 
+def read_all(fd: int, buf: bytearray, pause: float = 0.0) -> int:
+    """Read ``fd`` from offset 0 to EOF into ``buf`` (grown as needed); return the length.
+
+    seq_file files (smaps, maps) hand out about 4 KiB per read() whatever the
+    buffer size, so this loops until read() returns 0. Seeking back to 0
+    regenerates the file, so one fd serves every sample.
+
+    ``pause``: seconds to sleep after each read() (the Cython engine's read
+    loop takes none: the sleeps, not the loop, then set the pace). Each
+    read() of smaps takes the target's mmap_lock for one ~4 KiB chunk; back
+    to back, the reader takes it again before a waiting mmap/munmap runs
+    (rwsem reader lock stealing, up to the ~4 ms handoff). A pause of ~50 us
+    between chunks gave most of a mmap-heavy target's throughput back
+    (bench/test_bench_sampler.py measures it with bench/churn.c).
+    """
+    if len(buf) < 65536:
+        buf.extend(bytes(65536 - len(buf)))
+    os.lseek(fd, 0, os.SEEK_SET)
+    n = 0
+    while True:
+        if n == len(buf):
+            buf.extend(bytes(len(buf)))
+        with memoryview(buf) as view:
+            got = os.readv(fd, [view[n:]])
+        if not got:
+            return n
+        n += got
+        if pause:
+            time.sleep(pause)
+
+
 def parsed(pid: int, name: str, parse, data):  # type: ignore[no-untyped-def]
     """Run an engine parser; a ParseError learns which file it was."""
     try:
@@ -122,7 +153,7 @@ def read_smaps(pid: int, buf: bytearray, engine, dir_fd: int, pause: float = 0.0
         fd = os.open("smaps", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
             if pause > 0:
-                n = pure.read_all(fd, buf, pause)
+                n = read_all(fd, buf, pause)
                 with memoryview(buf) as whole, whole[:n] as data:
                     try:
                         result = engine.parse_smaps(data)

@@ -15,8 +15,7 @@ from typing import List, NamedTuple, Optional, Tuple
 
 from .. import elf
 from .._errors import AccessDenied
-from .._types import BINARY, SHARED_LIBS, Interval, LayoutContext, SmapsTable
-from ..core.snapshot import GoRuntime
+from .._types import BINARY, SHARED_LIBS, GoRuntime, Interval, LayoutContext, SmapsTable
 from ..kernel import procfs
 
 PAGE = 4096

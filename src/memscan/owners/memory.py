@@ -38,14 +38,12 @@ from .. import elf
 from .._errors import Error, NoSuchProcess
 from .._types import PERM_R
 from ..engine import get_engine
-from ..engine.pure import PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGEMAP_SCAN, PM_SCAN_ARG_SIZE
 from ..kernel import procfs
+from ..kernel.linux import PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGEMAP_SCAN, PM_PRESENT, PM_SCAN_ARG_SIZE, PM_SWAPPED
 
 __all__ = ["Mapping", "TargetMemory", "read_maps"]
 
 PAGE = elf.PAGE_SIZE  # the kernel's page: /proc/PID/pagemap's granule
-_PM_PRESENT = 1 << 63
-_PM_SWAPPED = 1 << 62
 
 
 class Mapping(NamedTuple):
@@ -230,7 +228,7 @@ class TargetMemory:
                 self._gone_or_changed("pagemap")
             for i, (entry,) in enumerate(struct.iter_unpack("<Q", data)):
                 self._pagemap[lo + i] = entry
-        return [bool(self._pagemap[p] & (_PM_PRESENT | _PM_SWAPPED)) for p in range(first, last + 1)]
+        return [bool(self._pagemap[p] & (PM_PRESENT | PM_SWAPPED)) for p in range(first, last + 1)]
 
     def _gone_or_changed(self, what: str) -> None:
         st = procfs.stat(self.pid)

@@ -13,7 +13,6 @@ proc.rst): a header line per mapping, ``Key:   <n> kB`` lines, and a final
 from __future__ import annotations
 
 import os
-import time
 from array import array
 from typing import List, Optional, Tuple, Union
 
@@ -44,6 +43,7 @@ from ..._types import (
     SmapsTable,
     Status,
 )
+from ...kernel.procfs import read_all
 from ...layout.rules import ARENA, GO_HEAP_LIMIT, GUARD_MAX, by_name
 
 __all__ = [
@@ -67,37 +67,6 @@ _KEYCHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 _MAX_I64 = 2**63 - 1
 _MAX_KB = _MAX_I64 // 1024
 _MAX_U64 = 2**64 - 1
-
-def read_all(fd: int, buf: bytearray, pause: float = 0.0) -> int:
-    """Read ``fd`` from offset 0 to EOF into ``buf`` (grown as needed); return the length.
-
-    seq_file files (smaps, maps) hand out about 4 KiB per read() whatever the
-    buffer size, so this loops until read() returns 0. Seeking back to 0
-    regenerates the file, so one fd serves every sample.
-
-    ``pause``: seconds to sleep after each read() (only this engine's loop
-    takes it: the sleeps, not the loop, then set the pace). Each read() of
-    smaps takes the target's mmap_lock for one ~4 KiB chunk; back to back,
-    the reader takes it again before a waiting mmap/munmap runs (rwsem
-    reader lock stealing, up to the ~4 ms handoff). A pause of ~50 us
-    between chunks gave most of a mmap-heavy target's throughput back
-    (bench/test_bench_sampler.py measures it with bench/churn.c).
-    """
-    if len(buf) < 65536:
-        buf.extend(bytes(65536 - len(buf)))
-    os.lseek(fd, 0, os.SEEK_SET)
-    n = 0
-    while True:
-        if n == len(buf):
-            buf.extend(bytes(len(buf)))
-        with memoryview(buf) as view:
-            got = os.readv(fd, [view[n:]])
-        if not got:
-            return n
-        n += got
-        if pause:
-            time.sleep(pause)
-
 
 def _hex(line: bytes, pos: int, stop: bytes, what: str, base: int) -> Tuple[int, int]:
     """Parse lowercase hex from ``pos`` up to the byte ``stop``; return (value, next)."""
@@ -518,19 +487,18 @@ import fcntl as _fcntl
 import mmap as _mmap
 import struct as _struct
 
-PAGE_SHIFT = 12
-PAGE_SIZE = 1 << PAGE_SHIFT
-PM_PRESENT = 1 << 63
-PM_SWAPPED = 1 << 62
-PM_EXCLUSIVE = 1 << 56
-PM_PFN_MASK = (1 << 55) - 1
-
-# include/uapi/linux/fs.h (6.7+), not in older headers: declared by hand.
-PAGEMAP_SCAN = 0xC0606610  # _IOWR('f', 16, struct pm_scan_arg), sizeof == 96
-PM_SCAN_ARG_SIZE = 96
-PAGE_IS_PRESENT = 1 << 3
-PAGE_IS_SWAPPED = 1 << 4
-PAGE_IS_PFNZERO = 1 << 5
+from ...kernel.linux import (
+    PAGE_IS_PFNZERO,
+    PAGE_IS_PRESENT,
+    PAGE_IS_SWAPPED,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PAGEMAP_SCAN,
+    PM_EXCLUSIVE,
+    PM_PFN_MASK,
+    PM_PRESENT,
+    PM_SCAN_ARG_SIZE,
+)
 _SCAN_ANYOF = PAGE_IS_PRESENT | PAGE_IS_SWAPPED
 _SCAN_RETURN = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO
 SCAN_VEC_LEN = 4096  # regions per ioctl (struct page_region: 24 bytes)
