@@ -110,7 +110,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._errors import AccessDenied, NoSuchProcess
 from .._types import CATEGORIES, GO_HEAP, SmapsTable
-from ..engine import get_engine
+from ..engine import engine_name, get_engine
 from ..kernel import procfs
 from ..kernel.pagemap import Pagemap
 from . import exact, fallback
@@ -224,7 +224,7 @@ class Sampler:
         self.full_every = float(full_every)
         self.polite = polite
         self._eng = get_engine(engine)
-        self._engine_name = "cython" if self._eng.__name__.endswith("_fast") else "python"
+        self._engine_name = engine_name(self._eng)
         self.samples = 0
         self.missed = 0
         self.exited = False

@@ -11,7 +11,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .._errors import AccessDenied, Error, NoSuchProcess, ParseError
 from .._types import C_MALLOC, CATEGORIES, GO_HEAP, GO_RUNTIME, THREAD_STACKS, Counters, SmapsTable
-from ..engine import get_engine
+from ..engine import engine_name, get_engine
 from ..kernel import procfs
 from ..kernel.pagemap import Pagemap
 from ..layout.context import Layout, context
@@ -50,7 +50,7 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
     if tier not in TIERS:
         raise ValueError(f"tier must be one of {', '.join(TIERS)}, not {tier!r}")
     eng = get_engine(engine)
-    name = "cython" if eng.__name__.endswith("_fast") else "python"
+    name = engine_name(eng)
     if pid <= 0:
         raise NoSuchProcess(pid)  # no /proc entry; psutil would raise ValueError
     try:

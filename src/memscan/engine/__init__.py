@@ -42,3 +42,8 @@ def get_engine(name: "str | None") -> ModuleType:
         return ENGINES[name]
     except KeyError:
         raise ValueError(f"engine {name!r} is not available here (have: {', '.join(ENGINES)})") from None
+
+
+def engine_name(module: ModuleType) -> str:
+    """The name of an engine module, as ``get_engine`` takes it."""
+    return "cython" if module.__name__.endswith("_fast") else "python"
