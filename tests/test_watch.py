@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memscan.cli import mib
+from memscan.format import mib
 from memscan.watch import BLOCKS, SPARK_FLOOR, sparkline, view
 
 MIB = 1 << 20
@@ -77,12 +77,12 @@ def test_view_of_a_heap_being_freed(go_program):
                          "go_heap", "go_runtime", "c_malloc", "thread_stacks", "binary", "shared_libs",
                          "mapped_files", "shmem", "kernel", "anon_other"}
     last = samples[-1]
-    assert rows["go_heap"] == [mib(heap[-1]), f"{(heap[-1] - heap[0]) / MIB:+,.1f}",
+    assert rows["go_heap"] == [mib(heap[-1], unit=False), f"{(heap[-1] - heap[0]) / MIB:+,.1f}",
                                 sparkline(heap, floor=SPARK_FLOOR)]
     assert text.splitlines()[:2] == [f"pid {prog.pid}", "x" * 119 + "…"]  # a heading line is never wrapped
     assert rows["go_heap"][2][0] == "█" and rows["go_heap"][2][-1] == "▁"
-    assert rows["objects"][0] == mib(last.go_heap_detail["objects"])
-    assert rows["total"][0] == mib(last.rss)
+    assert rows["objects"][0] == mib(last.go_heap_detail["objects"], unit=False)
+    assert rows["total"][0] == mib(last.rss, unit=False)
     assert f"pid {prog.pid}" in text and "Δ 10 s" in text
 
 

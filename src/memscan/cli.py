@@ -16,73 +16,10 @@ import sys
 from typing import Optional, Sequence
 
 from ._errors import Error
-from ._types import CATEGORIES
 from ._version import __version__
-from .core import fallback
 from .core.scanner import TIERS, scan
-from .core.snapshot import Snapshot
 from .engine import ENGINES
-
-# What each category holds, for the table's legend and the README.
-DESCRIPTIONS = {
-    "go_heap": "Go heap arenas: objects, goroutine stacks, free and released pages",
-    "go_runtime": "Go runtime metadata outside the heap (heap index, span and page tables)",
-    "c_malloc": "C allocator: [heap], glibc thread arenas, jemalloc/tcmalloc regions",
-    "thread_stacks": "main and pthread stacks (cgo threads), with their guard pages",
-    "binary": "the executable's file mappings and its .bss",
-    "shared_libs": "shared objects (.so) and their .bss",
-    "mapped_files": "other mapped files",
-    "shmem": "shared memory: memfd, SysV, /dev/shm, shared anonymous",
-    "kernel": "vdso, vvar, vsyscall and kernel buffers mapped by the process",
-    "anon_other": "anonymous memory not attributed to any of the above",
-}
-
-
-def mib(n: int) -> str:
-    return f"{n / (1 << 20):,.1f}"
-
-
-def render(snap: Snapshot, console=None) -> None:  # type: ignore[no-untyped-def]
-    """Print a snapshot as a rich table."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console()
-    title = f"pid {snap.pid}"
-    if snap.go is not None:
-        title += f" · {snap.go.version}{' cgo' if snap.go.cgo else ''}"
-    if snap.allocator:
-        title += f" · {snap.allocator} malloc"
-    title += f" · tier {snap.tier}"
-    table = Table(title=title, title_justify="left")
-    table.add_column("category")
-    for col in ("size", "rss", "pss", "uss", "swap"):
-        table.add_column(f"{col} MiB", justify="right")
-    table.add_column("% rss", justify="right")
-    total = snap.total
-    rows = [] if snap.categories is None else [(c, snap.categories[c]) for c in CATEGORIES]
-    def add(label: str, c, **style) -> None:  # type: ignore[no-untyped-def]
-        share = 100.0 * c.rss / total.rss if total.rss else 0.0
-        table.add_row(label, mib(c.size), mib(c.rss), mib(c.pss), mib(c.uss), mib(c.swap), f"{share:.1f}", **style)
-
-    for name, c in rows:
-        add(name, c)
-        if name == "go_heap" and snap.go_heap_detail:
-            # The exact tier: the Go heap by the runtime's own page states.
-            for state, d in snap.go_heap_detail.items():
-                add(f"  {state}", d, style="dim")
-    if rows:
-        table.add_section()
-    # Without smaps (the psutil tier) pss and uss are unknown: not zero.
-    unknown = set(fallback.UNKNOWN) if snap.source == "psutil" else set()
-
-    def cell(name: str) -> str:
-        return "n/a" if name in unknown else mib(getattr(total, name))
-
-    table.add_row("total", cell("size"), cell("rss"), cell("pss"), cell("uss"), cell("swap"), "100.0", style="bold")
-    console.print(table)
-    for w in snap.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+from .format import mib, render
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -106,7 +43,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     found = go_processes()
     for p in found:
-        table.add_row(str(p.pid), p.name, p.go.version, "yes" if p.go.cgo else "no", mib(p.rss), p.go.path)
+        table.add_row(str(p.pid), p.name, p.go.version, "yes" if p.go.cgo else "no", mib(p.rss, unit=False), p.go.path)
     if args.json:
         print(json.dumps([{"pid": p.pid, "name": p.name, "version": p.go.version, "cgo": p.go.cgo,
                            "rss": p.rss, "path": p.go.path} for p in found], indent=2))

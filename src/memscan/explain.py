@@ -26,11 +26,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import psutil
 
-from . import cli
 from ._errors import Error
 from ._types import CATEGORIES
 from .core.scanner import scan
 from .core.snapshot import Snapshot
+from .format import mib
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -84,10 +84,6 @@ class Finding:
     title: str
     text: str
     numbers: Dict[str, float] = field(default_factory=dict)
-
-
-def mib(n: float) -> str:
-    return f"{cli.mib(int(n))} MiB"
 
 
 def significant(part: int, rss: int, share: float = MIN_SHARE) -> bool:
@@ -289,7 +285,7 @@ def _ordered(findings: List[Finding]) -> List[Finding]:
 
 
 def _signed(g: Mapping[str, int], cat: str) -> str:
-    return f"{cat} {g[cat] / MiB:+,.1f} MiB"
+    return f"{cat} {mib(g[cat], sign=True)}"
 
 
 def growth(snaps: Sequence[Snapshot]) -> Dict[str, int]:
@@ -320,7 +316,7 @@ def c_memory_growing(snaps: Sequence[Snapshot]) -> Optional[Finding]:
     return Finding(
         "c_memory_growing", "warning", f"C memory grew {mib(c)} in {seconds:.0f} s while the Go heap stayed flat",
         f"C memory grew by {mib(c)} in {seconds:.0f} s ({parts}; {mib(per_min)} a minute) while the Go heap moved "
-        f"{go / MiB:+,.1f} MiB. pprof and runtime.MemStats cannot see this memory: it was allocated through cgo "
+        f"{mib(go, sign=True)}. pprof and runtime.MemStats cannot see this memory: it was allocated through cgo "
         "or by a C library and not freed, a likely cgo leak. Look for C.malloc and C.CString without a matching "
         "C.free, and for C objects whose Go owners never release them; a C heap profiler (heaptrack, jemalloc's "
         "prof) shows the call sites.",

@@ -17,9 +17,9 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from ._errors import Error
 from ._types import CATEGORIES
+from .format import MIB
 from .record import DETAIL_COLUMNS, Recording, read
 
-MIB = float(1 << 20)
 # One fixed colour per category, the same in every plot (matplotlib's tab10).
 COLORS = dict(zip(CATEGORIES, (f"C{i}" for i in range(len(CATEGORIES)))))
 DETAIL_COLORS = ("#08519c", "#6baed6", "#fd8d3c", "#bdbdbd", "#f0f0f0")  # objects ... reserved

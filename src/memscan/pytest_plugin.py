@@ -85,16 +85,20 @@ class MemoryProfile:
         by at most ``max_bytes`` between the first and the last sample."""
         grown = self.growth(name)
         if grown > max_bytes:
-            raise AssertionError(f"memscan: {name} of pid {self.pid} grew by {_mib(grown)} over {self.samples} "
-                                 f"samples ({_mib(self.first[name])} -> {_mib(self.last[name])}), "
-                                 f"more than the {_mib(max_bytes)} allowed")
+            from .format import mib
+
+            raise AssertionError(f"memscan: {name} of pid {self.pid} grew by {mib(grown)} over {self.samples} "
+                                 f"samples ({mib(self.first[name])} -> {mib(self.last[name])}), "
+                                 f"more than the {mib(max_bytes)} allowed")
 
     def assert_peak_below(self, name: str, max_bytes: int) -> None:
         """Fail unless the peak of ``name`` stayed below ``max_bytes``."""
         self._require(name)
         if self.peak[name] >= max_bytes:
-            raise AssertionError(f"memscan: peak {name} of pid {self.pid} was {_mib(self.peak[name])}, "
-                                 f"not below {_mib(max_bytes)}")
+            from .format import mib
+
+            raise AssertionError(f"memscan: peak {name} of pid {self.pid} was {mib(self.peak[name])}, "
+                                 f"not below {mib(max_bytes)}")
 
     def _require(self, name: str) -> None:
         self.stop()
@@ -155,10 +159,6 @@ class MemoryProfile:
                 self._sums[k] = self._sums.get(k, 0) + v
                 if v > self.peak.get(k, -1):
                     self.peak[k] = v
-
-
-def _mib(n: float) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
 
 
 @pytest.fixture

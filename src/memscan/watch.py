@@ -8,9 +8,9 @@ from collections import deque
 from typing import Any, Deque, Sequence
 
 from ._types import CATEGORIES
-from .cli import mib
 from .core.exact import DETAIL
 from .core.sampler import Sample, Sampler
+from .format import MIB, mib
 from .record import command_line
 
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -18,7 +18,7 @@ SPARK_WIDTH = 24
 REFRESH = 0.25  # seconds between redraws
 # The table shows MiB to one decimal: a change smaller than that is drawn
 # in proportion to it, not blown up to the sparkline's full height.
-SPARK_FLOOR = (1 << 20) / 10
+SPARK_FLOOR = MIB / 10
 
 
 def sparkline(values: Sequence[float], width: int = SPARK_WIDTH, floor: float = 0.0) -> str:
@@ -47,8 +47,8 @@ def _delta(d: int) -> str:
     """A change in MiB: growth red, shrinking green, under 0.05 MiB dim."""
     if d == 0:
         return "[dim]0.0[/dim]"
-    style = "dim" if abs(d) < (1 << 20) / 20 else "red" if d > 0 else "green"
-    return f"[{style}]{d / (1 << 20):+,.1f}[/{style}]"
+    style = "dim" if abs(d) < MIB / 20 else "red" if d > 0 else "green"
+    return f"[{style}]{mib(d, unit=False, sign=True)}[/{style}]"
 
 
 def view(samples: Sequence[Sample], window: float, heading: Sequence[str] = ()) -> Any:
@@ -73,7 +73,7 @@ def view(samples: Sequence[Sample], window: float, heading: Sequence[str] = ()) 
         values = [pick(s) for s in samples]
         values = [v for v in values if v is not None]
         if values:
-            table.add_row(label, mib(values[-1]), _delta(values[-1] - values[0]),
+            table.add_row(label, mib(values[-1], unit=False), _delta(values[-1] - values[0]),
                           sparkline(values, floor=SPARK_FLOOR), style=style)
 
     if last.categories is not None:

@@ -32,10 +32,10 @@ from collections import deque
 from typing import Any, Deque, Dict, List, NamedTuple, Optional, Tuple
 
 from .._errors import Error
-from ..cli import mib, render
 from ..core.sampler import Sample, Sampler
 from ..core.scanner import scan
 from ..core.snapshot import Snapshot
+from ..format import mib, render
 from . import build
 TIMEOUT = 120.0
 # The live view's window and refresh period, seconds.
@@ -195,9 +195,9 @@ def run_demo(quick: bool = False, output: str = "memscan-demo") -> int:
                 if now - shown >= REFRESH or done:
                     shown = now
                     heading = [_heading(plan, current), f"  {plan[current].note}" if current >= 0 else "",
-                               f"Go says: HeapAlloc {_mib(memstats['HeapAlloc'])} · HeapIdle-HeapReleased "
-                               f"{_mib(memstats['HeapIdle'] - memstats['HeapReleased'])} · HeapReleased "
-                               f"{_mib(memstats['HeapReleased'])} · Sys {_mib(memstats['Sys'])}"]
+                               f"Go says: HeapAlloc {mib(memstats['HeapAlloc'])} · HeapIdle-HeapReleased "
+                               f"{mib(memstats['HeapIdle'] - memstats['HeapReleased'])} · HeapReleased "
+                               f"{mib(memstats['HeapReleased'])} · Sys {mib(memstats['Sys'])}"]
                     live.update(watch.view(recent, WINDOW, heading), refresh=True)
 
             driver.start()
@@ -226,6 +226,3 @@ def _heading(plan: List[Phase], current: int) -> str:
     steps = " → ".join(f"[{p.title}]" if i == current else p.title for i, p in enumerate(plan))
     return f"memscan demo: {steps}" if current >= 0 else "memscan demo: starting"
 
-
-def _mib(n: int) -> str:
-    return f"{mib(n)} MiB"

@@ -1,0 +1,80 @@
+"""How memscan shows memory to a person: byte counts in MiB, and a
+snapshot as a table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._types import CATEGORIES
+from .core import fallback
+from .core.snapshot import Snapshot
+
+MIB = 1 << 20
+
+# What each category holds, for the table's legend and the README.
+DESCRIPTIONS = {
+    "go_heap": "Go heap arenas: objects, goroutine stacks, free and released pages",
+    "go_runtime": "Go runtime metadata outside the heap (heap index, span and page tables)",
+    "c_malloc": "C allocator: [heap], glibc thread arenas, jemalloc/tcmalloc regions",
+    "thread_stacks": "main and pthread stacks (cgo threads), with their guard pages",
+    "binary": "the executable's file mappings and its .bss",
+    "shared_libs": "shared objects (.so) and their .bss",
+    "mapped_files": "other mapped files",
+    "shmem": "shared memory: memfd, SysV, /dev/shm, shared anonymous",
+    "kernel": "vdso, vvar, vsyscall and kernel buffers mapped by the process",
+    "anon_other": "anonymous memory not attributed to any of the above",
+}
+
+
+def mib(n: float, *, unit: bool = True, sign: bool = False) -> str:
+    """``n`` bytes in MiB to one decimal, thousands grouped ("1,234.5 MiB");
+    ``unit`` False leaves " MiB" out (a table says it in its heading),
+    ``sign`` shows + or - always (a change)."""
+    value = int(n) / MIB
+    text = f"{value:+,.1f}" if sign else f"{value:,.1f}"
+    return f"{text} MiB" if unit else text
+
+
+def render(snap: Snapshot, console: Any = None) -> None:
+    """Print a snapshot as a rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    title = f"pid {snap.pid}"
+    if snap.go is not None:
+        title += f" · {snap.go.version}{' cgo' if snap.go.cgo else ''}"
+    if snap.allocator:
+        title += f" · {snap.allocator} malloc"
+    title += f" · tier {snap.tier}"
+    table = Table(title=title, title_justify="left")
+    table.add_column("category")
+    for col in ("size", "rss", "pss", "uss", "swap"):
+        table.add_column(f"{col} MiB", justify="right")
+    table.add_column("% rss", justify="right")
+    total = snap.total
+    rows = [] if snap.categories is None else [(c, snap.categories[c]) for c in CATEGORIES]
+
+    def add(label: str, c: Any, **style: Any) -> None:
+        share = 100.0 * c.rss / total.rss if total.rss else 0.0
+        table.add_row(label, *(mib(v, unit=False) for v in (c.size, c.rss, c.pss, c.uss, c.swap)), f"{share:.1f}",
+                      **style)
+
+    for name, c in rows:
+        add(name, c)
+        if name == "go_heap" and snap.go_heap_detail:
+            # The exact tier: the Go heap by the runtime's own page states.
+            for state, d in snap.go_heap_detail.items():
+                add(f"  {state}", d, style="dim")
+    if rows:
+        table.add_section()
+    # Without smaps (the psutil tier) pss and uss are unknown: not zero.
+    unknown = set(fallback.UNKNOWN) if snap.source == "psutil" else set()
+
+    def cell(name: str) -> str:
+        return "n/a" if name in unknown else mib(getattr(total, name), unit=False)
+
+    table.add_row("total", cell("size"), cell("rss"), cell("pss"), cell("uss"), cell("swap"), "100.0", style="bold")
+    console.print(table)
+    for w in snap.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
