@@ -392,14 +392,14 @@ def go_demo() -> GoDemo:
 
     try:
         goroot = gobuild.find_goroot()
-    except gobuild.ToolchainMissing as err:
+    except memscan.ToolchainMissing as err:
         pytest.skip(f"no Go toolchain to build the demo: {err}")
     version = gobuild.go_version(goroot)
     t0 = time.perf_counter()
     try:
         # The name the tests use too (tests/goprogram.py): one cache entry.
         exe = gobuild.build(gobuild.DEMO_DIR, goroot=goroot, cgo=False, out_name="memscandemo")
-    except gobuild.BuildError as err:
+    except memscan.BuildError as err:
         pytest.fail(f"building the Go demo failed: {err}")
     return GoDemo(exe, version, time.perf_counter() - t0)
 

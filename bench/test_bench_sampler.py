@@ -147,7 +147,7 @@ def go_rate_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoRate]
 
     try:
         goroot = gobuild.find_goroot()
-    except gobuild.ToolchainMissing as err:
+    except memscan.ToolchainMissing as err:
         pytest.skip(f"no Go toolchain to build the demo: {err}")
     exe = gobuild.build(gobuild.DEMO_DIR, goroot=goroot, cgo=True, out_name="memscandemo")
     stderr_path = tmp_path_factory.mktemp("godemo-rate") / "stderr"

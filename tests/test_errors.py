@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -216,3 +217,32 @@ def test_mappings_listed_twice_are_read_again(tmp_path, monkeypatch, capsys):
     assert cli.main(["scan", str(pid)]) == 1
     out = capsys.readouterr()
     assert out.out == "" and out.err.count("\n") == 1 and "listed a mapping twice" in out.err
+
+
+# ------------------------------------------------------------- the classes
+
+EXAMPLES = [
+    memscan.Error("pid 42 is a kernel thread: it has no user memory"),
+    memscan.NoSuchProcess(42, "process is a zombie"),
+    memscan.AccessDenied(42, "/proc/42/mem", "reading the Go heap needs ptrace-attach rights"),
+    memscan.ParseError("bad value", 48, "/proc/42/smaps"),
+    memscan.NoRuntimeInfo("the exact tier cannot read the Go heap of /bin/x: it has no DWARF", no_dwarf=True),
+    memscan.HeapChanged("arena index 0x1 has no heapArena"),
+    memscan.ReadLimitExceeded("reading the Go heap would exceed 256 MiB"),
+    memscan.ToolchainMissing("no Go toolchain found"),
+    memscan.BuildError("go build failed (exit 1)", "main.go:1:1: expected 'package'", 1),
+]
+
+
+def test_every_exception_is_exported_and_has_an_example():
+    classes = {c for c in vars(memscan._errors).values() if isinstance(c, type) and issubclass(c, BaseException)}
+    assert classes == {type(e) for e in EXAMPLES}
+    assert all(getattr(memscan, c.__name__) is c and c.__name__ in memscan.__all__ for c in classes)
+
+
+@pytest.mark.parametrize("err", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_exceptions_pickle(err):
+    """Exceptions cross process boundaries (multiprocessing, concurrent.futures) whole."""
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is type(err) and back.args == err.args and str(back) == str(err)
+    assert vars(back) == vars(err)

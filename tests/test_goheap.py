@@ -22,6 +22,7 @@ import pytest
 
 import gotoolchain
 from gotoolchain import GO_VERSIONS
+import memscan
 from memscan import Error
 from memscan import elf as elfinfo
 from memscan.demo import build as gobuild
@@ -59,7 +60,7 @@ def retried(read_fn, *args, tries: int = 3, **kwargs):  # type: ignore[no-untype
     for attempt in range(tries):
         try:
             return read_fn(*args, **kwargs)
-        except goheap.HeapChanged:
+        except memscan.HeapChanged:
             if attempt + 1 == tries:
                 raise
     raise AssertionError("unreachable")
@@ -228,20 +229,20 @@ def test_target_reads_resident_memory_and_zeros_for_untouched_pages() -> None:
         entries = struct.unpack(f"<{16}Q", os.pread(f.fileno(), 16 * 8, addr // mmap.PAGESIZE * 8))
     assert not any(e >> 63 for e in entries), "a read mapped pages into the target"
     with goheap._Target(pid, 48 * KiB) as t:
-        with pytest.raises(goheap.HeapChanged):
+        with pytest.raises(memscan.HeapChanged):
             t.read(8, 8, "page zero")  # never mapped
         t.read(ctypes.addressof(buf), 32 * KiB, "buf")
         # The cap counts what is read: untouched pages cost only their pagemap entries.
         assert t.read(addr, 16 * mmap.PAGESIZE, "untouched") == bytes(16 * mmap.PAGESIZE)
-        with pytest.raises(goheap.ReadLimitExceeded):
+        with pytest.raises(memscan.ReadLimitExceeded):
             t.read(ctypes.addressof(buf), 32 * KiB, "buf")
     untouched.close()
 
 
 def test_non_go_binary_is_no_runtime_info() -> None:
-    with pytest.raises(goheap.NoRuntimeInfo, match="no Go runtime"):
+    with pytest.raises(memscan.NoRuntimeInfo, match="no Go runtime"):
         goheap.read_heap(os.getpid(), sys.executable, 0)
-    assert issubclass(goheap.NoRuntimeInfo, Error) and issubclass(goheap.HeapChanged, Error)
+    assert issubclass(memscan.NoRuntimeInfo, Error) and issubclass(memscan.HeapChanged, Error)
 
 
 # --------------------------------------------------------------------------
@@ -306,10 +307,10 @@ def test_binary_without_dwarf_raises_no_runtime_info(version: str) -> None:
     binary = gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=False, ldflags="-w",
                            out_name="memscandemo")
     # Without the shipped layout tables, a binary without DWARF cannot be read.
-    with pytest.raises(goheap.NoRuntimeInfo, match="needs DWARF"):
+    with pytest.raises(memscan.NoRuntimeInfo, match="needs DWARF"):
         goheap.read_heap(os.getpid(), binary, 0, tables=False)
     # The answer is cached too, and stays the same.
-    with pytest.raises(goheap.NoRuntimeInfo, match="needs DWARF"):
+    with pytest.raises(memscan.NoRuntimeInfo, match="needs DWARF"):
         goheap.read_heap(os.getpid(), binary, 0, tables=False)
 
 
@@ -359,7 +360,7 @@ def test_go_runtime_in_a_c_shared_library(tmp_path) -> None:
                 heap = read(host.pid, lib, bias)
                 if heap.arenas and heap.totals()["objects"]:
                     break
-            except goheap.HeapChanged:
+            except memscan.HeapChanged:
                 pass
             assert time.monotonic() < deadline, "the library's Go heap never appeared"
             time.sleep(0.05)

@@ -25,6 +25,7 @@ from elftools.elf.elffile import ELFFile
 import gotoolchain
 from goprogram import GoProgram, GoPrograms
 from gotoolchain import GO_VERSIONS
+import memscan
 from memscan import elf as elfinfo
 from memscan.demo import build as gobuild
 from memscan.owners.go import heap as goheap
@@ -145,7 +146,7 @@ def check_heap(prog: GoProgram, version: str, cgo: bool) -> None:
     check_cover(heap)
     check_against_memstats(heap.totals(), ms)
     # Without the tables such a binary cannot be read.
-    with pytest.raises(goheap.NoRuntimeInfo, match="needs DWARF"):
+    with pytest.raises(memscan.NoRuntimeInfo, match="needs DWARF"):
         goheap.read_heap(prog.pid, path, bias, tables=False)
 
 
@@ -193,24 +194,24 @@ def test_mismatches_are_refused(monkeypatch) -> None:
         assert goheap._table_layout(elf, binary, info).source == "table"
         # Another GOEXPERIMENT: refused, whatever the sizes say.
         other = info._replace(go=info.go._replace(experiments=("norandomizedheapbase64",)))
-        with pytest.raises(goheap.NoRuntimeInfo, match="GOEXPERIMENT=norandomizedheapbase64"):
+        with pytest.raises(memscan.NoRuntimeInfo, match="GOEXPERIMENT=norandomizedheapbase64"):
             goheap._table_layout(elf, binary, other)
         # A version without a table.
         newer = info._replace(go=info.go._replace(version="go1.99.1"))
-        with pytest.raises(goheap.NoRuntimeInfo, match="no layout table for go1.99.1"):
+        with pytest.raises(memscan.NoRuntimeInfo, match="no layout table for go1.99.1"):
             goheap._table_layout(elf, binary, newer)
         # A runtime variable of another size than the table says.
         entry = dict(golayouts.LAYOUTS["amd64"][minor])
         entry["symbol_sizes"] = dict(entry["symbol_sizes"], **{"runtime.m0": 8})
         monkeypatch.setitem(golayouts.LAYOUTS["amd64"], minor, entry)
-        with pytest.raises(goheap.NoRuntimeInfo, match="runtime.m0 is"):
+        with pytest.raises(memscan.NoRuntimeInfo, match="runtime.m0 is"):
             goheap._table_layout(elf, binary, info)
     # The refusal is cached per file like every layout, and says it needs DWARF
     # when the tables are off.
     goheap.clear_cache()
-    with pytest.raises(goheap.NoRuntimeInfo, match="runtime.m0 is"):
+    with pytest.raises(memscan.NoRuntimeInfo, match="runtime.m0 is"):
         goheap._layout(binary, True)
-    with pytest.raises(goheap.NoRuntimeInfo, match="needs DWARF"):
+    with pytest.raises(memscan.NoRuntimeInfo, match="needs DWARF"):
         goheap._layout(binary, False)
     goheap.clear_cache()
 
@@ -232,5 +233,5 @@ def test_symbolless_scan_refuses_a_process_without_that_runtime() -> None:
     assert rw
     lay = goheap._Layout(go_version=f"go{version}", mheap=0, allp=0, source="scan", data_segments=tuple(rw), **fields)
     with goheap._Target(os.getpid(), 64 << 20) as t:
-        with pytest.raises(goheap.NoRuntimeInfo, match="no candidates for mheap_"):
+        with pytest.raises(memscan.NoRuntimeInfo, match="no candidates for mheap_"):
             goheap._resolve(t, lay, 0, "python")

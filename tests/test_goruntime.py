@@ -42,6 +42,7 @@ from typing import List, Optional, Sequence, Tuple
 import pytest
 
 from gotoolchain import GO_VERSIONS
+import memscan
 from memscan import elf as elfinfo
 from memscan.engine import engine
 from memscan.kernel.pagemap import Pagemap
@@ -152,7 +153,7 @@ def test_merge_kinds() -> None:
               (0x4000, 0x5000, "allspans"), (0x8000, 0xa000, "persistentalloc"), (0x9000, 0xb000, "persistentalloc")]
     assert goruntime._merge_kinds(blocks) == [(0x1000, 0x4000, "gc bits"), (0x4000, 0x5000, "allspans"),
                                               (0x8000, 0xb000, "persistentalloc")]
-    with pytest.raises(goheap.HeapChanged, match="overlaps"):
+    with pytest.raises(memscan.HeapChanged, match="overlaps"):
         goruntime._merge_kinds([(0x1000, 0x3000, "gc bits"), (0x2000, 0x4000, "allspans")])
 
 
@@ -163,7 +164,7 @@ def test_subtract_helper() -> None:
 
 def test_non_go_binary_is_no_runtime_info() -> None:
     import sys
-    with pytest.raises(goheap.NoRuntimeInfo):
+    with pytest.raises(memscan.NoRuntimeInfo):
         goruntime.runtime_regions(os.getpid(), sys.executable, 0)
 
 
@@ -355,7 +356,7 @@ def test_reads_of_a_busy_program(tmp_path, version: str) -> None:
                 try:
                     rr = goruntime.read_runtime(proc.pid, path, bias)
                     break
-                except goheap.HeapChanged:
+                except memscan.HeapChanged:
                     changed += 1
                     assert attempt < 2, "three reads in a row changed under us"
             check_regions(rr)

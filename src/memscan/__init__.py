@@ -9,7 +9,17 @@ files, shared memory, kernel pages, or other anonymous memory.
     >>> snap.categories["go_heap"].rss
 """
 
-from ._errors import AccessDenied, Error, NoSuchProcess, ParseError
+from ._errors import (
+    AccessDenied,
+    BuildError,
+    Error,
+    HeapChanged,
+    NoRuntimeInfo,
+    NoSuchProcess,
+    ParseError,
+    ReadLimitExceeded,
+    ToolchainMissing,
+)
 from ._types import CATEGORIES, COUNTER_FIELDS, Counters, GoRuntime
 from ._version import __version__
 from .core.sampler import Sample, Sampler
@@ -19,18 +29,23 @@ from .engine import IMPLEMENTATION
 
 __all__ = [
     "AccessDenied",
+    "BuildError",
     "CATEGORIES",
     "COUNTER_FIELDS",
     "Counters",
     "Error",
     "GoRuntime",
+    "HeapChanged",
     "IMPLEMENTATION",
+    "NoRuntimeInfo",
     "NoSuchProcess",
     "ParseError",
+    "ReadLimitExceeded",
     "Sample",
     "Sampler",
     "Snapshot",
     "TIERS",
+    "ToolchainMissing",
     "scan",
     "__version__",
 ]

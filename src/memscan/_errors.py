@@ -1,10 +1,22 @@
-"""memscan's exceptions: one tree, raised alike by both engines."""
+"""memscan's exceptions: every class memscan raises on purpose, one tree,
+all exported from ``memscan`` and picklable (they cross process boundaries
+in multiprocessing pools and concurrent.futures)."""
 
 from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["Error", "NoSuchProcess", "AccessDenied", "ParseError"]
+__all__ = [
+    "Error",
+    "NoSuchProcess",
+    "AccessDenied",
+    "ParseError",
+    "NoRuntimeInfo",
+    "HeapChanged",
+    "ReadLimitExceeded",
+    "ToolchainMissing",
+    "BuildError",
+]
 
 
 class Error(Exception):
@@ -74,3 +86,60 @@ class ParseError(Error, ValueError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.msg, self.offset, self.path))
+
+
+class NoRuntimeInfo(Error):
+    """The binary lacks what the exact tier needs to read its Go heap (DWARF,
+    the symbol table, or a type/constant the reader relies on; without
+    DWARF: a layout table for its Go version and experiments, or, without
+    symbols, a unique mheap_ found by the symbol-less scan).
+
+    ``no_dwarf``: the binary has no DWARF for its Go code, so a reader that
+    was not allowed the shipped layout tables says it needs DWARF.
+    """
+
+    __module__ = "memscan"
+
+    def __init__(self, msg: str, no_dwarf: bool = False) -> None:
+        self.no_dwarf = no_dwarf
+        super().__init__(msg)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (*self.args, self.no_dwarf))
+
+
+class HeapChanged(Error):
+    """The runtime's structures changed while they were read (the target runs
+    on): what was read is inconsistent. Reading again usually succeeds."""
+
+    __module__ = "memscan"
+
+
+class ReadLimitExceeded(Error):
+    """Reading the heap's structures would exceed the read cap."""
+
+    __module__ = "memscan"
+
+
+class ToolchainMissing(Error):
+    """No usable Go toolchain was found."""
+
+    __module__ = "memscan"
+
+
+class BuildError(Error):
+    """``go build`` failed; ``output`` holds what the toolchain printed."""
+
+    __module__ = "memscan"
+
+    def __init__(self, msg: str, output: str = "", returncode: Optional[int] = None) -> None:
+        self.msg = msg
+        self.output = output
+        self.returncode = returncode
+        super().__init__(msg, output, returncode)
+
+    def __str__(self) -> str:
+        return f"{self.msg}\n{self.output}".rstrip()
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.msg, self.output, self.returncode))

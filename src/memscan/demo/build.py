@@ -24,11 +24,9 @@ import subprocess
 import tempfile
 from typing import Dict, Iterable, List, Optional
 
-from .._errors import Error
+from .._errors import BuildError, ToolchainMissing
 
 __all__ = [
-    "ToolchainMissing",
-    "BuildError",
     "DEMO_DIR",
     "cache_dir",
     "find_goroot",
@@ -42,26 +40,6 @@ DEMO_DIR = os.path.dirname(os.path.abspath(__file__))
 # Bump when the way build() invokes the toolchain changes, so old cache
 # entries built with another command line are not reused.
 _CACHE_FORMAT = "1"
-
-
-class ToolchainMissing(Error):
-    """No usable Go toolchain was found."""
-
-
-class BuildError(Error):
-    """``go build`` failed; ``output`` holds what the toolchain printed."""
-
-    def __init__(self, msg: str, output: str = "", returncode: Optional[int] = None) -> None:
-        self.msg = msg
-        self.output = output
-        self.returncode = returncode
-        super().__init__(msg, output, returncode)
-
-    def __str__(self) -> str:
-        return f"{self.msg}\n{self.output}".rstrip()
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (type(self), (self.msg, self.output, self.returncode))
 
 
 def cache_dir() -> str:

@@ -103,7 +103,7 @@ from elftools.construct.core import ConstructError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from ..._errors import Error
+from ..._errors import Error, HeapChanged, NoRuntimeInfo, ReadLimitExceeded
 from ...elf import PAGE_SIZE, ModuleInfo, module_info
 from ...kernel import procfs
 from ..memory import Mapping, TargetMemory
@@ -118,9 +118,6 @@ __all__ = [
     "MAX_READ_BYTES",
     "MAX_UNSETTLED",
     "HeapPages",
-    "NoRuntimeInfo",
-    "HeapChanged",
-    "ReadLimitExceeded",
     "read_heap",
     "clear_cache",
 ]
@@ -152,28 +149,6 @@ _MAX_PS = 1 << 16  # len(allp) (GOMAXPROCS)
 # 6.7 MB read, 290 ms; 1 KiB: 11.5 MB, 235 ms; 8 KiB: 60 MB, 171 ms.
 _SPAN_GAP = 1024
 _SPAN_BATCH = 64 << 10
-
-
-class NoRuntimeInfo(Error):
-    """The binary lacks what the exact tier needs to read its Go heap (DWARF,
-    the symbol table, or a type/constant the reader relies on; without
-    DWARF: a layout table for its Go version and experiments, or, without
-    symbols, a unique mheap_ found by the symbol-less scan)."""
-
-    __module__ = "memscan"
-
-
-class HeapChanged(Error):
-    """The runtime's structures changed while they were read (the target runs
-    on): what was read is inconsistent. Reading again usually succeeds."""
-
-    __module__ = "memscan"
-
-
-class ReadLimitExceeded(Error):
-    """Reading the heap's structures would exceed the read cap."""
-
-    __module__ = "memscan"
 
 
 class HeapPages(NamedTuple):
@@ -831,8 +806,7 @@ def _table_layout(elf: ELFFile, path: str, info: "ModuleInfo") -> _Layout:
     try:
         return _table_layout1(elf, path, info)
     except NoRuntimeInfo as err:
-        err.no_dwarf = True  # type: ignore[attr-defined]
-        raise
+        raise NoRuntimeInfo(str(err), no_dwarf=True) from err
 
 
 def _table_layout1(elf: ELFFile, path: str, info: "ModuleInfo") -> _Layout:
@@ -923,7 +897,7 @@ def _layout(path: str, tables: Optional[bool] = None) -> _Layout:
             try:
                 hit = _parse_file(fd, path)
             except NoRuntimeInfo as err:
-                hit = (str(err), getattr(err, "no_dwarf", False))
+                hit = (str(err), err.no_dwarf)
             with _lock:
                 _cache[key] = hit
                 while len(_cache) > _CACHE_SIZE:

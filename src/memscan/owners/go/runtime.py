@@ -69,11 +69,11 @@ from __future__ import annotations
 import struct
 from typing import Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
+from ..._errors import Error, HeapChanged
 from ...elf import PAGE_SIZE
 from ...kernel import procfs
 from ..memory import TargetMemory
 from . import heap
-from .heap import HeapChanged, NoRuntimeInfo, ReadLimitExceeded  # noqa: F401  (re-exported)
 
 __all__ = [
     "KINDS",
@@ -81,9 +81,6 @@ __all__ = [
     "RuntimeRegions",
     "read_runtime",
     "runtime_regions",
-    "HeapChanged",
-    "NoRuntimeInfo",
-    "ReadLimitExceeded",
 ]
 
 HEAP_INDEX = "heap index"
@@ -286,7 +283,7 @@ class _Reader(heap._Reader):
         lay = self.lay
         m = self.t.mapping(self.mheap)
         if m is None or not m.readable:
-            raise heap.Error(f"runtime.mheap_ at {self.mheap:#x} is not mapped in pid {self.t.pid}: "
+            raise Error(f"runtime.mheap_ at {self.mheap:#x} is not mapped in pid {self.t.pid}: "
                                "not the binary (or load bias) of this process")
         arenas = self.arenas()
         self.cover = heap._merge([(a.base, a.base + lay.arena_bytes) for a in arenas])
