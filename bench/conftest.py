@@ -381,7 +381,7 @@ class GoTarget(NamedTuple):
     demo: GoDemo
     report: Dict[str, Any]  # the demo's first JSON line
     go_heap_rss: int  # bytes, from the first exact scan
-    first_exact_ms: float  # that scan, with goheap's (and elfinfo's) caches cleared
+    first_exact_ms: float  # that scan, with memscan's caches cleared
     caches_cleared: str
 
 
@@ -436,23 +436,6 @@ def _read_json_line(proc: "subprocess.Popen[bytes]", timeout: float, stderr_path
     return json.loads(line)
 
 
-def _clear_parse_caches() -> str:
-    """Empty the per-binary caches (goheap's DWARF layouts, elfinfo's ELF facts, where they exist)."""
-    import importlib
-
-    cleared = []
-    for name in ("goheap", "elfinfo"):
-        try:
-            mod = importlib.import_module(f"memscan.{name}")
-        except ImportError:
-            continue
-        clear = getattr(mod, "clear_cache", None)
-        if clear is not None:
-            clear()
-            cleared.append(name)
-    return ", ".join(cleared) or "none"
-
-
 @pytest.fixture(scope="session")
 def go_target(
     request: pytest.FixtureRequest, go_demo: GoDemo, tmp_path_factory: pytest.TempPathFactory
@@ -469,7 +452,8 @@ def go_target(
     try:
         report = _read_json_line(proc, GO_STARTUP_TIMEOUT, stderr_path)
         _pin_threads(proc.pid, {0})  # idle now; keep its runtime threads off the reader's way
-        cleared = _clear_parse_caches()
+        memscan.clear_caches()
+        cleared = "all (memscan.clear_caches)"
         t0 = time.perf_counter()
         snap = memscan.scan(proc.pid, tier="exact")
         first_ms = (time.perf_counter() - t0) * 1e3

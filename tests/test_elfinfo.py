@@ -15,16 +15,10 @@ import time
 from typing import Dict, List, Tuple
 
 import pytest
-
-try:
-    from memscan import elf as elfinfo
-except ImportError:  # the package __init__ is written by others and may be broken
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "src"))
-    import importlib
-
-    elfinfo = importlib.import_module("memscan.elf")
-
 from elftools.elf.elffile import ELFFile
+
+import memscan
+from memscan import elf as elfinfo
 
 GO = shutil.which("go")
 READELF = shutil.which("readelf")
@@ -459,7 +453,7 @@ def test_cache_same_size_mtime_restored(go_binaries: Dict[str, str], tmp_path) -
 
 
 def test_cache_hits_and_bound(tmp_path) -> None:
-    elfinfo.clear_cache()
+    memscan.clear_caches()
     exe = os.path.realpath(sys.executable)
     a = elfinfo.module_info(exe)
     b = elfinfo.module_info(exe)

@@ -17,7 +17,6 @@ Decisions these tests hold memscan to:
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import random
@@ -25,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -37,7 +35,6 @@ from memscan import cli
 from memscan.kernel import procfs
 from test_errors import as_nobody, assert_one_line_error, run_cli
 
-scan_module = importlib.import_module("memscan.core.scanner")
 TIERS = ("auto", "layout", "exact", "psutil")
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run targets as root and drop privileges")
 
@@ -61,11 +58,6 @@ def cli_as_nobody(*args: str):
     # read the interpreter's own files (a Python installed under /root).
     cli.parser()
     return as_nobody(lambda: cli.main(list(args)))
-
-
-def fresh_layouts(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Forget the cached layout facts: the next scan reads the ELF files again."""
-    monkeypatch.setattr(scan_module, "_layouts", OrderedDict())
 
 
 # ------------------------------------------------------------- missing pids
@@ -300,7 +292,7 @@ def test_binary_gone_from_disk(cprog, tmp_path, monkeypatch, mode):
         _swap_binary(tmp_path / "target", mode)
         assert "(deleted)" in Path(f"/proc/{prog.pid}/maps").read_text()
         for tier in ("layout", "exact"):
-            fresh_layouts(monkeypatch)
+            memscan.clear_caches()  # the next scan reads the ELF files again
             snap = memscan.scan(prog.pid, tier=tier)
             assert snap.tier == tier and snap.warnings == []
             assert {k: c.size for k, c in snap.categories.items()} == {k: c.size for k, c in before.categories.items()}
@@ -328,7 +320,7 @@ def test_go_binary_gone_from_disk(go_program, tmp_path, monkeypatch, mode):
         assert before.tier == "exact" and before.go is not None
         _swap_binary(exe, mode)
         for tier in ("layout", "exact"):
-            fresh_layouts(monkeypatch)
+            memscan.clear_caches()  # the next scan reads the ELF files again
             snap = memscan.scan(prog.pid, tier=tier)
             assert snap.tier == tier and snap.go is not None and snap.go.version == before.go.version
             assert {k: c.size for k, c in snap.categories.items()} == {k: c.size for k, c in before.categories.items()}

@@ -258,7 +258,7 @@ def test_page_states_match_memstats(go_program, version: str, cgo: bool) -> None
     assert bias == 0  # the demo is ET_EXEC
 
     report = prog.command("stats")
-    goheap.clear_cache()
+    memscan.clear_caches()
     with maps_no_page(prog.pid):  # nor the zero page into untouched structures
         t0 = time.perf_counter()
         heap = read(prog.pid, path, bias)
@@ -284,7 +284,7 @@ def test_page_states_match_memstats(go_program, version: str, cgo: bool) -> None
     # The second read reused the first's decoding of each arena whose bytes
     # read the same; decoding them afresh agrees (to the page a background
     # scavenge may release meanwhile).
-    goheap._arena_memos.clear()
+    memscan.clear_caches()
     fresh = read(prog.pid, path, bias).totals()
     for state, size in again.totals().items():
         assert abs(size - fresh[state]) <= 64 * KiB, (state, size, fresh[state])
@@ -320,12 +320,12 @@ def test_layout_fast_path_matches_full_walk(version: str, monkeypatch) -> None:
     """The DIEs found by name in .debug_info give the layout a walk of every
     runtime compile unit gives."""
     binary = gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=True, out_name="memscandemo")
-    goheap.clear_cache()
+    memscan.clear_caches()
     fast = goheap._layout(binary)
     monkeypatch.setattr(goheap._Dwarf, "_find_by_name", lambda self, dwarf, wanted: None)
-    goheap.clear_cache()
+    memscan.clear_caches()
     walked = goheap._layout(binary)
-    goheap.clear_cache()
+    memscan.clear_caches()
     assert fast == walked
     # Offsets read from the DWARF of the real toolchains (amd64).
     if sys.platform == "linux" and os.uname().machine == "x86_64":

@@ -135,7 +135,7 @@ def check_heap(prog: GoProgram, version: str, cgo: bool) -> None:
     """Page states read with the tables against MemStats (test_goheap's check)."""
     path, bias = exe_module(prog.pid)
     ms = prog.command("stats")["memstats"]
-    goheap.clear_cache()
+    memscan.clear_caches()
     t0 = time.perf_counter()
     heap = goheap.read_heap(prog.pid, path, bias, tables=True)
     t1 = time.perf_counter()
@@ -208,12 +208,12 @@ def test_mismatches_are_refused(monkeypatch) -> None:
             goheap._table_layout(elf, binary, info)
     # The refusal is cached per file like every layout, and says it needs DWARF
     # when the tables are off.
-    goheap.clear_cache()
+    memscan.clear_caches()
     with pytest.raises(memscan.NoRuntimeInfo, match="runtime.m0 is"):
         goheap._layout(binary, True)
     with pytest.raises(memscan.NoRuntimeInfo, match="needs DWARF"):
         goheap._layout(binary, False)
-    goheap.clear_cache()
+    memscan.clear_caches()
 
 
 def test_symbolless_scan_refuses_a_process_without_that_runtime() -> None:

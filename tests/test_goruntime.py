@@ -46,7 +46,6 @@ import memscan
 from memscan import elf as elfinfo
 from memscan.engine import engine
 from memscan.kernel.pagemap import Pagemap
-from memscan.owners.go import heap as goheap
 from memscan.owners.go import runtime as goruntime
 from test_goheap import ARGS, exe_module, maps_no_page, read, retried
 
@@ -200,7 +199,7 @@ def check_runtime(prog, version: str, cgo: bool, tables: Optional[bool] = None, 
     report = prog.command("stats")
     ms = report["memstats"]
 
-    goheap.clear_cache()
+    memscan.clear_caches()
     with maps_no_page(pid):
         t0 = time.perf_counter()
         rr = read_runtime(pid, path, bias, tables=tables)

@@ -36,6 +36,7 @@ for sub in ("src", "tests"):
 from elftools.elf.elffile import ELFFile  # noqa: E402
 
 import gotoolchain  # noqa: E402
+import memscan  # noqa: E402
 from memscan import elf as elfinfo  # noqa: E402
 from memscan.demo import build as gobuild  # noqa: E402
 from memscan.owners.go import heap as goheap  # noqa: E402
@@ -82,7 +83,7 @@ def probe_binary(version: str) -> str:
 
 def entry_of(binary: str) -> Tuple[str, str, Dict[str, Any]]:
     """(goarch, minor, table entry) of a Go binary with DWARF."""
-    goheap.clear_cache()
+    memscan.clear_caches()
     lay = goheap._layout(binary, tables=False)
     if lay.source != "dwarf":
         raise SystemExit(f"{binary}: layout not from DWARF")

@@ -9,6 +9,7 @@ files, shared memory, kernel pages, or other anonymous memory.
     >>> snap.categories["go_heap"].rss
 """
 
+from ._cache import clear_caches
 from ._errors import (
     AccessDenied,
     BuildError,
@@ -46,6 +47,7 @@ __all__ = [
     "Snapshot",
     "TIERS",
     "ToolchainMissing",
+    "clear_caches",
     "scan",
     "__version__",
 ]

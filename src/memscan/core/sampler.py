@@ -104,10 +104,10 @@ import os
 import select
 import sys
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+from .._cache import LRU
 from .._errors import AccessDenied, NoSuchProcess
 from .._types import CATEGORIES, GO_HEAP, SmapsTable
 from ..engine import engine_name, get_engine
@@ -245,7 +245,7 @@ class Sampler:
         self._status_buf = bytearray()  # only for a status longer than _STATUS_READ
         self._maps_buf = bytearray()
         self._maps_seen: Optional[bytes] = None
-        self._classified: "OrderedDict[bytes, _Intervals]" = OrderedDict()
+        self._classified: "LRU[bytes, _Intervals]" = LRU(_CLASSIFIED_KEPT)
         self._flags: Dict[Tuple[int, int], int] = {}
         self._intervals: Optional[_Intervals] = None
         self._regions: Optional[Sequence[exact.Region]] = None
@@ -517,7 +517,7 @@ class Sampler:
         # scan saw the same mappings; else the next tick rebuilds it.
         if _same_mappings(self._eng.parse_smaps(maps), t):
             self._maps_seen = maps
-            self._classified[maps] = self._intervals
+            self._classified.put(maps, self._intervals)
         else:
             self._maps_seen = None
         self._counted = None
@@ -540,7 +540,6 @@ class Sampler:
         self._maps_seen = maps
         iv = self._classified.get(maps)
         if iv is not None:
-            self._classified.move_to_end(maps)
             self._intervals = iv
             return
         first = [maps]  # the text just read, then fresh ones
@@ -558,9 +557,8 @@ class Sampler:
             t.vmflags[i] = flags.get((t.starts[i], t.ends[i]), 0)
         lay = _layout_of(self._via, self._starttime, t)
         cats = self._eng.classify(t, lay.context)
-        self._intervals = self._classified[maps] = _Intervals(t, cats, self._regions, self._outside)
-        while len(self._classified) > _CLASSIFIED_KEPT:
-            self._classified.popitem(last=False)
+        self._intervals = _Intervals(t, cats, self._regions, self._outside)
+        self._classified.put(maps, self._intervals)
 
     def _count_tick(self, seq: int, mono: float, wall: float, missed: int, polite: bool) -> Sample:
         rss, key = self._status()

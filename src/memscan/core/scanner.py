@@ -6,9 +6,9 @@ import os
 import sys
 import threading
 import time
-from collections import OrderedDict
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from .._cache import LRU
 from .._errors import AccessDenied, Error, NoSuchProcess, ParseError
 from .._types import C_MALLOC, CATEGORIES, GO_HEAP, GO_RUNTIME, THREAD_STACKS, Counters, SmapsTable
 from ..engine import engine_name, get_engine
@@ -28,8 +28,8 @@ TIERS = ("auto", "exact", "layout", "psutil")
 # size costs as much as parsing it), and the layout facts of recent
 # processes, valid while the process and its loaded files are the same.
 _local = threading.local()
-_layouts: "OrderedDict[Tuple, Layout]" = OrderedDict()
 _LAYOUTS_KEPT = 64
+_layouts: "LRU[Tuple, Layout]" = LRU(_LAYOUTS_KEPT)
 
 
 def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snapshot:
@@ -226,11 +226,4 @@ def _layout_of(pid: int, starttime: int, table) -> Layout:  # type: ignore[no-un
     files = table.file_starts
     key = (pid, starttime, tuple(table.starts[i] for i in files), tuple(table.inodes[i] for i in files),
            tuple(table.devs[i] for i in files))
-    lay = _layouts.get(key)
-    if lay is None:
-        lay = _layouts[key] = context(pid, table)
-        while len(_layouts) > _LAYOUTS_KEPT:
-            _layouts.popitem(last=False)
-    else:
-        _layouts.move_to_end(key)
-    return lay
+    return _layouts.get_or_make(key, lambda: context(pid, table))

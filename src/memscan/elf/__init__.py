@@ -28,7 +28,6 @@ import os
 import re
 import stat
 import struct
-import threading
 from collections import OrderedDict
 from typing import IO, Any, Iterable, List, NamedTuple, Optional, Tuple, Type
 
@@ -40,6 +39,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import NoteSection, StringTableSection
 from elftools.elf.segments import NoteSegment
 
+from .._cache import LRU
 from ..layout.rules import is_shared_object
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
     "PAGE_SIZE",
     "read_module",
     "module_info",
-    "clear_cache",
     "cache_info",
     "mapped_path",
     "allocator",
@@ -558,9 +557,7 @@ def read_module(path: str) -> ModuleInfo:
 # Cache keyed by file identity
 
 _CACHE_SIZE = 256
-_cache: "OrderedDict[Tuple[int, ...], Optional[ModuleInfo]]" = OrderedDict()
-_cache_lock = threading.Lock()
-_stats = {"hits": 0, "misses": 0}
+_cache: "LRU[Tuple[int, ...], Optional[ModuleInfo]]" = LRU(_CACHE_SIZE)
 
 
 def module_info(path: str) -> Optional[ModuleInfo]:
@@ -590,7 +587,7 @@ def module_info(path: str) -> Optional[ModuleInfo]:
     (ENOENT, EACCES, EPERM: map_files needs CAP_SYS_ADMIN...), is not a
     regular file, or is not ELF. Only parse results are cached, including
     "not ELF" (None); failures to open are not, so a later call retries.
-    The cache is a 64-entry LRU shared by all threads.
+    The cache is an LRU of ``_CACHE_SIZE`` entries shared by all threads.
     """
     try:
         # O_NONBLOCK: opening a FIFO must not hang; it has no effect on
@@ -605,40 +602,25 @@ def module_info(path: str) -> Optional[ModuleInfo]:
         if not stat.S_ISREG(st.st_mode):
             return None
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        with _cache_lock:
-            if key in _cache:
-                _cache.move_to_end(key)
-                _stats["hits"] += 1
-                return _cache[key]
-            _stats["misses"] += 1
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            try:
-                info: Optional[ModuleInfo] = _parse(f)
-            except _PARSE_ERRORS:
-                info = None
-        with _cache_lock:
-            _cache[key] = info
-            _cache.move_to_end(key)
-            while len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
-        return info
+        return _cache.get_or_make(key, lambda: _parse_fd(fd))
     except OSError:  # EIO, a file truncated under us...
         return None
     finally:
         os.close(fd)
 
 
-def clear_cache() -> None:
-    """Forget every cached :func:`module_info` result (and the counters)."""
-    with _cache_lock:
-        _cache.clear()
-        _stats["hits"] = _stats["misses"] = 0
+def _parse_fd(fd: int) -> Optional[ModuleInfo]:
+    with os.fdopen(fd, "rb", closefd=False) as f:
+        try:
+            return _parse(f)
+        except _PARSE_ERRORS:
+            return None
 
 
 def cache_info() -> Tuple[int, int, int]:
-    """(hits, misses, current size) of the :func:`module_info` cache."""
-    with _cache_lock:
-        return _stats["hits"], _stats["misses"], len(_cache)
+    """(hits, misses, current size) of the :func:`module_info` cache, since
+    ``memscan.clear_caches()``."""
+    return _cache.info()
 
 
 # --------------------------------------------------------------------------

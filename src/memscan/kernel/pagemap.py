@@ -28,6 +28,7 @@ import os
 from types import ModuleType
 from typing import List, Optional, Sequence, Tuple
 
+from .._cache import once
 from . import procfs
 from .linux import PAGE_IS_PRESENT, PAGE_IS_SWAPPED, PAGE_SIZE, PAGEMAP_SCAN, PM_SCAN_ARG_SIZE
 
@@ -38,19 +39,11 @@ __all__ = ["Pagemap", "has_scan", "KERNEL_HALF"]
 # bytes, PAGEMAP_SCAN EFAULT) and smaps shows Rss 0. They count as no pages.
 KERNEL_HALF = 1 << 63
 
-_has_scan: Optional[bool] = None
 
-
+@once
 def has_scan() -> bool:
     """Whether this kernel has the PAGEMAP_SCAN ioctl (6.7+). Probed once,
     on this process's own pagemap."""
-    global _has_scan
-    if _has_scan is None:
-        _has_scan = _probe_scan()
-    return _has_scan
-
-
-def _probe_scan() -> bool:
     import fcntl
     import struct
 

@@ -16,6 +16,7 @@ import os
 from array import array
 from typing import List, Optional, Tuple, Union
 
+from ..._cache import once
 from ..._errors import ParseError
 from ..._types import (
     ANON_OTHER,
@@ -512,7 +513,6 @@ _PRESENT_TOP = bytes(1 if b & 0x80 else 0 for b in range(256))
 _SWAPPED_TOP = bytes(1 if b & 0x40 else 0 for b in range(256))
 
 _scan_unsupported = False  # set once PAGEMAP_SCAN gave ENOTTY (no ioctl on pagemap)
-_zero_pfns_cache: "Tuple[int, int, int] | None" = None
 
 
 def _check_ranges(ranges: "List[Tuple[int, int]]") -> None:
@@ -537,6 +537,7 @@ def _pread_full(fd: int, view: memoryview, offset: int) -> None:
         n += got
 
 
+@once
 def zero_pfns() -> Tuple[int, int, int]:
     """(zero_pfn, huge_zero_first_pfn, huge_zero_end_pfn) as this process sees
     them in its own pagemap, or zeros where unknown.
@@ -547,13 +548,10 @@ def zero_pfns() -> Tuple[int, int, int]:
     had CAP_SYS_ADMIN: then (0, 0, 0), and the pread path reports no zero
     pages. Only that path uses this; PAGEMAP_SCAN tells zero pages itself.
     """
-    global _zero_pfns_cache
-    if _zero_pfns_cache is None:
-        try:
-            _zero_pfns_cache = _find_zero_pfns()
-        except OSError:  # no /proc/self/pagemap (a sandbox): no PFNs either
-            _zero_pfns_cache = (0, 0, 0)
-    return _zero_pfns_cache
+    try:
+        return _find_zero_pfns()
+    except OSError:  # no /proc/self/pagemap (a sandbox): no PFNs either
+        return (0, 0, 0)
 
 
 def _find_zero_pfns() -> Tuple[int, int, int]:

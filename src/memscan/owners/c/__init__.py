@@ -82,11 +82,10 @@ import mmap
 import os
 import re
 import struct
-import threading
-from collections import OrderedDict
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from ... import elf
+from ..._cache import LRU, once
 from ..._errors import NoSuchProcess
 from ..._types import PERM_R, PERM_S, PERM_W, PERM_X, VM_NH, VM_NR, VMFLAG_BIT, SmapsTable
 from ...engine import get_engine
@@ -332,7 +331,8 @@ def _mp_plausible(v: Dict[str, int]) -> bool:
 # glibc version from the mapped file (its banner string)
 
 _BANNER = re.compile(rb"release version (\d+)\.(\d+)")
-_version_cache: Dict[Tuple[int, int, int, int], Optional[Tuple[int, int]]] = {}
+# The version of each libc file read (by file identity).
+_versions: "LRU[Tuple[int, int, int, int], Optional[Tuple[int, int]]]" = LRU(16)
 
 
 def _glibc_version(paths: Sequence[str]) -> Optional[Tuple[int, int]]:
@@ -344,21 +344,20 @@ def _glibc_version(paths: Sequence[str]) -> Optional[Tuple[int, int]]:
         try:
             st = os.fstat(fd)
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            if key in _version_cache:
-                return _version_cache[key]
-            version = None
-            if st.st_size:
-                with mmap.mmap(fd, 0, prot=mmap.PROT_READ) as m:
-                    found = _BANNER.search(m)
-                    if found:
-                        version = (int(found.group(1)), int(found.group(2)))
-            _version_cache[key] = version
-            return version
+            return _versions.get_or_make(key, lambda: _banner_version(fd, st.st_size))
         except (OSError, ValueError):
             continue
         finally:
             os.close(fd)
     return None
+
+
+def _banner_version(fd: int, size: int) -> Optional[Tuple[int, int]]:
+    if not size:
+        return None
+    with mmap.mmap(fd, 0, prot=mmap.PROT_READ) as m:
+        found = _BANNER.search(m)
+        return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 # --------------------------------------------------------------------------
@@ -370,9 +369,8 @@ def _glibc_version(paths: Sequence[str]) -> Optional[Tuple[int, int]]:
 # mapped there. Later scans check the remembered address (the same tests the
 # search applies) and search again only when the check fails. That saves
 # ~8 ms per scan; keyed by (pid, start, device, inode) of the libc mapping.
-_statics: "OrderedDict[Tuple[int, ...], Tuple[int, int, str]]" = OrderedDict()  # -> (main_arena, mp_, layout)
-_statics_lock = threading.Lock()
 _STATICS_KEPT = 256
+_statics: "LRU[Tuple[int, ...], Tuple[int, int, str]]" = LRU(_STATICS_KEPT)  # -> (main_arena, mp_, layout)
 
 
 class _Row(NamedTuple):
@@ -657,10 +655,7 @@ class _Scan:
         known = _statics.get(self.libc_key, (0, 0, ""))
         found = (self.main_arena or known[0], self.found["mp_"] or known[1], self.mp_layout or known[2])
         if self.libc_key and found != known and (self.main_arena or self.mp_layout):
-            with _statics_lock:
-                _statics[self.libc_key] = found
-                while len(_statics) > _STATICS_KEPT:
-                    _statics.popitem(last=False)
+            _statics.put(self.libc_key, found)
 
     # ------------------------------------------------------- thread arenas
 
@@ -1139,16 +1134,11 @@ def _brk(pid: int) -> int:
     return next((m.end for m in read_maps(pid) if m.name == "[heap]"), 0)
 
 
-_nh_cache: Optional[bool] = None
-
-
+@once
 def _kernel_has_nh() -> bool:
     """Kernel 6.7+ marks MAP_STACK mappings VM_NOHUGEPAGE (``nh``)."""
-    global _nh_cache
-    if _nh_cache is None:
-        m = re.match(r"(\d+)\.(\d+)", os.uname().release)
-        _nh_cache = m is not None and (int(m.group(1)), int(m.group(2))) >= (6, 7)
-    return bool(_nh_cache)
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (6, 7)
 
 
 # --------------------------------------------------------------------------

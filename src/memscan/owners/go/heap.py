@@ -94,8 +94,6 @@ from __future__ import annotations
 import os
 import re
 import struct
-import threading
-from collections import OrderedDict
 from typing import Any, Dict, Iterator, List, Literal, NamedTuple, Optional, Sequence, Tuple
 
 from elftools.common.exceptions import DWARFError, ELFError
@@ -103,6 +101,7 @@ from elftools.construct.core import ConstructError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
+from ..._cache import LRU
 from ..._errors import Error, HeapChanged, NoRuntimeInfo, ReadLimitExceeded
 from ...elf import PAGE_SIZE, ModuleInfo, module_info
 from ...kernel import procfs
@@ -119,7 +118,6 @@ __all__ = [
     "MAX_UNSETTLED",
     "HeapPages",
     "read_heap",
-    "clear_cache",
 ]
 
 OBJECTS, STACKS, FREE, RELEASED, RESERVED = range(5)
@@ -860,9 +858,8 @@ def _table_layout1(elf: ELFFile, path: str, info: "ModuleInfo") -> _Layout:
 
 
 # Parsed layouts (or the NoRuntimeInfo message) per file identity.
-_cache: "OrderedDict[Tuple[int, ...], Any]" = OrderedDict()
-_CACHE_SIZE = 16
-_lock = threading.Lock()
+_LAYOUTS_KEPT = 16
+_layouts: "LRU[Tuple[int, ...], Any]" = LRU(_LAYOUTS_KEPT)
 
 _DWARF_ERRORS = (ELFError, DWARFError, ConstructError, KeyError, IndexError, ValueError, struct.error, EOFError)
 
@@ -889,19 +886,14 @@ def _layout(path: str, tables: Optional[bool] = None) -> _Layout:
     try:
         st = os.fstat(fd)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        with _lock:
-            hit = _cache.get(key)
-            if hit is not None:
-                _cache.move_to_end(key)
-        if hit is None:
+
+        def parse() -> Any:
             try:
-                hit = _parse_file(fd, path)
+                return _parse_file(fd, path)
             except NoRuntimeInfo as err:
-                hit = (str(err), err.no_dwarf)
-            with _lock:
-                _cache[key] = hit
-                while len(_cache) > _CACHE_SIZE:
-                    _cache.popitem(last=False)
+                return (str(err), err.no_dwarf)
+
+        hit = _layouts.get_or_make(key, parse)
     finally:
         os.close(fd)
     if not isinstance(hit, _Layout):  # (message, whether the binary lacks DWARF)
@@ -926,12 +918,6 @@ def _parse_file(fd: int, path: str) -> _Layout:
         except _DWARF_ERRORS as err:
             raise _no_info(path, f"its DWARF could not be parsed ({type(err).__name__}: {err})") from err
 
-
-def clear_cache() -> None:
-    """Forget every parsed layout and every arena's last decoding."""
-    with _lock:
-        _cache.clear()
-        _arena_memos.clear()
 
 
 # --------------------------------------------------------------------------
@@ -1181,16 +1167,8 @@ class _ArenaMemo(NamedTuple):
 # A memo is used only when every byte it was decoded from reads the same
 # again, so a reused pid or an exec cannot make it wrong. At most
 # _ARENA_MEMOS arenas (64 MiB each on 64-bit Linux): ~80 KB apiece.
-_arena_memos: "OrderedDict[Tuple[int, int], _ArenaMemo]" = OrderedDict()
 _ARENA_MEMOS = 1024
-
-
-def _remember_arena(key: Tuple[int, int], memo: _ArenaMemo) -> None:
-    with _lock:
-        _arena_memos[key] = memo
-        _arena_memos.move_to_end(key)
-        while len(_arena_memos) > _ARENA_MEMOS:
-            _arena_memos.popitem(last=False)
+_arena_memos: "LRU[Tuple[int, int], _ArenaMemo]" = LRU(_ARENA_MEMOS)
 
 
 class _Reader:
@@ -1281,7 +1259,7 @@ class _Reader:
         states, unsettled = self.arena_states(a.base, self._spans(raw), self.decode_spans(batches), cover, alloc, scav,
                                               grown, caches)
         runs = _state_runs(a.base, states, self.page_size)
-        _remember_arena(key, _ArenaMemo(raw, [(lo, len(b), ptrs) for lo, b, ptrs in batches], inputs, runs,
+        _arena_memos.put(key, _ArenaMemo(raw, [(lo, len(b), ptrs) for lo, b, ptrs in batches], inputs, runs,
                                         unsettled))
         return runs, unsettled
 
