@@ -397,7 +397,7 @@ def go_demo() -> GoDemo:
     version = gobuild.go_version(goroot)
     t0 = time.perf_counter()
     try:
-        # The name the tests use too (tests/goprogram.py): one cache entry.
+        # The name the tests use too (tests/helpers/goprogram.py): one cache entry.
         exe = gobuild.build(gobuild.DEMO_DIR, goroot=goroot, cgo=False, out_name="memscandemo")
     except memscan.BuildError as err:
         pytest.fail(f"building the Go demo failed: {err}")

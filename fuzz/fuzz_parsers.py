@@ -43,7 +43,7 @@ with atheris.instrument_imports(include=["memscan.engine.pure"]):
 
 # The tests' model of page_counts (tests/ on the path after memscan is instrumented).
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from test_fuzz_engines import model_counts  # noqa: E402
+from helpers.engines import model_counts  # noqa: E402
 
 try:
     from memscan import _fast

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from gotoolchain import GO_VERSIONS
+from helpers.gotoolchain import GO_VERSIONS
 
 MiB = 1 << 20
 

@@ -310,7 +310,7 @@ def test_without_section_headers(go_binaries: Dict[str, str], tmp_path, name: st
 
 @pytest.mark.slow
 def test_go121_not_randomized(tmp_path) -> None:
-    import gotoolchain
+    from helpers import gotoolchain
 
     GO121_ROOT = gotoolchain.goroot("1.21.13")
     src = str(tmp_path / "src")

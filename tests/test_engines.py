@@ -17,24 +17,12 @@ import memscan
 from memscan import ParseError
 from memscan._types import CATEGORIES, F, NFIELDS, Interval, LayoutContext, SmapsTable
 from memscan.engine import pure
-from smapstext import M, render
 
-try:
-    from memscan import _fast
-except ImportError:  # a pure-Python build
-    _fast = None
+from helpers.engines import both, fast
+from helpers.smapstext import M, mutate, render
 
 DATA = Path(__file__).parent / "data"
 CAPTURES = sorted(p for p in DATA.iterdir() if p.suffix in (".smaps", ".maps", ".smaps_rollup"))
-ENGINES = [pytest.param(pure, id="python")]
-if _fast is not None:
-    ENGINES.append(pytest.param(_fast, id="cython"))
-both = pytest.mark.skipif(_fast is None, reason="the Cython engine is not built (MEMSCAN_NO_EXTENSIONS)")
-
-
-@pytest.fixture(params=ENGINES)
-def impl(request):
-    return request.param
 
 
 def outcome(fn, *args):
@@ -58,9 +46,9 @@ def test_implementation_is_the_one_built():
 @pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
 def test_engines_agree_on_captures(path):
     data = path.read_bytes()
-    assert outcome(pure.parse_smaps, data) == outcome(_fast.parse_smaps, data)
+    assert outcome(pure.parse_smaps, data) == outcome(fast.parse_smaps, data)
     if path.suffix == ".smaps_rollup":
-        assert pure.parse_rollup(data) == _fast.parse_rollup(data)
+        assert pure.parse_rollup(data) == fast.parse_rollup(data)
 
 
 @both
@@ -71,14 +59,14 @@ def test_engines_classify_and_sum_alike(path):
     for go, go_only in ((False, False), (True, False), (True, True)):
         ctx = LayoutContext(-1, -1, 8 << 20, go, go_only, False, [Interval(t.starts[3], t.ends[3], 4)])
         cats = pure.classify(t, ctx)
-        assert cats == _fast.classify(t, ctx)
-        assert pure.accumulate(t, cats) == _fast.accumulate(t, cats)
+        assert cats == fast.classify(t, ctx)
+        assert pure.accumulate(t, cats) == fast.accumulate(t, cats)
 
 
-def test_smaps_and_maps_captures_match(impl):
+def test_smaps_and_maps_captures_match(engine):
     """smaps and maps of one idle process list the same mappings."""
-    smaps = impl.parse_smaps((DATA / "python-odd-mappings.smaps").read_bytes())
-    maps = impl.parse_smaps((DATA / "python-odd-mappings.maps").read_bytes())
+    smaps = engine.parse_smaps((DATA / "python-odd-mappings.smaps").read_bytes())
+    maps = engine.parse_smaps((DATA / "python-odd-mappings.maps").read_bytes())
     assert list(smaps.starts) == list(maps.starts)
     assert smaps.names == maps.names
     assert [v.fields.size for v in smaps.vmas()] == [v.fields.size for v in maps.vmas()]
@@ -88,30 +76,30 @@ def test_smaps_and_maps_captures_match(impl):
     assert "/memfd:memscan corpus (deleted)" in names
 
 
-def test_rollup_capture(impl):
-    r = impl.parse_rollup((DATA / "sleep.smaps_rollup").read_bytes())
+def test_rollup_capture(engine):
+    r = engine.parse_rollup((DATA / "sleep.smaps_rollup").read_bytes())
     assert r.rss > 0 and 0 < r.pss <= r.rss
     assert r.private_clean + r.private_dirty + r.shared_clean + r.shared_dirty == r.rss
 
 
-def test_older_kernel_without_optional_fields(impl):
-    t = impl.parse_smaps((DATA / "derived-kernel5.smaps").read_bytes())
-    full = impl.parse_smaps((DATA / "python-odd-mappings.smaps").read_bytes())
+def test_older_kernel_without_optional_fields(engine):
+    t = engine.parse_smaps((DATA / "derived-kernel5.smaps").read_bytes())
+    full = engine.parse_smaps((DATA / "python-odd-mappings.smaps").read_bytes())
     assert len(t) == len(full)
     assert all(v.fields.pss_dirty == 0 and v.fields.ksm == 0 for v in t.vmas())
     assert [v.fields.rss for v in t.vmas()] == [v.fields.rss for v in full.vmas()]
 
 
-def test_truncated_capture_is_an_error(impl):
+def test_truncated_capture_is_an_error(engine):
     data = (DATA / "derived-truncated.smaps").read_bytes()
     with pytest.raises(ParseError) as err:
-        impl.parse_smaps(data)
+        engine.parse_smaps(data)
     assert err.value.msg == "truncated line"
     assert err.value.offset == data.rindex(b"\n") + 1
 
 
-def test_status_capture(impl):
-    st_ = impl.parse_status((DATA / "sleep.status").read_bytes())
+def test_status_capture(engine):
+    st_ = engine.parse_status((DATA / "sleep.status").read_bytes())
     assert st_.name == "sleep" and st_.vm_rss > 0 and st_.threads == 1
     assert st_.vm_rss == st_.rss_anon + st_.rss_file + st_.rss_shmem
 
@@ -119,23 +107,23 @@ def test_status_capture(impl):
 # --------------------------------------------------------------- hand-made
 
 
-def test_fields_in_bytes(impl):
+def test_fields_in_bytes(engine):
     text = render([M(0x1000, 0x5000, rss=8192, extra={"Swap": 4096, "LazyFree": 4096, "Shared_Clean": 4096})])
-    v = impl.parse_smaps(text).vma(0)
+    v = engine.parse_smaps(text).vma(0)
     assert (v.start, v.end, v.perms, v.name, v.inode) == (0x1000, 0x5000, "rw-p", "", 0)
     assert v.fields.size == 0x4000 and v.fields.rss == 8192 and v.fields.swap == 4096
     assert v.vmflags == ("rd", "wr", "mr", "mw", "me", "ac")
 
 
-def test_maps_lines_get_their_size_from_addresses(impl):
-    t = impl.parse_smaps(b"00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus-daemon\n")
+def test_maps_lines_get_their_size_from_addresses(engine):
+    t = engine.parse_smaps(b"00400000-00452000 r-xp 00000000 08:02 173521      /usr/bin/dbus-daemon\n")
     assert t.vma(0).fields.size == 0x52000 and t.vma(0).dev == (8, 2)
     assert list(t.file_starts) == [0]
 
 
-def test_unknown_keys_and_flags_are_kept_out(impl):
+def test_unknown_keys_and_flags_are_kept_out(engine):
     text = render([M(0x1000, 0x2000, flags="rd zz")]).replace(b"Locked:", b"NewField:       12 kB\nLocked:")
-    v = impl.parse_smaps(text).vma(0)
+    v = engine.parse_smaps(text).vma(0)
     assert v.vmflags == ("rd", "??")
 
 
@@ -159,26 +147,26 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("text,msg,offset", MALFORMED)
-def test_malformed_text(impl, text, msg, offset):
+def test_malformed_text(engine, text, msg, offset):
     with pytest.raises(ParseError) as err:
-        impl.parse_smaps(text)
+        engine.parse_smaps(text)
     assert (err.value.msg, err.value.offset) == (msg, offset)
     assert "at byte" in str(err.value)
 
 
-def test_rollup_needs_one_record(impl):
+def test_rollup_needs_one_record(engine):
     with pytest.raises(ParseError, match="expected one rollup record"):
-        impl.parse_rollup(render([M(0, 0x1000), M(0x1000, 0x2000)]))
+        engine.parse_rollup(render([M(0, 0x1000), M(0x1000, 0x2000)]))
 
 
-def test_read_all_reads_to_eof(impl, tmp_path):
+def test_read_all_reads_to_eof(engine, tmp_path):
     p = tmp_path / "f"
     p.write_bytes(os.urandom(200_000))
     fd = os.open(p, os.O_RDONLY)
     try:
         buf = bytearray()
         for _ in range(2):  # a second read starts over from offset 0
-            n = impl.read_all(fd, buf)
+            n = engine.read_all(fd, buf)
             assert bytes(buf[:n]) == p.read_bytes()
     finally:
         os.close(fd)
@@ -198,39 +186,24 @@ maps_st = st.lists(
 )
 
 
-def mutate(text: bytes, data) -> bytes:
-    """Cut, flip, insert into or delete from ``text`` at a drawn place, or not."""
-    mutation = data.draw(st.sampled_from(["none", "cut", "flip", "insert", "delete"]))
-    if not text or mutation == "none":
-        return text
-    i = data.draw(st.integers(0, len(text) - 1))
-    if mutation == "cut":
-        return text[:i]
-    if mutation == "flip":
-        return text[:i] + bytes([data.draw(st.integers(0, 255))]) + text[i + 1:]
-    if mutation == "insert":
-        return text[:i] + data.draw(st.binary(max_size=12)) + text[i:]
-    return text[:i] + text[i + data.draw(st.integers(1, 40)):]
-
-
 @both
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(maps_st, st.data())
 def test_engines_agree_on_generated_text(maps, data):
     text = mutate(render(sorted(maps)), data)
-    a, b = outcome(pure.parse_smaps, text), outcome(_fast.parse_smaps, text)
+    a, b = outcome(pure.parse_smaps, text), outcome(fast.parse_smaps, text)
     assert a == b
     if a[0] == "ok":
         ctx = LayoutContext(-1, -1, 8 << 20, True, False, False, [])
-        assert pure.classify(a[1], ctx) == _fast.classify(b[1], ctx)
-        assert pure.accumulate(a[1], pure.classify(a[1], ctx)) == _fast.accumulate(b[1], _fast.classify(b[1], ctx))
+        assert pure.classify(a[1], ctx) == fast.classify(b[1], ctx)
+        assert pure.accumulate(a[1], pure.classify(a[1], ctx)) == fast.accumulate(b[1], fast.classify(b[1], ctx))
 
 
 @both
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=200))
 def test_engines_agree_on_junk(junk):
-    assert outcome(pure.parse_smaps, junk) == outcome(_fast.parse_smaps, junk)
+    assert outcome(pure.parse_smaps, junk) == outcome(fast.parse_smaps, junk)
 
 
 # -------------------------------------------------------- layout rules
@@ -240,12 +213,12 @@ CTX = LayoutContext(exe_dev=0xFE << 32, exe_inode=99, stack_size=8 * MIB, go=Tru
                     jemalloc=False, intervals=[])
 
 
-def cats_of(impl, maps, ctx=CTX):
-    t = impl.parse_smaps(render(maps))
-    return [CATEGORIES[c] for c in impl.classify(t, ctx)]
+def cats_of(engine, maps, ctx=CTX):
+    t = engine.parse_smaps(render(maps))
+    return [CATEGORIES[c] for c in engine.classify(t, ctx)]
 
 
-def test_rules_go_arenas(impl):
+def test_rules_go_arenas(engine):
     base = 0x378418000000  # Go 1.26+: a random 64 MiB-aligned base below 2^46
     maps = [
         M(0xC000000000, 0xC000000000 + 200 * MIB),  # fixed hint of Go <= 1.25
@@ -255,13 +228,13 @@ def test_rules_go_arenas(impl):
         M(base + 100 * MIB, base + 128 * MIB, "---p"),
         M(0x500000000000, 0x500000000000 + 64 * MIB),  # above 2^46: not Go's
     ]
-    assert cats_of(impl, maps) == ["go_heap"] * 5 + ["c_malloc"]
+    assert cats_of(engine, maps) == ["go_heap"] * 5 + ["c_malloc"]
     # Without a Go runtime nothing is Go heap; MAP_NORESERVE is glibc's.
-    assert "go_heap" not in cats_of(impl, maps, CTX._replace(go=False))
-    assert cats_of(impl, [M(0xC000000000, 0xC004000000, flags="rd wr nr")])[0] != "go_heap"
+    assert "go_heap" not in cats_of(engine, maps, CTX._replace(go=False))
+    assert cats_of(engine, [M(0xC000000000, 0xC004000000, flags="rd wr nr")])[0] != "go_heap"
 
 
-def test_rules_stacks_and_glibc_arenas(impl):
+def test_rules_stacks_and_glibc_arenas(engine):
     top = 0x7F0000000000
     maps = [
         M(top, top + 4096, "---p", flags="mr mw me nh"),  # guard
@@ -271,10 +244,10 @@ def test_rules_stacks_and_glibc_arenas(impl):
         M(top + 200 * MIB, top + 210 * MIB),  # plain anonymous
         M(top + 300 * MIB, top + 301 * MIB, name="[stack]"),
     ]
-    assert cats_of(impl, maps) == ["thread_stacks"] * 2 + ["c_malloc"] * 2 + ["anon_other", "thread_stacks"]
+    assert cats_of(engine, maps) == ["thread_stacks"] * 2 + ["c_malloc"] * 2 + ["anon_other", "thread_stacks"]
 
 
-def test_rules_names_and_files(impl):
+def test_rules_names_and_files(engine):
     maps = [
         M(0x400000, 0x401000, "r-xp", "/opt/app/server", inode=99, dev="fe:00"),
         M(0x401000, 0x402000, "rw-p", "/opt/app/server", inode=99, dev="fe:00", offset=4096),
@@ -291,13 +264,13 @@ def test_rules_names_and_files(impl):
         M(0xE00000, 0xE01000, "rw-p", "/dev/zero", inode=4, dev="00:06"),
     ]
     ctx = CTX._replace(intervals=[Interval(0x402000, 0x404000, memscan._types.BINARY)])
-    assert cats_of(impl, maps, ctx) == [
+    assert cats_of(engine, maps, ctx) == [
         "binary", "binary", "binary", "shared_libs", "mapped_files", "shmem", "shmem", "shmem",
         "kernel", "c_malloc", "go_runtime", "c_malloc", "anon_other",
     ]
 
 
-def test_rules_go_runtime_reservations(impl):
+def test_rules_go_runtime_reservations(engine):
     top = 0x7F0000000000
     maps = [
         M(top, top + 512 * MIB, "---p"),  # page summary reservation
@@ -305,15 +278,15 @@ def test_rules_go_runtime_reservations(impl):
         M(top + 513 * MIB, top + 545 * MIB, flags="rd wr mr mw me ac nh"),  # heap index
         M(top + 600 * MIB, top + 601 * MIB),  # something else
     ]
-    assert cats_of(impl, maps) == ["go_runtime"] * 3 + ["anon_other"]
+    assert cats_of(engine, maps) == ["go_runtime"] * 3 + ["anon_other"]
     # A static Go program has no other allocator: the rest is the runtime's.
-    assert cats_of(impl, maps, CTX._replace(go_only=True))[-1] == "go_runtime"
-    assert cats_of(impl, maps, CTX._replace(go=False)) == ["anon_other"] * 4
+    assert cats_of(engine, maps, CTX._replace(go_only=True))[-1] == "go_runtime"
+    assert cats_of(engine, maps, CTX._replace(go=False)) == ["anon_other"] * 4
 
 
-def test_accumulate_is_a_partition(impl):
-    t = impl.parse_smaps((DATA / "python.smaps").read_bytes())
-    sums = impl.accumulate(t, impl.classify(t, CTX))
+def test_accumulate_is_a_partition(engine):
+    t = engine.parse_smaps((DATA / "python.smaps").read_bytes())
+    sums = engine.accumulate(t, engine.classify(t, CTX))
     total = sums[9 * len(CATEGORIES):]
     for k in range(9):
         assert sum(sums[9 * c + k] for c in range(len(CATEGORIES))) == total[k]
@@ -328,20 +301,20 @@ STATUS = (DATA / "python.status").read_bytes()
 @given(st.data())
 def test_engines_agree_on_status(data):
     text = mutate(STATUS, data)
-    assert outcome(pure.parse_status, text) == outcome(_fast.parse_status, text)
+    assert outcome(pure.parse_status, text) == outcome(fast.parse_status, text)
 
 
 @both
 @pytest.mark.parametrize("path", sorted(DATA.glob("*.status")), ids=lambda p: p.name)
 def test_engines_agree_on_status_captures(path):
-    assert pure.parse_status(path.read_bytes()) == _fast.parse_status(path.read_bytes())
+    assert pure.parse_status(path.read_bytes()) == fast.parse_status(path.read_bytes())
 
 
 def test_engines_offer_the_same_functions():
-    if _fast is None:
+    if fast is None:
         pytest.skip("the Cython engine is not built (MEMSCAN_NO_EXTENSIONS)")
-    assert sorted(_fast.__all__) == sorted(pure.__all__)
-    assert all(callable(getattr(_fast, name)) for name in _fast.__all__)
+    assert sorted(fast.__all__) == sorted(pure.__all__)
+    assert all(callable(getattr(fast, name)) for name in fast.__all__)
 
 
 # --------------------------------------------- reading and parsing at once
@@ -354,7 +327,7 @@ def smaps_fd(pid: int) -> int:
 
 
 @pytest.mark.parametrize("churn", [False, True], ids=["still", "churning"])
-def test_read_parse_smaps_is_read_then_parse(impl, cprog, churn):
+def test_read_parse_smaps_is_read_then_parse(engine, cprog, churn):
     """On a process of 1,500 mappings (about 1 MiB of smaps, some 270
     reads), whatever the pieces handed to the helper thread, and with the
     buffer growing mid-read: the table is the parse of the bytes read. A
@@ -366,9 +339,9 @@ def test_read_parse_smaps_is_read_then_parse(impl, cprog, churn):
         for piece in PIECES:
             buf = bytearray()  # grows from 64 KiB: the helper hands back
             for _ in range(5):
-                n, t = impl.read_parse_smaps(fd, buf, piece)
+                n, t = engine.read_parse_smaps(fd, buf, piece)
                 assert n > 1_000_000 and len(buf) >= n
-                assert t == impl.parse_smaps(bytes(buf[:n])), piece
+                assert t == engine.parse_smaps(bytes(buf[:n])), piece
                 assert len(t) >= 1500
     finally:
         os.close(fd)
@@ -383,7 +356,7 @@ def big_text() -> bytes:
 
 @pytest.mark.parametrize("where", [0, 1000, 65536 - 40, 65536 - 1, 65536, 65536 + 30, 100_000, -1])
 @pytest.mark.parametrize("piece", [0, 1, 4096])
-def test_read_parse_smaps_errors_as_parse_smaps(impl, tmp_path, where, piece):
+def test_read_parse_smaps_errors_as_parse_smaps(engine, tmp_path, where, piece):
     """A file is read 64 KiB at a time at first: the helper parses up to the
     last line end before 64 KiB and the reader the rest. A bad byte before,
     at or after that point, or a cut-off end, gives parse_smaps's error,
@@ -399,19 +372,19 @@ def test_read_parse_smaps_errors_as_parse_smaps(impl, tmp_path, where, piece):
     p.write_bytes(text)
     fd = os.open(p, os.O_RDONLY)
     try:
-        n, got = impl.read_parse_smaps(fd, bytearray(), piece)
+        n, got = engine.read_parse_smaps(fd, bytearray(), piece)
     finally:
         os.close(fd)
     assert n == len(text)
     assert isinstance(got, ParseError) and ("error", got.msg, got.offset) == want
 
 
-def test_read_parse_smaps_of_nothing(impl, tmp_path):
+def test_read_parse_smaps_of_nothing(engine, tmp_path):
     p = tmp_path / "empty"
     p.write_bytes(b"")
     fd = os.open(p, os.O_RDONLY)
     try:
-        n, t = impl.read_parse_smaps(fd, bytearray(), 4096)
+        n, t = engine.read_parse_smaps(fd, bytearray(), 4096)
     finally:
         os.close(fd)
     assert n == 0 and t == SmapsTable() and len(t) == 0
@@ -429,8 +402,8 @@ def test_read_parse_smaps_from_threads_and_a_fork(cprog):
         buf = bytearray()
         try:
             for _ in range(10):
-                n, t = _fast.read_parse_smaps(fd, buf, 4096)
-                if t != _fast.parse_smaps(bytes(buf[:n])):
+                n, t = fast.read_parse_smaps(fd, buf, 4096)
+                if t != fast.parse_smaps(bytes(buf[:n])):
                     errors.append(n)
         finally:
             os.close(fd)
@@ -451,14 +424,14 @@ def test_read_parse_smaps_from_threads_and_a_fork(cprog):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-def test_first_overlap(impl):
+def test_first_overlap(engine):
     page = 0x1000
-    assert impl.first_overlap(SmapsTable()) == -1
-    assert impl.first_overlap(impl.parse_smaps(render([M(0, page), M(page, 2 * page), M(5 * page, 6 * page)]))) == -1
+    assert engine.first_overlap(SmapsTable()) == -1
+    assert engine.first_overlap(engine.parse_smaps(render([M(0, page), M(page, 2 * page), M(5 * page, 6 * page)]))) == -1
     # A mapping listed again after it grew across where a read ended.
     grew = [M(0, page), M(page, 2 * page), M(page, 3 * page), M(5 * page, 6 * page)]
-    assert impl.first_overlap(impl.parse_smaps(render(grew))) == 2
-    assert impl.first_overlap(impl.parse_smaps(render([M(4 * page, 5 * page), M(0, page)]))) == 1
+    assert engine.first_overlap(engine.parse_smaps(render(grew))) == 2
+    assert engine.first_overlap(engine.parse_smaps(render([M(4 * page, 5 * page), M(0, page)]))) == 1
 
 
 HELPER_THREADS = """

@@ -29,11 +29,12 @@ from pathlib import Path
 import pytest
 
 import memscan
-from cprogram import CProgram
-from goprogram import GoProgram
 from memscan import cli
 from memscan.kernel import procfs
-from test_errors import as_nobody, assert_one_line_error, run_cli
+
+from helpers.cli import as_nobody, assert_one_line_error, run_cli
+from helpers.cprogram import CProgram
+from helpers.goprogram import GoProgram
 
 TIERS = ("auto", "layout", "exact", "psutil")
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run targets as root and drop privileges")

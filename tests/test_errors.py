@@ -16,24 +16,8 @@ import memscan
 from memscan import cli
 from memscan.kernel import procfs
 
-NOBODY = 65534
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "memscan", *args], capture_output=True, text=True, timeout=120)
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, words: str) -> None:
-    assert proc.returncode == 1, proc
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("memscan: error:") and words in lines[0], proc.stderr
-
-
-def dead_pid() -> int:
-    child = subprocess.Popen(["true"])
-    child.wait()
-    return child.pid
+from helpers.cli import as_nobody, assert_one_line_error, dead_pid, run_cli
+from helpers.smapstext import OVERLAPPING
 
 
 def test_missing_pid():
@@ -107,41 +91,6 @@ def test_malformed_procfs_names_file_and_offset(tmp_path, monkeypatch, capsys):
     assert out.out == "" and out.err.count("\n") == 1 and "smaps: bad value at byte 48" in out.err
 
 
-def as_nobody(fn):
-    """Run ``fn()`` in a child that dropped to uid/gid nobody (as setpriv
-    --reuid does), returning what it printed to stdout and stderr and its status.
-
-    Whatever the child imports must be imported first: as nobody it may not
-    read the interpreter's files (under /root here, a 0700 temporary
-    directory in CI); building the parser imports what the commands need."""
-    cli.parser()
-    r_out, w_out = os.pipe()
-    r_err, w_err = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        status = 99
-        try:
-            os.dup2(w_out, 1)
-            os.dup2(w_err, 2)
-            # pytest captures sys.stdout in-process: write to the pipes instead.
-            sys.stdout = open(1, "w", closefd=False)
-            sys.stderr = open(2, "w", closefd=False)
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            status = fn()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(status)
-    os.close(w_out)
-    os.close(w_err)
-    with os.fdopen(r_out) as o, os.fdopen(r_err) as e:
-        out, err = o.read(), e.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out, err
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a root target and drop to nobody")
 def test_another_users_process_falls_back_to_psutil():
     target = subprocess.Popen(["sleep", "60"])
@@ -180,10 +129,6 @@ def test_scans_go_on_after_a_parse_error(tmp_path, monkeypatch):
     kept = err  # the traceback stays alive, as in a caller that logs it
     snap = memscan.scan(pid, tier="layout")
     assert snap.total.rss > 0 and kept.value.offset == 0
-
-
-OVERLAPPING = (b"00400000-00402000 rw-p 00000000 00:00 0 \nRss:  8 kB\n"
-               b"00401000-00403000 rw-p 00000000 00:00 0 \nRss:  8 kB\n")
 
 
 def test_mappings_listed_twice_are_read_again(tmp_path, monkeypatch, capsys):

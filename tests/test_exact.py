@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 import memscan
 from memscan.core import exact
 
-import gotoolchain
-from goprogram import c_shared_demo, scan_once_started
+from helpers import gotoolchain
+from helpers.goprogram import c_shared_demo, scan_once_started
 
 MIB = 1 << 20
 HEAP_ARGS = ("-heap", 64, "-garbage", 32, "-goroutines", 50)

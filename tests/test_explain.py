@@ -15,7 +15,7 @@ import pytest
 import memscan
 from memscan import Error, explain
 
-from test_errors import assert_one_line_error, dead_pid, run_cli
+from helpers.cli import assert_one_line_error, dead_pid, run_cli
 
 pytestmark = pytest.mark.slow
 

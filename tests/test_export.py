@@ -28,7 +28,7 @@ from memscan import cli, export
 from memscan._types import CATEGORIES
 from memscan.core.exact import DETAIL
 
-from test_errors import assert_one_line_error, dead_pid, run_cli
+from helpers.cli import assert_one_line_error, dead_pid, run_cli
 
 MIB = 1 << 20
 HEAP_ARGS = ("-heap", 32, "-garbage", 32, "-goroutines", 20)

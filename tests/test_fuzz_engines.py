@@ -29,17 +29,17 @@ from hypothesis import strategies as st
 
 import memscan
 from memscan import ParseError
-from memscan.engine import pure
-from memscan.kernel import linux, procfs
-from memscan.owners import memory as targetmem
 from memscan._types import (
     CATEGORIES, NFIELDS, PERM_R, PERM_S, PERM_W, PERM_X, SMAPS_KEYS, UNITLESS_KEYS, VMFLAG_BIT, VMFLAG_UNKNOWN,
     Interval, LayoutContext, MemFields, Status,
 )
-from smapstext import M, header
-from test_engines import mutate
+from memscan.engine import pure
+from memscan.kernel import procfs
+from memscan.owners import memory as targetmem
 
-ENGINES = list(memscan.engine.ENGINES.values())  # the pure engine, and the Cython one when built
+from helpers.engines import ENGINES, model_counts
+from helpers.smapstext import M, header, mutate
+
 DATA = Path(__file__).parent / "data"
 MAX_KB = (2**63 - 1) // 1024
 PAGE = 4096
@@ -65,9 +65,9 @@ def outcome(fn, *args):
 def agreed(name: str, data: bytes):
     """The outcome of parser ``name`` on ``data``, the same in every engine,
     both bare and through procfs.parsed (which adds the file to errors)."""
-    results = [outcome(getattr(e, name), data) for e in ENGINES]
+    results = [outcome(getattr(e, name), data) for e in ENGINES.values()]
     assert all(r == results[0] for r in results), (name, results)
-    named = [outcome(procfs.parsed, 4242, "smaps", getattr(e, name), data) for e in ENGINES]
+    named = [outcome(procfs.parsed, 4242, "smaps", getattr(e, name), data) for e in ENGINES.values()]
     assert all(r == named[0] for r in named)
     if results[0][0] == "error":
         assert named[0] == results[0][:3] + ("/proc/4242/smaps",)
@@ -80,8 +80,8 @@ def assert_layout_agrees(t) -> None:
         LayoutContext(-1, -1, 8 << 20, True, False, False, []),
         LayoutContext(0, 7, 2 << 20, True, True, True, [Interval(0, 1 << 40, CATEGORIES.index("binary"))]),
     ):
-        cats = [e.classify(t, ctx) for e in ENGINES]
-        sums = [e.accumulate(t, cats[0]) for e in ENGINES]
+        cats = [e.classify(t, ctx) for e in ENGINES.values()]
+        sums = [e.accumulate(t, cats[0]) for e in ENGINES.values()]
         assert all(c == cats[0] for c in cats) and all(s == sums[0] for s in sums)
         total = sums[0][9 * len(CATEGORIES):]
         for k in range(9):
@@ -366,7 +366,6 @@ def test_status_truncated_at_every_byte(name):
 # --------------------------------------------------------------------- maps
 
 
-@pytest.mark.parametrize("engine", ENGINES, ids=lambda e: e.__name__)
 def test_read_maps_errors_name_the_file(engine, tmp_path, monkeypatch):
     """targetmem.read_maps parses maps with the engine in use; a malformed
     line is a ParseError naming /proc/PID/maps and the line's offset."""
@@ -388,25 +387,6 @@ def test_read_maps_errors_name_the_file(engine, tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ pagemap
-
-
-def model_counts(entries, ranges, zero_pfns):
-    """page_counts by its definition, one pagemap entry at a time."""
-    zero, hz_lo, hz_hi = zero_pfns
-    out = []
-    for start, end in ranges:
-        c = [0, 0, 0, 0]
-        for e in entries[start // PAGE:end // PAGE]:
-            c[1] += bool(e & linux.PM_SWAPPED)
-            if e & linux.PM_PRESENT:
-                c[0] += 1
-                pfn = e & linux.PM_PFN_MASK
-                if zero and (pfn == zero or hz_lo <= pfn < hz_hi):
-                    c[3] += 1
-                elif e & linux.PM_EXCLUSIVE:
-                    c[2] += 1
-        out += c
-    return out
 
 
 @st.composite
@@ -438,7 +418,7 @@ def test_pagemap_bytes_counted_like_the_model(entries, data):
     try:
         os.write(fd, array("Q", entries).tobytes())
         want = model_counts(entries, ranges, zero)
-        for e in ENGINES:
+        for e in ENGINES.values():
             assert e.page_counts_pread(fd, ranges) == want
             with pytest.raises(ProcessLookupError):
                 e.page_counts_pread(fd, ranges + [(len(entries) * PAGE, (len(entries) + 1) * PAGE)])
@@ -483,7 +463,7 @@ def test_page_states_of_this_process(own_pagemap, states, data):
         # Ranges marked private (no shared pages in smaps) count their present
         # non-zero pages exclusive unread: these pages are, so the counts stay.
         private = bytes(data.draw(st.lists(st.integers(0, 1), max_size=len(ranges))))
-        for e in ENGINES:
+        for e in ENGINES.values():
             assert e.page_counts(own_pagemap, ranges) == want
             assert e.page_counts(own_pagemap, ranges, private) == want
             assert e.page_counts_pread(own_pagemap, ranges) == pread_want
@@ -499,7 +479,7 @@ BAD_RANGES = [[(1, PAGE)], [(2 * PAGE, PAGE)], [(0, 2 * PAGE), (PAGE, 3 * PAGE)]
 def test_bad_ranges_are_value_errors(own_pagemap, ranges):
     """(2^64, 0) was an OverflowError in the Cython engine (start checked
     after the conversion to 64 bits)."""
-    for e in ENGINES:
+    for e in ENGINES.values():
         for fn in (e.page_counts, e.page_counts_pread):
             with pytest.raises(ValueError, match="ranges must be sorted"):
                 fn(own_pagemap, ranges)
@@ -537,6 +517,6 @@ def test_sums_beyond_64_bits_are_exact():
     text = b"".join(b"%x-%x rw-p 00000000 00:00 0\nRss:  %d kB\n" % (i * PAGE, (i + 1) * PAGE, rss) for i in range(3))
     t = agreed("parse_smaps", text)[1]
     ctx = LayoutContext(-1, -1, 8 << 20, False, False, False, [])
-    for e in ENGINES:
+    for e in ENGINES.values():
         sums = e.accumulate(t, e.classify(t, ctx))
         assert sums[9 * len(CATEGORIES) + 1] == 3 * rss * 1024

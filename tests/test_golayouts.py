@@ -22,16 +22,17 @@ from typing import Callable, Iterator, List
 import pytest
 from elftools.elf.elffile import ELFFile
 
-import gotoolchain
-from goprogram import GoProgram, GoPrograms
-from gotoolchain import GO_VERSIONS
 import memscan
 from memscan import elf as elfinfo
 from memscan.demo import build as gobuild
 from memscan.owners.go import heap as goheap
 from memscan.owners.go import tables as golayouts
-from test_goheap import ARGS, check_against_memstats, check_cover, describe, exe_module
-from test_goruntime import CGO_ARGS, check_runtime
+
+from helpers import gotoolchain
+from helpers.goheap import ARGS, check_against_memstats, check_cover, describe, exe_module
+from helpers.goprogram import GoProgram, GoPrograms
+from helpers.goruntime import CGO_ARGS, check_runtime
+from helpers.gotoolchain import GO_VERSIONS
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import gen_golayouts  # noqa: E402

@@ -19,16 +19,9 @@ import memscan
 from memscan.engine import pure
 from memscan.kernel import pagemap, procfs
 
-try:
-    from memscan import _fast
-except ImportError:  # a pure-Python build
-    _fast = None
+from helpers.engines import fast
 
 PAGE = 4096
-ENGINES = [pytest.param(pure, id="python")]
-if _fast is not None:
-    ENGINES.append(pytest.param(_fast, id="cython"))
-both = pytest.mark.skipif(_fast is None, reason="the Cython engine is not built (MEMSCAN_NO_EXTENSIONS)")
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds the helper process")
 
 HELPER_C = r"""
@@ -214,11 +207,6 @@ def helper(helper_exe: Path) -> Iterator[Helper]:
         h.stop()
 
 
-@pytest.fixture(params=ENGINES)
-def impl(request):
-    return request.param
-
-
 def open_pagemap(pid: int) -> int:
     return os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
 
@@ -248,10 +236,10 @@ def smaps_rss(pid: int) -> Dict[Tuple[int, int], int]:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_region_counts(helper, impl, name):
+def test_region_counts(helper, engine, name):
     fd = open_pagemap(helper.pid)
     try:
-        got = impl.page_counts(fd, [helper.regions[name]])
+        got = engine.page_counts(fd, [helper.regions[name]])
     finally:
         os.close(fd)
     if name == "thp_read" and not _thp_read_gives_zero_pages():
@@ -264,8 +252,8 @@ def test_engines_agree_on_all_regions(helper):
     ranges = sorted(helper.regions.values())
     fd = open_pagemap(helper.pid)
     try:
-        results = [e.page_counts(fd, ranges) for e in (pure, _fast) if e is not None]
-        results += [e.page_counts_pread(fd, ranges) for e in (pure, _fast) if e is not None]
+        results = [e.page_counts(fd, ranges) for e in (pure, fast) if e is not None]
+        results += [e.page_counts_pread(fd, ranges) for e in (pure, fast) if e is not None]
     finally:
         os.close(fd)
     n = len(results) // 2
@@ -277,7 +265,7 @@ def test_engines_agree_on_all_regions(helper):
     assert all(r == scan for r in results[n:])
 
 
-def test_present_minus_zero_is_smaps_rss(helper, impl):
+def test_present_minus_zero_is_smaps_rss(helper, engine):
     """Per region VMA and summed: (present - zero) pages == smaps Rss."""
     rss = smaps_rss(helper.pid)
     ranges = sorted(helper.regions.values())
@@ -285,7 +273,7 @@ def test_present_minus_zero_is_smaps_rss(helper, impl):
         assert r in rss, f"region {r} is not one VMA"
     fd = open_pagemap(helper.pid)
     try:
-        got = impl.page_counts(fd, ranges)
+        got = engine.page_counts(fd, ranges)
     finally:
         os.close(fd)
     resident = [(got[4 * i] - got[4 * i + 3]) * PAGE for i in range(len(ranges))]
@@ -293,23 +281,23 @@ def test_present_minus_zero_is_smaps_rss(helper, impl):
     assert sum(resident) == sum(rss[r] for r in ranges)
 
 
-def test_whole_process_matches_smaps_rss(helper, impl):
+def test_whole_process_matches_smaps_rss(helper, engine):
     rss = smaps_rss(helper.pid)
     ranges = sorted(rss)
-    with pagemap.Pagemap(helper.pid, impl) as pm:
+    with pagemap.Pagemap(helper.pid, engine) as pm:
         got = pm.counts(ranges)
     resident = {r: (got[4 * i] - got[4 * i + 3]) * PAGE for i, r in enumerate(ranges)}
     assert resident == rss
 
 
-def test_private_ranges_need_no_exclusive_bit(helper, impl):
+def test_private_ranges_need_no_exclusive_bit(helper, engine):
     """Ranges of mappings smaps shows without shared pages, marked private,
     count exactly what pagemap's bit 56 gives (the shortcut is exact)."""
     shared = smaps_bytes(helper.pid, b"Shared_Clean:", b"Shared_Dirty:")
     ranges = [r for r in sorted(shared) if r[1] <= pagemap.KERNEL_HALF]
     private = bytes(shared[r] == 0 for r in ranges)
     assert 0 < sum(private) < len(ranges)  # both kinds present: shared libraries and private memory
-    with pagemap.Pagemap(helper.pid, impl) as pm:
+    with pagemap.Pagemap(helper.pid, engine) as pm:
         assert pm.counts(ranges, private) == pm.counts(ranges)
 
 
@@ -330,7 +318,7 @@ def test_split_ranges_add_up(helper, data):
     ranges.sort()
     fd = open_pagemap(helper.pid)
     try:
-        results = [e.page_counts(fd, ranges) for e in (pure, _fast) if e is not None]
+        results = [e.page_counts(fd, ranges) for e in (pure, fast) if e is not None]
     finally:
         os.close(fd)
     assert all(r == results[0] for r in results)
@@ -373,15 +361,15 @@ def test_fallback_without_scan(helper, monkeypatch):
         os.close(fd)
 
 
-def test_bad_ranges(helper, impl):
+def test_bad_ranges(helper, engine):
     s, e = helper.regions["touched"]
     fd = open_pagemap(helper.pid)
     try:
-        assert impl.page_counts(fd, []) == []
-        assert impl.page_counts(fd, [(s, s)]) == [0, 0, 0, 0]
+        assert engine.page_counts(fd, []) == []
+        assert engine.page_counts(fd, [(s, s)]) == [0, 0, 0, 0]
         for bad in ([(s + 1, e)], [(e, s)], [(s, e), (s, e)], [(-PAGE, 0)], [(s, 1 << 64)]):
             with pytest.raises(ValueError):
-                impl.page_counts(fd, bad)
+                engine.page_counts(fd, bad)
     finally:
         os.close(fd)
 
@@ -426,7 +414,7 @@ def test_exited_target_raises(helper_exe, reaped):
     fd = open_pagemap(h.pid)
     pm = pagemap.Pagemap(h.pid, memscan.engine.engine)
     try:
-        for e in (pure, _fast):
+        for e in (pure, fast):
             if e is not None:
                 assert e.page_counts(fd, ranges) == [64, 0, 64, 0]
         h.kill()
@@ -434,7 +422,7 @@ def test_exited_target_raises(helper_exe, reaped):
             h.proc.wait()
         else:
             _wait_state(h.pid, "Z")
-        for e in (pure, _fast):
+        for e in (pure, fast):
             if e is None:
                 continue
             with pytest.raises(ProcessLookupError):
@@ -479,7 +467,7 @@ def test_time_1gib_touched(helper_exe, capsys):
         fd = open_pagemap(h.pid)
         lines = []
         try:
-            for e in (_fast, pure):
+            for e in (fast, pure):
                 if e is None:
                     continue
                 for fn in (e.page_counts, e.page_counts_pread):

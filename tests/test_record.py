@@ -18,8 +18,10 @@ import pytest
 import memscan
 from memscan import plot, record
 from memscan._types import CATEGORIES
-from memscan.record import COLUMNS, DETAIL_COLUMNS, UNITS
 from memscan.core.sampler import Sampler
+from memscan.record import COLUMNS, DETAIL_COLUMNS, UNITS
+
+from helpers.cli import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -233,10 +235,6 @@ def test_reader_rejects_damage_inside_the_file(tmp_path):
     notes.write_text("a,b\n1,2\n")
     with pytest.raises(memscan.Error, match="not a memscan recording"):
         record.read(str(notes))
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "memscan", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_cli_errors_are_one_line(go_program, tmp_path):

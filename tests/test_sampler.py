@@ -16,8 +16,8 @@ import memscan
 from memscan import CATEGORIES, Sampler
 from memscan.engine import ENGINES
 
-import gotoolchain
-from test_errors import dead_pid
+from helpers import gotoolchain
+from helpers.cli import dead_pid
 
 MIB = 1 << 20
 # A quiet Go program's runtime (sysmon, the scavenger) still touches a page
@@ -347,7 +347,7 @@ def test_sample_is_frozen():
 def test_maps_listed_twice_are_read_again(monkeypatch):
     """A count tick's maps that lists a mapping twice (it grew between two
     of the kernel's reads) is read again; never counted twice."""
-    from test_errors import OVERLAPPING
+    from helpers.smapstext import OVERLAPPING
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

@@ -13,8 +13,8 @@ from memscan.kernel import procfs
 from memscan.layout import context as layout
 from memscan._types import CATEGORIES
 
-import gotoolchain
-from goprogram import c_shared_demo, scan_once_started
+from helpers import gotoolchain
+from helpers.goprogram import c_shared_demo, scan_once_started
 
 pytestmark = pytest.mark.slow
 

