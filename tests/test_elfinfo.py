@@ -20,6 +20,8 @@ from elftools.elf.elffile import ELFFile
 import memscan
 from memscan import elf as elfinfo
 
+from helpers.processes import stop
+
 GO = shutil.which("go")
 READELF = shutil.which("readelf")
 GCC = shutil.which("gcc")
@@ -493,8 +495,8 @@ def test_live_process_binary_replaced(go_binaries: Dict[str, str], tmp_path) -> 
         # The other candidates now name the new file: the documented caveat.
         assert elfinfo.module_info(cands[2]).go.cgo is True
     finally:
-        proc.stdin.close()
-        proc.wait(timeout=30)
+        proc.stdin.close()  # the program exits at EOF
+        stop(proc)
 
 
 # --------------------------------------------------------------------------

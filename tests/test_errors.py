@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from memscan import cli
 from memscan.kernel import procfs
 
 from helpers.cli import as_nobody, assert_one_line_error, dead_pid, run_cli
+from helpers.processes import stop
 from helpers.smapstext import OVERLAPPING
 
 
@@ -80,7 +82,7 @@ def test_malformed_procfs_names_file_and_offset(tmp_path, monkeypatch, capsys):
     fake.mkdir()
     real = f"/proc/{pid}"
     for name in ("stat", "limits", "status"):
-        (fake / name).write_bytes(open(f"{real}/{name}", "rb").read())
+        (fake / name).write_bytes(Path(f"{real}/{name}").read_bytes())
     (fake / "smaps").write_bytes(b"00400000-00401000 r-xp 00000000 08:01 12 /bin/x\nRss:  12 parsecs\n")
     monkeypatch.setattr(procfs, "PROCFS_PATH", str(tmp_path))
     with pytest.raises(memscan.ParseError) as err:
@@ -100,14 +102,13 @@ def test_another_users_process_falls_back_to_psutil():
         snap = json.loads(out)
         assert snap["source"] == snap["tier"] == "psutil" and snap["categories"] is None
         assert "CAP_SYS_PTRACE" in snap["warnings"][0]
-        status = memscan.engine.engine.parse_status(open(f"/proc/{target.pid}/status", "rb").read())
+        status = memscan.engine.engine.parse_status(Path(f"/proc/{target.pid}/status").read_bytes())
         assert abs(snap["total"]["rss"] - status.vm_rss) <= 64 * 1024
         # The layout tier asked for explicitly: a clear refusal.
         code, out, err = as_nobody(lambda: cli.main(["scan", str(target.pid), "--tier", "layout"]))
         assert code == 1 and out == "" and "permission denied" in err and err.count("\n") == 1
     finally:
-        target.kill()
-        target.wait()
+        stop(target)
 
 
 def test_bad_usage_exits_2():
@@ -120,7 +121,7 @@ def test_scans_go_on_after_a_parse_error(tmp_path, monkeypatch):
     pid = os.getpid()
     fake = tmp_path / str(pid)
     fake.mkdir()
-    (fake / "stat").write_bytes(open(f"/proc/{pid}/stat", "rb").read())
+    (fake / "stat").write_bytes(Path(f"/proc/{pid}/stat").read_bytes())
     (fake / "smaps").write_bytes(b"junk\n" * 100_000)
     with monkeypatch.context() as m:
         m.setattr(procfs, "PROCFS_PATH", str(tmp_path))
@@ -154,7 +155,7 @@ def test_mappings_listed_twice_are_read_again(tmp_path, monkeypatch, capsys):
     fake = tmp_path / str(pid)
     fake.mkdir()
     for name in ("stat", "limits", "status"):
-        (fake / name).write_bytes(open(f"/proc/{pid}/{name}", "rb").read())
+        (fake / name).write_bytes(Path(f"/proc/{pid}/{name}").read_bytes())
     (fake / "smaps").write_bytes(OVERLAPPING)
     monkeypatch.setattr(procfs, "PROCFS_PATH", str(tmp_path))
     with pytest.raises(memscan.Error, match=f"pid {pid} kept changing its mappings while its smaps was read"):

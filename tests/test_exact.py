@@ -12,6 +12,7 @@ from memscan.core import exact
 
 from helpers import gotoolchain
 from helpers.goprogram import c_shared_demo, scan_once_started
+from helpers.processes import stop
 
 MIB = 1 << 20
 HEAP_ARGS = ("-heap", 64, "-garbage", 32, "-goroutines", 50)
@@ -128,8 +129,7 @@ def test_binaries_without_dwarf(go_program, ldflags):
         ms = json.loads(proc.stdout.readline())["memstats"]
         check_exact(memscan.scan(proc.pid, tier="exact"), ms)
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
 
 
 @pytest.mark.slow

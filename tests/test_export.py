@@ -29,6 +29,7 @@ from memscan._types import CATEGORIES
 from memscan.core.exact import DETAIL
 
 from helpers.cli import assert_one_line_error, dead_pid, run_cli
+from helpers.processes import stop
 
 MIB = 1 << 20
 HEAP_ARGS = ("-heap", 32, "-garbage", 32, "-goroutines", 20)
@@ -142,8 +143,7 @@ def test_a_process_that_exits_disappears_and_counts_as_failed():
             assert abs(sum(rss.values()) - snap.total.rss) <= QUIET
     finally:
         for proc in (pinned, matched):
-            proc.kill()
-            proc.wait()
+            stop(proc)
     samples = scrape(collector)
     # No series of either: only the counters are left.
     assert {name for name, _ in samples} == {"memscan_scan_failures_total"}
@@ -177,8 +177,7 @@ def test_concurrent_scrapes_share_one_scan(monkeypatch):
         scrape(collector)
         assert scans == [proc.pid, proc.pid]
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
 
 
 @pytest.mark.slow
@@ -222,10 +221,8 @@ def test_textfile_is_replaced_atomically(tmp_path):
             assert len(series(samples, "memscan_rss_bytes")) == len(CATEGORIES)
             seen.add(inode)
     finally:
-        exporter.kill()
-        exporter.wait()
-        target.kill()
-        target.wait()
+        stop(exporter)
+        stop(target)
 
 
 def test_textfile_once(tmp_path):
@@ -241,8 +238,7 @@ def test_textfile_once(tmp_path):
         assert abs(sum(rss.values()) - snap.total.rss) <= QUIET
         assert os.listdir(tmp_path) == ["once.prom"]
     finally:
-        target.kill()
-        target.wait()
+        stop(target)
 
 
 def _listening(pid: int) -> set:
@@ -278,12 +274,11 @@ def test_serves_metrics_on_loopback_unless_told_otherwise():
                 with pytest.raises(urllib.error.HTTPError) as err:
                     urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
                 assert err.value.code == 404
+                err.value.close()  # the error is the response: it holds the connection
             finally:
-                exporter.kill()
-                exporter.wait()
+                stop(exporter)
     finally:
-        target.kill()
-        target.wait()
+        stop(target)
 
 
 def test_bad_input_is_one_line():
@@ -297,8 +292,7 @@ def test_bad_input_is_one_line():
         assert_one_line_error(run_cli("export", "--pid", str(sleep.pid), "--listen", "localhost:http"),
                               "--listen")
     finally:
-        sleep.kill()
-        sleep.wait()
+        stop(sleep)
     usage = run_cli("export")
     assert usage.returncode == 2 and "--pid PID, --match REGEX or --go" in usage.stderr
     bad = run_cli("export", "--match", "(")

@@ -30,6 +30,7 @@ from helpers.goheap import (
     ARGS, HEAP, KiB, MiB, assert_close, check_against_memstats, check_cover, describe, exe_module, maps_no_page, read,
 )
 from helpers.gotoolchain import GO_VERSIONS
+from helpers.processes import stop
 
 
 # --------------------------------------------------------------------------
@@ -48,8 +49,7 @@ def test_maps_no_page_sees_a_read_that_maps_one() -> None:
             with maps_no_page(child.pid), targetmem.TargetMemory(child.pid, 1 << 20) as mem:
                 assert mem.pread(addr + 4 * mmap.PAGESIZE, 8) == bytes(8)
     finally:
-        child.kill()
-        child.wait()
+        stop(child)
 
 
 # --------------------------------------------------------------------------
@@ -231,8 +231,7 @@ def test_go_runtime_in_a_c_shared_library(tmp_path) -> None:
         with pytest.raises(Error):
             goheap.read_heap(host.pid, lib, 0)
     finally:
-        host.kill()
-        host.wait()
+        stop(host)
 
 
 def _maps(pid: int) -> List[List[str]]:

@@ -44,6 +44,7 @@ from memscan.owners.go import runtime as goruntime
 from helpers.goheap import ARGS, KiB, exe_module
 from helpers.goruntime import CGO_ARGS, check_regions, check_runtime, intersect, subtract
 from helpers.gotoolchain import GO_VERSIONS
+from helpers.processes import stop
 
 
 # --------------------------------------------------------------------------
@@ -147,5 +148,4 @@ def test_reads_of_a_busy_program(tmp_path, version: str) -> None:
         print(f"\ngo{version} busy: 100 reads, {changed} retried, {(time.perf_counter() - t0) * 10:.1f} ms per read; "
               + ", ".join(f"{k} {v // KiB} KiB" for k, v in rr.sizes().items() if v))
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)

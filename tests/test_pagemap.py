@@ -20,6 +20,7 @@ from memscan.engine import pure
 from memscan.kernel import pagemap, procfs
 
 from helpers.engines import fast
+from helpers.processes import stop
 
 PAGE = 4096
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc builds the helper process")
@@ -178,14 +179,15 @@ class Helper:
             self.proc.kill()
 
     def stop(self) -> None:
+        """End the helper as it asks (EOF on stdin), killed after 10 s."""
         if self.proc.poll() is None:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                pass
+        stop(self.proc)
 
 
 @pytest.fixture(scope="module")
@@ -436,8 +438,7 @@ def test_exited_target_raises(helper_exe, reaped):
     finally:
         os.close(fd)
         pm.close()
-        h.kill()
-        h.proc.wait()
+        stop(h.proc)
 
 
 def test_open_errors():

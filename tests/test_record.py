@@ -22,6 +22,7 @@ from memscan.core.sampler import Sampler
 from memscan.record import COLUMNS, DETAIL_COLUMNS, UNITS
 
 from helpers.cli import run_cli
+from helpers.processes import stop
 
 pytestmark = pytest.mark.slow
 
@@ -153,7 +154,7 @@ def test_target_killed_mid_recording(go_program, tmp_path):
         prog.stop()  # SIGKILL, reaped: it never reaches a zombie state memscan could mistake for memory
         out, err = proc.communicate(timeout=30)
     finally:
-        proc.kill()
+        stop(proc)
     assert proc.returncode == 0, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"memscan: pid {prog.pid} exited:"), err
@@ -175,7 +176,7 @@ def test_ctrl_c_finishes_the_row_and_closes(go_program, tmp_path):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
-        proc.kill()
+        stop(proc)
     assert proc.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("memscan: interrupted:") and "Traceback" not in err, err

@@ -18,6 +18,7 @@ from memscan.engine import ENGINES
 
 from helpers import gotoolchain
 from helpers.cli import dead_pid
+from helpers.processes import stop
 
 MIB = 1 << 20
 # A quiet Go program's runtime (sysmon, the scavenger) still touches a page
@@ -176,8 +177,7 @@ def test_polite_sampler_keeps_to_its_lock_share(monkeypatch):
         assert polite_missed > 2 * polite_n, made
         assert rude_n > 2 * polite_n, made
     finally:
-        child.kill()
-        child.wait()
+        stop(child)
 
 
 def _check_sample(smp: memscan.Sample, shrink: int, growth: int) -> None:
@@ -315,8 +315,7 @@ def test_psutil_tier_gives_totals_only():
         assert smps[0].snapshot.total.rss == pytest.approx(want, abs=64 * 1024)
         assert [smp.seq for smp in smps] == [0, 1, 2]
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
 
 
 def test_bad_arguments():
@@ -340,8 +339,7 @@ def test_sample_is_frozen():
             smp.rss = 0  # type: ignore[misc]
         assert smp.tier == "layout" and smp.snapshot is not None and smp.go_heap_detail is None
     finally:
-        proc.kill()
-        proc.wait()
+        stop(proc)
 
 
 def test_maps_listed_twice_are_read_again(monkeypatch):
@@ -363,5 +361,4 @@ def test_maps_listed_twice_are_read_again(monkeypatch):
             with pytest.raises(memscan.Error, match="kept changing its mappings while its maps was read"):
                 s.sample()
     finally:
-        child.kill()
-        child.wait()
+        stop(child)

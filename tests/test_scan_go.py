@@ -15,6 +15,7 @@ from memscan._types import CATEGORIES
 
 from helpers import gotoolchain
 from helpers.goprogram import c_shared_demo, scan_once_started
+from helpers.processes import stop
 
 pytestmark = pytest.mark.slow
 
@@ -201,5 +202,4 @@ def test_go_in_a_c_shared_library_of_a_python_host(tmp_path):
         # malloc's) is the one owner memscan does not read: it stays anon_other.
         assert exact.categories["c_malloc"].rss > 0 and exact.categories["go_runtime"].rss > 0
     finally:
-        host.kill()
-        host.wait()
+        stop(host)

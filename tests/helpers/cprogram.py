@@ -12,6 +12,8 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import pytest
 
+from .processes import stop
+
 CPROGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cprogs")
 
 
@@ -44,15 +46,7 @@ class CProgram:
         assert self.report["pid"] == self.pid
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            if pipe is not None:
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
+        stop(self.proc, 10)
 
 
 def cprograms(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., CProgram]:

@@ -17,6 +17,7 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import gotoolchain
+from .processes import stop
 
 __all__ = ["GoProgram", "GoPrograms", "GoProgramError", "STARTUP_TIMEOUT", "COMMAND_TIMEOUT"]
 
@@ -134,19 +135,8 @@ class GoProgram:
 
     def stop(self) -> Optional[int]:
         """Kill (if running) and reap the process; return its exit status."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            code = self.proc.wait(timeout=30)
-        finally:
-            self._sel.close()
-            for pipe in (self.proc.stdin, self.proc.stdout):
-                if pipe is not None:
-                    try:
-                        pipe.close()
-                    except OSError:  # stdin of a killed process: broken pipe on flush
-                        pass
-        return code
+        self._sel.close()
+        return stop(self.proc)
 
 
 class GoPrograms:
