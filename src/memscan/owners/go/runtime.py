@@ -5,9 +5,9 @@ For the exact tier's ``go_runtime`` category: besides its heap arenas (see
 in the top-down mmap area, where the kernel merges it with glibc's chunks
 and thread stacks (runtime/malloc.go, persistentalloc and sysAlloc). Every such block is
 found here by following the runtime's own pointers from its globals, read
-read-only through ``/proc/PID/mem`` with the heap reader's machinery (layouts from
-DWARF, or the heap reader's shipped tables; bounded, pagemap-checked reads; pointers
-validated against ``/proc/PID/maps``):
+read-only through ``/proc/PID/mem`` with the heap reader's machinery
+(layouts from DWARF, or the shipped tables; bounded, pagemap-checked reads;
+pointers validated against ``/proc/PID/maps``):
 
 ==================  =========================================================
 kind                what, where from
@@ -284,7 +284,7 @@ class _Reader(heap._Reader):
         m = self.t.mapping(self.mheap)
         if m is None or not m.readable:
             raise Error(f"runtime.mheap_ at {self.mheap:#x} is not mapped in pid {self.t.pid}: "
-                               "not the binary (or load bias) of this process")
+                        "not the binary (or load bias) of this process")
         arenas = self.arenas()
         self.cover = heap._merge([(a.base, a.base + lay.arena_bytes) for a in arenas])
         self.heap_index()
