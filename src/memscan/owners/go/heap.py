@@ -1198,13 +1198,18 @@ class _Reader:
             raise HeapChanged(f"{what}: implausible slice (len {length}, cap {cap})")
         return self.t.read(array, length * s.elem, what)
 
-    def heap(self) -> HeapPages:
-        lay = self.lay
+    def checked_arenas(self) -> List[_Arena]:
+        """The arenas, once mheap_ is found in a readable mapping: where it is
+        not, the binary (or load bias) is not this process's."""
         m = self.t.mapping(self.mheap)
         if m is None or not m.readable:
             raise Error(f"runtime.mheap_ at {self.mheap:#x} is not mapped in pid {self.t.pid}: "
                         "not the binary (or load bias) of this process")
-        arenas = self.arenas()
+        return self.arenas()
+
+    def heap(self) -> HeapPages:
+        lay = self.lay
+        arenas = self.checked_arenas()
         grown = self.grown_ranges()
         caches = self.page_caches()
         cover = _merge([(a.base, a.base + lay.arena_bytes) for a in arenas])

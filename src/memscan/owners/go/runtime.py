@@ -69,7 +69,7 @@ from __future__ import annotations
 import struct
 from typing import Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
-from ..._errors import Error, HeapChanged
+from ..._errors import HeapChanged
 from ...elf import PAGE_SIZE
 from ...kernel import procfs
 from ..memory import TargetMemory
@@ -281,11 +281,7 @@ class _Reader(heap._Reader):
 
     def read(self) -> RuntimeRegions:
         lay = self.lay
-        m = self.t.mapping(self.mheap)
-        if m is None or not m.readable:
-            raise Error(f"runtime.mheap_ at {self.mheap:#x} is not mapped in pid {self.t.pid}: "
-                        "not the binary (or load bias) of this process")
-        arenas = self.arenas()
+        arenas = self.checked_arenas()
         self.cover = heap._merge([(a.base, a.base + lay.arena_bytes) for a in arenas])
         self.heap_index()
         for a in arenas:
