@@ -1,8 +1,13 @@
 """Binaries without symbols (``-ldflags=-s``, ``strip``): runtime.mheap_ and
 runtime.allp found in the target, by a symbol-less scan of the Go module's
-data segments for the heap index pointer (``mheap_.arenas``), validated
+data segments for the heap index pointer (``mheap_.arenas[0]``), validated
 against the heap it leads to (see :func:`resolve`); several or no
 candidates is a NoRuntimeInfo, never a guess.
+
+On 64-bit Linux the heap index has one level (``arenaL1Bits`` = 0 in
+runtime/malloc.go, every Go version the tables cover): ``mheap_.arenas[0]``
+points to one 32 MiB array of ``*heapArena``, which ``mheap.sysAlloc`` maps
+with the first heap arena.
 """
 
 from __future__ import annotations
