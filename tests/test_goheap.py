@@ -23,6 +23,9 @@ from memscan import Error
 from memscan import elf as elfinfo
 from memscan.demo import build as gobuild
 from memscan.owners import memory as targetmem
+from memscan.owners.go import binary as gobinary
+from memscan.owners.go import bits as gobits
+from memscan.owners.go import dwarf as godwarf
 from memscan.owners.go import heap as goheap
 
 from helpers import gotoolchain
@@ -57,19 +60,19 @@ def test_maps_no_page_sees_a_read_that_maps_one() -> None:
 
 
 def test_runs_and_intervals() -> None:
-    assert list(goheap._runs(0)) == []
-    assert list(goheap._runs(0b1101100)) == [(2, 4), (5, 7)]
+    assert list(gobits.runs(0)) == []
+    assert list(gobits.runs(0b1101100)) == [(2, 4), (5, 7)]
     ps = 8192
     a = bytearray([goheap.OBJECTS] * 3 + [goheap.FREE] * 2)
     b = bytearray([goheap.FREE] * 4 + [goheap.RESERVED])
     # The second arena is adjacent: its leading FREE pages merge with the first's trailing ones.
-    out = goheap._intervals([goheap._state_runs(0x10000, a, ps), goheap._state_runs(0x10000 + 5 * ps, b, ps)])
+    out = gobits.intervals([gobits.state_runs(0x10000, a, ps), gobits.state_runs(0x10000 + 5 * ps, b, ps)])
     assert out == [
         (0x10000, 0x10000 + 3 * ps, goheap.OBJECTS),
         (0x10000 + 3 * ps, 0x10000 + 9 * ps, goheap.FREE),
         (0x10000 + 9 * ps, 0x10000 + 10 * ps, goheap.RESERVED),
     ]
-    assert goheap._range_bits([(ps, 3 * ps), (10 * ps, 100 * ps)], 0, 8, ps) == 0b110
+    assert gobits.range_bits([(ps, 3 * ps), (10 * ps, 100 * ps)], 0, 8, ps) == 0b110
     assert goheap.STATE_NAMES[goheap.RELEASED] == "released"
 
 
@@ -181,10 +184,10 @@ def test_layout_fast_path_matches_full_walk(version: str, monkeypatch) -> None:
     runtime compile unit gives."""
     binary = gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=True, out_name="memscandemo")
     memscan.clear_caches()
-    fast = goheap._layout(binary)
-    monkeypatch.setattr(goheap._Dwarf, "_find_by_name", lambda self, dwarf, wanted: None)
+    fast = gobinary.layout_of(binary)
+    monkeypatch.setattr(godwarf.Dwarf, "_find_by_name", lambda self, dwarf, wanted: None)
     memscan.clear_caches()
-    walked = goheap._layout(binary)
+    walked = gobinary.layout_of(binary)
     memscan.clear_caches()
     assert fast == walked
     # Offsets read from the DWARF of the real toolchains (amd64).

