@@ -358,13 +358,24 @@ def test_60000_mappings(cprog):
     assert out.returncode == 0 and json.loads(out.stdout)["total"]["rss"] == rollup.rss
 
 
+FILE_BACKED = ("binary", "shared_libs", "mapped_files", "shmem")
+
+
 @pytest.mark.slow
 @needs_60k
 def test_60000_mappings_pure_engine(cprog):
     prog = cprog("mappings", 60_000)
     a = memscan.scan(prog.pid, tier="layout", engine="python")
     b = memscan.scan(prog.pid, tier="layout")
-    assert a.categories == b.categories and a.total == b.total
+    assert a.categories is not None and b.categories is not None
+    for name in memscan.CATEGORIES:
+        x, y = a.categories[name], b.categories[name]
+        if name in FILE_BACKED:
+            # Pages of a file mapped by other processes too: their pss, uss
+            # and shared move as those processes start and exit between
+            # the two scans. What this process maps and has resident does not.
+            x, y = x._replace(pss=0, uss=0, shared=0), y._replace(pss=0, uss=0, shared=0)
+        assert x == y, name
 
 
 # --------------------------------------------------------------- churn
