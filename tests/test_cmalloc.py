@@ -21,6 +21,8 @@ import memscan
 from memscan.engine import engine
 from memscan.kernel.pagemap import Pagemap
 from memscan.owners import c as cmalloc
+from memscan.owners.c import glibc
+from memscan.owners.c.stacks import find_tcb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CPROGS = os.path.join(HERE, "cprogs")
@@ -65,22 +67,22 @@ def test_find_tcb():
     words[k + 1] = 0x55550000  # dtv
     words[10] = base + 80  # tcb alone is not enough
     data = struct.pack("<1024Q", *words)
-    assert cmalloc.find_tcb(data, base) == [pd]
+    assert find_tcb(data, base) == [pd]
     # A different offset (another glibc, a larger TLS alignment) is found too.
     words[k] = words[k + 2] = 0x1111
     pd2 = base + 0x400
     words[(pd2 - base) // 8] = words[(pd2 - base) // 8 + 2] = pd2
-    assert cmalloc.find_tcb(struct.pack("<1024Q", *words), base) == [pd2]
+    assert find_tcb(struct.pack("<1024Q", *words), base) == [pd2]
 
 
 def _malloc_state(m: int, busy: Sequence[int] = ()) -> List[int]:
     """Words of an idle malloc_state at ``m``: every bin empty except ``busy``."""
-    words = [0] * (cmalloc.MS_SIZE // 8)
-    words[cmalloc.MS_TOP // 8] = m + cmalloc.MS_TOP
-    words[cmalloc.MS_NEXT // 8] = m
-    for j in range(cmalloc.NBINS_PAIRS):
-        me = m + cmalloc.MS_BINS + 16 * j - 16
-        k = cmalloc.MS_BINS // 8 + 2 * j
+    words = [0] * (glibc.MS_SIZE // 8)
+    words[glibc.MS_TOP // 8] = m + glibc.MS_TOP
+    words[glibc.MS_NEXT // 8] = m
+    for j in range(glibc.NBINS_PAIRS):
+        me = m + glibc.MS_BINS + 16 * j - 16
+        k = glibc.MS_BINS // 8 + 2 * j
         words[k] = words[k + 1] = 0x5555_0000_0010 if j in busy else me
     return words
 
@@ -89,17 +91,17 @@ def test_self_pointing_bins():
     base = 0x7F0000000000
     m = base + 0x40
     words = [0] * 8 + _malloc_state(m) + [0] * 8
-    votes = cmalloc.self_pointing_bins(words, base)
+    votes = glibc.self_pointing_bins(words, base)
     assert max(votes.values()) == 127 and votes[m] == 127
     # With the unsorted bin in use, m + 16 collects as many votes as m: why
     # main_arena candidates are also checked field by field.
     words = [0] * 8 + _malloc_state(m, busy=(0,)) + [0] * 8
-    votes = cmalloc.self_pointing_bins(words, base)
+    votes = glibc.self_pointing_bins(words, base)
     assert votes[m] == votes[m + 16] == 126
 
 
 def test_mp_candidates():
-    lay = cmalloc._MP_LAYOUTS["2.35"]
+    lay = glibc._MP_LAYOUTS["2.35"]
     heap = 0x5555_5555_0000
     fields = {
         "trim_threshold": 128 << 10, "top_pad": 128 << 10, "mmap_threshold": 128 << 10, "arena_test": 8,
@@ -112,14 +114,14 @@ def test_mp_candidates():
     for key, (off, fmt) in lay.items():
         struct.pack_into("<" + fmt, buf, at + off, fields[key])
     base = 0x7F00_0000_0000
-    cands = cmalloc.mp_candidates(bytes(buf), base, heap)
+    cands = glibc.mp_candidates(bytes(buf), base, heap)
     score, addr, layout, got = cands[0]
     assert (addr, layout) == (base + at, "2.35") and score == 10
     assert got["n_mmaps"] == 3 and got["mmapped_mem"] == 3 * 0x21000
     assert all(c[0] < score for c in cands[1:])
     # n_mmaps without mmapped_mem is no malloc_par.
     struct.pack_into("<Q", buf, at + lay["mmapped_mem"][0], 0)
-    assert all(c[1] != base + at for c in cmalloc.mp_candidates(bytes(buf), base, heap))
+    assert all(c[1] != base + at for c in glibc.mp_candidates(bytes(buf), base, heap))
 
 
 # --------------------------------------------------------------------------

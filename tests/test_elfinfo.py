@@ -19,6 +19,8 @@ from elftools.elf.elffile import ELFFile
 
 import memscan
 from memscan import elf as elfinfo
+from memscan.elf import buildinfo
+from memscan.elf import module as elfmodule
 
 from helpers.processes import stop
 
@@ -461,11 +463,11 @@ def test_cache_hits_and_bound(tmp_path) -> None:
     b = elfinfo.module_info(exe)
     assert a is b
     assert elfinfo.cache_info()[:2] == (1, 1)
-    for i in range(elfinfo._CACHE_SIZE + 10):
+    for i in range(elfmodule._CACHE_SIZE + 10):
         p = tmp_path / f"f{i}"
         p.write_bytes(b"x" * (i + 1))
         elfinfo.module_info(str(p))
-    assert elfinfo.cache_info()[2] == elfinfo._CACHE_SIZE
+    assert elfinfo.cache_info()[2] == elfmodule._CACHE_SIZE
 
 
 @pytest.mark.slow
@@ -560,7 +562,7 @@ def test_pointer_format(tmp_path, modlines: str, cgo: bool) -> None:
     ],
 )
 def test_version_suffix(raw: str, version: str, experiments: tuple) -> None:
-    go = elfinfo._go_info(raw, "", True, "EXEC", False, ())
+    go = buildinfo.go_info(raw, "", True, "EXEC", False, ())
     assert go.version == version
     assert go.experiments == experiments
 
@@ -568,23 +570,23 @@ def test_version_suffix(raw: str, version: str, experiments: tuple) -> None:
 def test_modinfo_settings() -> None:
     mod = ("path\tx\nbuild\t-buildmode=pie\nbuild\t-ldflags=\"-s -w\"\nbuild\t-msan=true\n"
            "build\tGOEXPERIMENT=arenas,norandomizedheapbase64\nbuild\tDefaultGODEBUG=a=1,b=2\n")
-    go = elfinfo._go_info("go1.26.6-X:norandomizedheapbase64", mod, True, "DYN", True, ())
+    go = buildinfo.go_info("go1.26.6-X:norandomizedheapbase64", mod, True, "DYN", True, ())
     assert go.buildmode == "pie"
     assert go.experiments == ("norandomizedheapbase64", "arenas")
     assert go.godebug == "a=1,b=2"
     assert go.randomized_heap is False
-    assert elfinfo._parse_settings(mod)["-ldflags"] == "-s -w"
+    assert buildinfo._parse_settings(mod)["-ldflags"] == "-s -w"
     # 1.26+ defaults, 32-bit and msan switch it off; 1.25 is off.
-    assert elfinfo._go_info("go1.26.0", "", True, "EXEC", False, ()).randomized_heap is True
-    assert elfinfo._go_info("go1.26.0", "", False, "EXEC", False, ()).randomized_heap is False
-    assert elfinfo._go_info("go1.26.0", mod, True, "EXEC", False, ()).randomized_heap is False
-    assert elfinfo._go_info("go1.25.5", "", True, "EXEC", False, ()).randomized_heap is False
-    assert elfinfo._go_info("", "", True, "EXEC", False, ()).randomized_heap is False
+    assert buildinfo.go_info("go1.26.0", "", True, "EXEC", False, ()).randomized_heap is True
+    assert buildinfo.go_info("go1.26.0", "", False, "EXEC", False, ()).randomized_heap is False
+    assert buildinfo.go_info("go1.26.0", mod, True, "EXEC", False, ()).randomized_heap is False
+    assert buildinfo.go_info("go1.25.5", "", True, "EXEC", False, ()).randomized_heap is False
+    assert buildinfo.go_info("", "", True, "EXEC", False, ()).randomized_heap is False
     # buildmode inferred when missing
-    assert elfinfo._go_info("go1.17", "", True, "DYN", False, ()).buildmode == "c-shared"
-    assert elfinfo._go_info("go1.17", "", True, "DYN", True, ()).buildmode == "pie"
-    assert elfinfo._go_info("go1.17", "", True, "EXEC", True, ("libc.so.6",)).cgo is True
-    assert elfinfo._go_info("go1.17", "", True, "DYN", True, ()).cgo is False
+    assert buildinfo.go_info("go1.17", "", True, "DYN", False, ()).buildmode == "c-shared"
+    assert buildinfo.go_info("go1.17", "", True, "DYN", True, ()).buildmode == "pie"
+    assert buildinfo.go_info("go1.17", "", True, "EXEC", True, ("libc.so.6",)).cgo is True
+    assert buildinfo.go_info("go1.17", "", True, "DYN", True, ()).cgo is False
 
 
 # --------------------------------------------------------------------------
