@@ -36,12 +36,9 @@ KIB = 1024
 MMAP_THRESHOLD_MAX = 32 * MIB  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 
 # struct malloc_state, glibc 2.27+ x86_64 (5.1; sizeof 0x898 in 2.36).
-MS_FLAGS = 0x04
 MS_TOP = 0x60
 MS_BINS = 0x70
 MS_NEXT = 0x870
-MS_NEXT_FREE = 0x878
-MS_ATTACHED = 0x880
 MS_SYSTEM_MEM = 0x888
 MS_SIZE = 0x898
 NBINS_PAIRS = 127  # bins[254]: 127 (fd, bk) pairs, bin 1 (unsorted) .. 127
