@@ -90,6 +90,7 @@ from ..._errors import NoSuchProcess
 from ..._types import PERM_R, PERM_S, PERM_W, PERM_X, VM_NH, VM_NR, VMFLAG_BIT, SmapsTable
 from ...engine import get_engine
 from ...kernel import procfs
+from ...kernel.pagemap import page_counts
 from ...layout.rules import ARENA, GUARD_MAX
 from ..memory import TargetMemory, read_maps
 
@@ -1095,7 +1096,7 @@ class _Scan:
             why = ""
             if n < want_n and self.walk_runs:
                 # A header on a swapped-out page is not read (that would swap it in).
-                counts = get_engine(None).page_counts(self.tgt.pagemap, self.walk_runs)
+                counts = page_counts(self.tgt.pagemap, self.walk_runs, get_engine(None))
                 swapped = sum(counts[1::4])
                 if swapped:
                     why = f"; {swapped} swapped-out page(s) of the walked mappings were not read"
