@@ -68,8 +68,8 @@ def _probe() -> bool:
 class Scan:
     """PAGEMAP_SCAN over one pagemap fd: pages in any of the categories
     ``anyof`` (PAGE_IS_*), reported with the categories ``returned``. The
-    argument and the output vector are allocated once; ``vec_len`` regions
-    per ioctl."""
+    argument and the output vector are allocated once (so one Scan serves
+    one thread at a time); ``vec_len`` regions per ioctl."""
 
     def __init__(self, fd: int, anyof: int, returned: int, vec_len: int = 0) -> None:
         self.fd = fd

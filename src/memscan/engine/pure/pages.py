@@ -143,11 +143,10 @@ def count_entries(entries: memoryview, first: int, segs: array[int], i: int, out
     end = first + len(entries) // 8
     nseg = len(segs) // 3
     while i < nseg and segs[3 * i] < end:
-        a, b = max(segs[3 * i], first), min(segs[3 * i + 1], end)
+        a, b, o = max(segs[3 * i], first), min(segs[3 * i + 1], end), 4 * segs[3 * i + 2]
         i += 1
         if a >= b:
             continue
-        o = 4 * segs[3 * i - 1]
         top = entries[(a - first) * 8 + 7 : (b - first) * 8 : 8].tobytes()
         npresent = top.translate(_PRESENT_TOP).count(1)
         out[o] += npresent
