@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import memscan
 from memscan.engine import pure
 from memscan.kernel import pagemap, pagemap_scan, procfs
+from memscan.owners.memory import TargetMemory
 
 from helpers.engines import fast
 from helpers.processes import stop
@@ -371,6 +372,27 @@ def test_scan_regions(helper):
     bounds = got[0][0::3] + got[0][1::3]
     assert start <= min(bounds) and max(bounds) <= end
     assert all(a < b for a, b in zip(got[0][0::3], got[0][1::3]))
+
+
+@pytest.mark.parametrize("name", ["touched", "mixed", "frag", "read"])
+def test_target_memory_present_runs(helper, name):
+    """TargetMemory.present: the runs of present pages that are not the zero
+    page, from the same PAGEMAP_SCAN wrapper ('frag' has 16,384 runs: many
+    full vectors); pread of pagemap, which cannot tell the zero page, agrees
+    where there is none."""
+    start, end = helper.regions[name]
+    tm = TargetMemory(helper.pid, 1 << 20)
+    try:
+        runs = tm.present(start, end)
+        pread = tm._present_pread(start, end)
+    finally:
+        tm.close()
+    present, _, _, zero = EXPECTED[name]
+    assert sum(b - a for a, b in runs) == (present - zero) * PAGE
+    assert all(start <= a < b <= end for a, b in runs)
+    assert all(b < c for (_, b), (c, _) in zip(runs, runs[1:]))  # sorted, merged
+    if not zero:
+        assert runs == pread
 
 
 def test_bad_ranges(helper, engine):
