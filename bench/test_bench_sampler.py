@@ -236,7 +236,7 @@ def test_sampler_rate(benchmark, request, capsys, go_rate_target) -> None:  # ty
 
 
 def _scan_floor(pid: int) -> Callable[[], object]:
-    """The kernel's part of a count: the engine's page_counts over one range
+    """The kernel's part of a count: Pagemap.counts over one range
     from the lowest to the highest user mapping (no classification, no
     Python per range), on a pagemap fd kept open."""
     from memscan.engine import engine

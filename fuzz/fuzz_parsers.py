@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 with atheris.instrument_imports(include=["memscan.engine.pure"]):
     from memscan import ParseError
     from memscan.engine import pure
+    from memscan.kernel import pagemap
     from memscan._types import CATEGORIES, Interval, LayoutContext
 
 # The tests' model of page_counts (tests/ on the path after memscan is instrumented).
@@ -89,15 +90,15 @@ def check_pagemap(data: bytes, fd: int) -> None:
     if ranges[1][0] > ranges[1][1]:
         ranges.pop()
     entries = [int.from_bytes(data[i : i + 8], "little") for i in range(0, 8 * pages, 8)]
-    want = model_counts(entries, ranges, pure.zero_pfns())
-    assert pure.page_counts_pread(fd, ranges) == want
-    assert _fast.page_counts_pread(fd, ranges) == want
+    want = model_counts(entries, ranges, pagemap.zero_pfns())
+    assert pagemap.page_counts_pread(fd, ranges, pure) == want
+    assert pagemap.page_counts_pread(fd, ranges, _fast) == want
     # A range past the end of the file reads 0 bytes there: what pagemap does
     # once the process exited.
     beyond = [(0, (pages + 1) << 12)]
     for engine in (pure, _fast):
         try:
-            engine.page_counts_pread(fd, beyond)
+            pagemap.page_counts_pread(fd, beyond, engine)
         except ProcessLookupError:
             continue
         raise AssertionError(f"{engine.__name__}: no error past the end of the pagemap")

@@ -34,7 +34,7 @@ from memscan._types import (
     Interval, LayoutContext, MemFields, Status,
 )
 from memscan.engine import pure
-from memscan.kernel import procfs
+from memscan.kernel import pagemap, procfs
 from memscan.owners import memory as targetmem
 
 from helpers.engines import ENGINES, model_counts
@@ -410,7 +410,7 @@ def test_pagemap_bytes_counted_like_the_model(entries, data):
     """page_counts_pread over synthetic pagemap bytes (a memfd): the model's
     counts in every engine; a range past the end of the bytes is what a
     pagemap of an exited process gives: ProcessLookupError, never zeros."""
-    zero = pure.zero_pfns()
+    zero = pagemap.zero_pfns()
     if zero[0] and data.draw(st.booleans()):
         entries = [e if i % 3 else (1 << 63 | zero[0]) for i, e in enumerate(entries)]
     ranges = data.draw(page_ranges(len(entries)))
@@ -419,9 +419,9 @@ def test_pagemap_bytes_counted_like_the_model(entries, data):
         os.write(fd, array("Q", entries).tobytes())
         want = model_counts(entries, ranges, zero)
         for e in ENGINES.values():
-            assert e.page_counts_pread(fd, ranges) == want
+            assert pagemap.page_counts_pread(fd, ranges, e) == want
             with pytest.raises(ProcessLookupError):
-                e.page_counts_pread(fd, ranges + [(len(entries) * PAGE, (len(entries) + 1) * PAGE)])
+                pagemap.page_counts_pread(fd, ranges + [(len(entries) * PAGE, (len(entries) + 1) * PAGE)], e)
     finally:
         os.close(fd)
 
@@ -459,14 +459,14 @@ def test_page_states_of_this_process(own_pagemap, states, data):
             part = states[a // PAGE:b // PAGE]
             want += [part.count("read") + part.count("written"), 0, part.count("written"), part.count("read")]
         # Without visible PFNs (not root) pread cannot tell the zero page: it is then shared, not zero.
-        pread_want = want if pure.zero_pfns()[0] else [0 if i % 4 == 3 else v for i, v in enumerate(want)]
+        pread_want = want if pagemap.zero_pfns()[0] else [0 if i % 4 == 3 else v for i, v in enumerate(want)]
         # Ranges marked private (no shared pages in smaps) count their present
         # non-zero pages exclusive unread: these pages are, so the counts stay.
         private = bytes(data.draw(st.lists(st.integers(0, 1), max_size=len(ranges))))
         for e in ENGINES.values():
-            assert e.page_counts(own_pagemap, ranges) == want
-            assert e.page_counts(own_pagemap, ranges, private) == want
-            assert e.page_counts_pread(own_pagemap, ranges) == pread_want
+            assert pagemap.page_counts(own_pagemap, ranges, e) == want
+            assert pagemap.page_counts(own_pagemap, ranges, e, private) == want
+            assert pagemap.page_counts_pread(own_pagemap, ranges, e) == pread_want
     finally:
         m.close()
 
@@ -480,9 +480,9 @@ def test_bad_ranges_are_value_errors(own_pagemap, ranges):
     """(2^64, 0) was an OverflowError in the Cython engine (start checked
     after the conversion to 64 bits)."""
     for e in ENGINES.values():
-        for fn in (e.page_counts, e.page_counts_pread):
+        for fn in (pagemap.page_counts, pagemap.page_counts_pread):
             with pytest.raises(ValueError, match="ranges must be sorted"):
-                fn(own_pagemap, ranges)
+                fn(own_pagemap, ranges, e)
 
 
 # ------------------------------------------------- found by fuzzing: regressions

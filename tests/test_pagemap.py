@@ -1,5 +1,5 @@
-"""Page counts from /proc/PID/pagemap (``page_counts`` in both engines, and
-``memscan.kernel.pagemap``) on a live C helper whose regions have known states."""
+"""Page counts from /proc/PID/pagemap (``memscan.kernel.pagemap``, counted by
+both engines) on a live C helper whose regions have known states."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 import memscan
 from memscan.engine import pure
-from memscan.kernel import pagemap, procfs
+from memscan.kernel import pagemap, pagemap_scan, procfs
+from memscan.owners.memory import TargetMemory
 
 from helpers.engines import fast
 from helpers.processes import stop
@@ -59,16 +60,6 @@ int main(int argc, char **argv) {
         if (p == MAP_FAILED) die("mmap");
         memset(p, 1, 64 * PG);
         region("idle", p, 64);
-        wait_stdin();
-        return 0;
-    }
-    if (argc > 1 && strcmp(argv[1], "bench") == 0) {
-        size_t len = 1UL << 30;
-        char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (p == MAP_FAILED) die("mmap");
-        madvise(p, len, MADV_NOHUGEPAGE);
-        for (size_t i = 0; i < len / PG; i++) p[i * PG] = 1;
-        region("bench", p, len / PG);
         wait_stdin();
         return 0;
     }
@@ -241,7 +232,7 @@ def smaps_rss(pid: int) -> Dict[Tuple[int, int], int]:
 def test_region_counts(helper, engine, name):
     fd = open_pagemap(helper.pid)
     try:
-        got = engine.page_counts(fd, [helper.regions[name]])
+        got = pagemap.page_counts(fd, [helper.regions[name]], engine)
     finally:
         os.close(fd)
     if name == "thp_read" and not _thp_read_gives_zero_pages():
@@ -254,15 +245,15 @@ def test_engines_agree_on_all_regions(helper):
     ranges = sorted(helper.regions.values())
     fd = open_pagemap(helper.pid)
     try:
-        results = [e.page_counts(fd, ranges) for e in (pure, fast) if e is not None]
-        results += [e.page_counts_pread(fd, ranges) for e in (pure, fast) if e is not None]
+        results = [pagemap.page_counts(fd, ranges, e) for e in (pure, fast) if e is not None]
+        results += [pagemap.page_counts_pread(fd, ranges, e) for e in (pure, fast) if e is not None]
     finally:
         os.close(fd)
     n = len(results) // 2
     assert all(r == results[0] for r in results[:n])
     # pread alone sees zero pages by PFN only when PFNs are visible (root).
     scan = results[0]
-    if pure.zero_pfns()[0] == 0:
+    if pagemap.zero_pfns()[0] == 0:
         scan = [0 if i % 4 == 3 else v for i, v in enumerate(scan)]
     assert all(r == scan for r in results[n:])
 
@@ -275,7 +266,7 @@ def test_present_minus_zero_is_smaps_rss(helper, engine):
         assert r in rss, f"region {r} is not one VMA"
     fd = open_pagemap(helper.pid)
     try:
-        got = engine.page_counts(fd, ranges)
+        got = pagemap.page_counts(fd, ranges, engine)
     finally:
         os.close(fd)
     resident = [(got[4 * i] - got[4 * i + 3]) * PAGE for i in range(len(ranges))]
@@ -320,7 +311,7 @@ def test_split_ranges_add_up(helper, data):
     ranges.sort()
     fd = open_pagemap(helper.pid)
     try:
-        results = [e.page_counts(fd, ranges) for e in (pure, fast) if e is not None]
+        results = [pagemap.page_counts(fd, ranges, e) for e in (pure, fast) if e is not None]
     finally:
         os.close(fd)
     assert all(r == results[0] for r in results)
@@ -329,49 +320,90 @@ def test_split_ranges_add_up(helper, data):
 
 
 @pytest.mark.parametrize("vec_len", [1, 7, 512, 513, 600, 4096])
-def test_scan_continuation_is_exact(helper, monkeypatch, vec_len):
+def test_scan_continuation_is_exact(helper, engine, monkeypatch, vec_len):
     """The walk_end quirk: vectors longer than the kernel's 512-region bounce
     buffer must not double-count (16,384 runs in 'frag')."""
-    monkeypatch.setattr(pure, "SCAN_VEC_LEN", vec_len)
+    monkeypatch.setattr(pagemap_scan, "VEC_LEN", vec_len)
     fd = open_pagemap(helper.pid)
     try:
         for name in ("frag", "mixed"):
-            assert pure.page_counts(fd, [helper.regions[name]]) == EXPECTED[name]
+            assert pagemap.page_counts(fd, [helper.regions[name]], engine) == EXPECTED[name]
     finally:
         os.close(fd)
 
 
-def test_fallback_without_scan(helper, monkeypatch):
+def test_fallback_without_scan(helper, engine, monkeypatch):
     """An old kernel (ENOTTY from the ioctl): page_counts is page_counts_pread,
-    and does not try the ioctl again."""
+    PAGEMAP_SCAN is unsupported from then on and not tried again."""
     calls = []
 
     def no_scan(*args):
         calls.append(args)
         raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")
 
-    monkeypatch.setattr(pure, "_fcntl", type("F", (), {"ioctl": staticmethod(no_scan)}))
-    monkeypatch.setattr(pure, "_scan_unsupported", False)
+    monkeypatch.setattr(pagemap_scan, "fcntl", type("F", (), {"ioctl": staticmethod(no_scan)}))
+    monkeypatch.setattr(pagemap_scan, "_supported", True)
     ranges = sorted(helper.regions.values())
     fd = open_pagemap(helper.pid)
     try:
-        assert pure.page_counts(fd, ranges) == pure.page_counts_pread(fd, ranges)
-        assert pure._scan_unsupported and len(calls) == 1
-        pure.page_counts(fd, ranges)
+        assert pagemap.page_counts(fd, ranges, engine) == pagemap.page_counts_pread(fd, ranges, engine)
+        assert not pagemap_scan.supported() and not pagemap.has_scan() and len(calls) == 1
+        pagemap.page_counts(fd, ranges, engine)
         assert len(calls) == 1
     finally:
         os.close(fd)
+
+
+def test_scan_regions(helper):
+    """The wrapper's words: 3 per region, sorted, inside the range asked,
+    the same whatever the vector's length."""
+    if not pagemap_scan.supported():
+        pytest.skip("PAGEMAP_SCAN needs kernel 6.7+")
+    start, end = helper.regions["frag"]
+    fd = open_pagemap(helper.pid)
+    try:
+        got = [
+            pagemap_scan.Scan(fd, pagemap.SCAN_ANYOF, pagemap.SCAN_RETURN, n).regions(start, end).tolist()
+            for n in (1, 3, 4096)
+        ]
+    finally:
+        os.close(fd)
+    assert got[0] == got[1] == got[2] and len(got[0]) % 3 == 0 and got[0]
+    bounds = got[0][0::3] + got[0][1::3]
+    assert start <= min(bounds) and max(bounds) <= end
+    assert all(a < b for a, b in zip(got[0][0::3], got[0][1::3]))
+
+
+@pytest.mark.parametrize("name", ["touched", "mixed", "frag", "read"])
+def test_target_memory_present_runs(helper, name):
+    """TargetMemory.present: the runs of present pages that are not the zero
+    page, from the same PAGEMAP_SCAN wrapper ('frag' has 16,384 runs: many
+    full vectors); pread of pagemap, which cannot tell the zero page, agrees
+    where there is none."""
+    start, end = helper.regions[name]
+    tm = TargetMemory(helper.pid, 1 << 20)
+    try:
+        runs = tm.present(start, end)
+        pread = tm._present_pread(start, end)
+    finally:
+        tm.close()
+    present, _, _, zero = EXPECTED[name]
+    assert sum(b - a for a, b in runs) == (present - zero) * PAGE
+    assert all(start <= a < b <= end for a, b in runs)
+    assert all(b < c for (_, b), (c, _) in zip(runs, runs[1:]))  # sorted, merged
+    if not zero:
+        assert runs == pread
 
 
 def test_bad_ranges(helper, engine):
     s, e = helper.regions["touched"]
     fd = open_pagemap(helper.pid)
     try:
-        assert engine.page_counts(fd, []) == []
-        assert engine.page_counts(fd, [(s, s)]) == [0, 0, 0, 0]
+        assert pagemap.page_counts(fd, [], engine) == []
+        assert pagemap.page_counts(fd, [(s, s)], engine) == [0, 0, 0, 0]
         for bad in ([(s + 1, e)], [(e, s)], [(s, e), (s, e)], [(-PAGE, 0)], [(s, 1 << 64)]):
             with pytest.raises(ValueError):
-                engine.page_counts(fd, bad)
+                pagemap.page_counts(fd, bad, engine)
     finally:
         os.close(fd)
 
@@ -418,7 +450,7 @@ def test_exited_target_raises(helper_exe, reaped):
     try:
         for e in (pure, fast):
             if e is not None:
-                assert e.page_counts(fd, ranges) == [64, 0, 64, 0]
+                assert pagemap.page_counts(fd, ranges, e) == [64, 0, 64, 0]
         h.kill()
         if reaped:
             h.proc.wait()
@@ -428,9 +460,9 @@ def test_exited_target_raises(helper_exe, reaped):
             if e is None:
                 continue
             with pytest.raises(ProcessLookupError):
-                e.page_counts(fd, ranges)
+                pagemap.page_counts(fd, ranges, e)
             with pytest.raises(ProcessLookupError):
-                e.page_counts_pread(fd, ranges)
+                pagemap.page_counts_pread(fd, ranges, e)
         with pytest.raises(memscan.NoSuchProcess):
             pm.counts(ranges)
         with pytest.raises(memscan.NoSuchProcess):
@@ -444,45 +476,3 @@ def test_exited_target_raises(helper_exe, reaped):
 def test_open_errors():
     with pytest.raises(memscan.NoSuchProcess):
         pagemap.Pagemap(2**22 + 12345, memscan.engine.engine)  # above pid_max's ceiling: never a process
-
-
-# ------------------------------------------------------------------- timing
-
-
-def _meminfo_available() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def test_time_1gib_touched(helper_exe, capsys):
-    """Prints (does not assert) the time to count a fully touched 1 GiB
-    anonymous region (262,144 pages, no THP), best of 5."""
-    if _meminfo_available() < (3 << 30):
-        pytest.skip("needs 1 GiB of free memory for the target")
-    h = Helper(helper_exe, "bench")
-    try:
-        ranges = [h.regions["bench"]]
-        fd = open_pagemap(h.pid)
-        lines = []
-        try:
-            for e in (fast, pure):
-                if e is None:
-                    continue
-                for fn in (e.page_counts, e.page_counts_pread):
-                    best = float("inf")
-                    for _ in range(5):
-                        t = time.perf_counter()
-                        got = fn(fd, ranges)
-                        best = min(best, time.perf_counter() - t)
-                    assert got == [262144, 0, 262144, 0]
-                    lines.append(f"  {e.__name__.split('.')[-1]:6} {fn.__name__:18} {best * 1e3:8.2f} ms")
-        finally:
-            os.close(fd)
-        with capsys.disabled():
-            print(f"\npagemap counts of 1 GiB touched (PAGEMAP_SCAN: {pagemap.has_scan()}), best of 5:")
-            print("\n".join(lines))
-    finally:
-        h.stop()

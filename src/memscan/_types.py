@@ -254,6 +254,15 @@ class Status(NamedTuple):
     vm_swap: int  # 2.6.34+
 
 
+#: The lines of /proc/PID/status that are read: "<key>:\t<n> kB" lines and
+#: plain numbers, each with its index in Status.
+STATUS_KB_KEYS: Dict[str, int] = {
+    "VmPeak": 6, "VmSize": 7, "VmHWM": 8, "VmRSS": 9, "RssAnon": 10, "RssFile": 11, "RssShmem": 12,
+    "VmData": 13, "VmStk": 14, "VmExe": 15, "VmLib": 16, "VmPTE": 17, "VmSwap": 18,
+}
+STATUS_INT_KEYS: Dict[str, int] = {"Tgid": 2, "PPid": 3, "Uid": 4, "Threads": 5}
+
+
 @dataclass(frozen=True)
 class GoRuntime:
     """A Go runtime loaded in the process: the executable or a c-shared library."""
@@ -269,6 +278,11 @@ class Interval(NamedTuple):
     start: int
     end: int
     category: int
+
+
+#: What the page-counting kernels say of ranges that are not sorted,
+#: page-aligned (start, end) address pairs.
+PAGE_RANGES_ERROR = "ranges must be sorted, non-overlapping, page-aligned (start, end) pairs"
 
 
 class LayoutContext(NamedTuple):

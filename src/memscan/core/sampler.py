@@ -42,7 +42,7 @@ Where each figure comes from, and how fresh it is:
 
 - ``rss``: /proc/PID/status (VmRSS), this tick. The per-mm counters cost
   ~10 us and take no lock; on a full-scan tick it is the scan's total.
-- ``categories``: one PAGEMAP_SCAN pass (the engines' page_counts, present
+- ``categories``: one PAGEMAP_SCAN pass (kernel.pagemap's page_counts, present
   pages minus the zero page) over the category intervals, this tick's
   pages. The intervals (a category per mapping in the layout tier; the
   exact tier's owner regions cut into the mappings) are kept between ticks

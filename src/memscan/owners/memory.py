@@ -27,9 +27,7 @@ error. Two ways to read, for two kinds of caller:
 from __future__ import annotations
 
 import bisect
-import ctypes
 import errno
-import fcntl
 import os
 import struct
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple, Type
@@ -38,8 +36,8 @@ from .. import elf
 from .._errors import Error, NoSuchProcess
 from .._types import PERM_R
 from ..engine import get_engine
-from ..kernel import procfs
-from ..kernel.linux import PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PAGEMAP_SCAN, PM_PRESENT, PM_SCAN_ARG_SIZE, PM_SWAPPED
+from ..kernel import pagemap_scan, procfs
+from ..kernel.linux import PAGE_IS_PFNZERO, PAGE_IS_PRESENT, PM_PRESENT, PM_SWAPPED
 
 __all__ = ["Mapping", "TargetMemory", "read_maps"]
 
@@ -93,7 +91,6 @@ class TargetMemory:
         self.maps: List[Mapping] = []
         self._starts: List[int] = []
         self.mem = self.pagemap = -1
-        self.scan_ok = True  # PAGEMAP_SCAN works until the kernel says otherwise
         if maps:
             self.refresh_maps()
         try:
@@ -105,9 +102,7 @@ class TargetMemory:
         except BaseException:
             self.close()
             raise
-        self._vec_len = 512
-        self._vec = (ctypes.c_uint64 * (3 * self._vec_len))()
-        self._arg = bytearray(PM_SCAN_ARG_SIZE)
+        self._scan: Optional[pagemap_scan.Scan] = None
 
     def close(self) -> None:
         for name in ("mem", "pagemap"):
@@ -255,43 +250,28 @@ class TargetMemory:
         are present and not the zero page; what may usefully be read."""
         if start >= end:
             return []
-        if self.scan_ok:
+        if pagemap_scan.supported():
             try:
                 return self._present_scan(start, end)
             except OSError as err:
                 if err.errno not in (errno.ENOTTY, errno.EINVAL):
                     raise
-                self.scan_ok = False
         return self._present_pread(start, end)
 
     def _present_scan(self, start: int, end: int) -> List[Tuple[int, int]]:
         # PAGEMAP_SCAN (6.7+): runs of present pages; zero-page runs flagged.
+        if self._scan is None:
+            self._scan = pagemap_scan.Scan(self.pagemap, PAGE_IS_PRESENT, PAGE_IS_PRESENT | PAGE_IS_PFNZERO, 512)
+        words = self._scan.regions(start, end)
         out: List[Tuple[int, int]] = []
-        vec, n = self._vec, self._vec_len
-        addr = ctypes.addressof(vec)
-        pos = start
-        while pos < end:
-            struct.pack_into(
-                "<12Q", self._arg, 0, PM_SCAN_ARG_SIZE, 0, pos, end, 0, addr, n, 0, 0, 0,
-                PAGE_IS_PRESENT, PAGE_IS_PRESENT | PAGE_IS_PFNZERO,
-            )
-            ret = fcntl.ioctl(self.pagemap, PAGEMAP_SCAN, self._arg, True)
-            for r in range(ret):
-                lo, hi, cat = max(vec[3 * r], pos), min(vec[3 * r + 1], end), vec[3 * r + 2]
-                if lo >= hi or cat & PAGE_IS_PFNZERO or not cat & PAGE_IS_PRESENT:
-                    continue
-                if out and out[-1][1] == lo:
-                    out[-1] = (out[-1][0], hi)
-                else:
-                    out.append((lo, hi))
-            if ret < n:
-                break
-            # A full vector: go on after what was returned (walk_end alone may be stale).
-            walk_end = struct.unpack_from("<Q", self._arg, 32)[0]
-            nxt = max(walk_end, vec[3 * ret - 2])
-            if nxt <= pos:
-                raise OSError(errno.EIO, "PAGEMAP_SCAN made no progress")
-            pos = nxt
+        for r in range(0, len(words), 3):
+            lo, hi, cat = max(words[r], start), min(words[r + 1], end), words[r + 2]
+            if lo >= hi or cat & PAGE_IS_PFNZERO or not cat & PAGE_IS_PRESENT:
+                continue
+            if out and out[-1][1] == lo:
+                out[-1] = (out[-1][0], hi)
+            else:
+                out.append((lo, hi))
         return out
 
     def _present_pread(self, start: int, end: int) -> List[Tuple[int, int]]:
