@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,8 @@ from memscan.kernel import procfs
 
 from helpers.cli import as_nobody, assert_one_line_error, run_cli
 from helpers.cprogram import CProgram
-from helpers.goprogram import GoProgram
+from helpers.goprogram import GoProgram, allocator
+from helpers.gotoolchain import GO_VERSIONS
 
 TIERS = ("auto", "layout", "exact", "psutil")
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run targets as root and drop privileges")
@@ -113,6 +115,109 @@ def test_exits_during_scans(cprog, tier):
         finally:
             prog.stop()
     assert snapshots >= 50  # the race was run: many scans found the target alive
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tier", TIERS)
+def test_go_and_c_exits_during_scans(cprog, tier):
+    """48 targets, Go, cgo and C in turn, that exit at a random moment within
+    ~3 scans of setting up, each scanned until it is gone: every error is
+    NoSuchProcess. (An exact scan of a Go program that exited during it
+    raised "cannot open the Go binary /proc/PID/map_files/...: No such file
+    or directory".)"""
+    rng = random.Random(2)
+    go = {cgo: allocator(GO_VERSIONS[-1], cgo) for cgo in (False, True)}
+    started = []
+
+    def start(kind: str, usec: int):  # type: ignore[no-untyped-def]
+        if kind == "c":
+            return cprog("exits", 4, usec)
+        prog = CProgram([go[kind == "cgo"], "-workers", "0", "-heap", "4", "-exit", str(usec)])
+        started.append(prog)
+        return prog
+
+    try:
+        # Exits spread over the time of ~3 scans on this machine, however busy it is.
+        probe = start("cgo", -1)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            memscan.scan(probe.pid, tier=tier)
+        spread = max(5_000, int((time.perf_counter() - t0) * 1e6))
+        probe.stop()
+        errors: Counter = Counter()
+        snapshots = 0
+        for i in range(48):
+            prog = start(("go", "cgo", "c")[i % 3], rng.randint(0, spread))
+            while True:
+                try:
+                    snap = memscan.scan(prog.pid, tier=tier)
+                except Exception as err:
+                    errors[type(err).__name__] += 1
+                    assert not isinstance(err, memscan.NoSuchProcess) or err.pid == prog.pid
+                    break
+                assert snap.total.rss >= prog.report["touched"] > 0
+                if snap.categories is not None:
+                    assert sum(c.rss for c in snap.categories.values()) == snap.total.rss
+                snapshots += 1
+            prog.stop()
+    finally:
+        for prog in started:
+            prog.stop()
+    print(f"\n{tier}: 48 exits, {snapshots} snapshots before them; errors: {dict(errors)}")
+    assert errors == {"NoSuchProcess": 48}
+    assert snapshots >= 24  # the race was run: many scans found the target alive
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reaped", [True, False], ids=["reaped", "zombie"])
+@pytest.mark.parametrize("step", ["context", "read_heap", "c_regions", "runtime_regions", "Pagemap"])
+def test_exit_at_each_step_of_an_exact_scan(monkeypatch, step, reaped):
+    """A Go program (cgo: every owner has something to read) killed just
+    before each step of an exact scan reads it: NoSuchProcess, whatever the
+    step raised. (Killed before the Go heap's step, the scan raised "cannot
+    open the Go binary /proc/PID/map_files/...: No such file or directory".)"""
+    prog = CProgram([allocator(GO_VERSIONS[-1], True), "-workers", "0", "-heap", "4"])
+    try:
+        kill_before(monkeypatch, step, prog, reaped)
+        with pytest.raises(memscan.NoSuchProcess) as err:
+            memscan.scan(prog.pid, tier="exact")
+        assert err.value.pid == prog.pid
+    finally:
+        prog.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reaped", [True, False], ids=["reaped", "zombie"])
+def test_exit_during_a_samplers_full_scan(monkeypatch, reaped):
+    """Killed as a Sampler's exact full scan reads its Go heap: the
+    iteration ends, ``exited``, and sample() raises NoSuchProcess."""
+    prog = CProgram([allocator(GO_VERSIONS[-1], True), "-workers", "0", "-heap", "4"])
+    try:
+        with memscan.Sampler(prog.pid, tier="exact") as s:
+            kill_before(monkeypatch, "read_heap", prog, reaped)
+            assert list(s) == [] and s.exited
+            with pytest.raises(memscan.NoSuchProcess):
+                s.sample()
+    finally:
+        prog.stop()
+
+
+def kill_before(monkeypatch, step: str, prog: CProgram, reaped: bool) -> None:
+    """memscan.core.scanner's ``step`` first kills ``prog`` (reaped, or left a zombie)."""
+    from memscan.core import scanner
+
+    real = getattr(scanner, step)
+
+    def killed_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        prog.proc.kill()
+        if reaped:
+            prog.proc.wait(10)
+        else:
+            wait_state(prog.pid, "Z")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scanner, step, killed_first)
+    scanner._layouts.clear()  # the layout step runs once per process
 
 
 def test_cli_on_a_process_that_exits(cprog):

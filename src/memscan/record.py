@@ -55,8 +55,10 @@ SUFFIXES = (".csv", ".jsonl")
 DETAIL_COLUMNS = tuple(f"go_heap.{state}" for state in DETAIL)
 # Totals of the full scans (every ``full_every`` seconds): empty on other rows.
 FULL_COLUMNS = ("pss", "swap", "uss")
+# Recordings written before "stale" was a column read back without it:
+# the reader goes by each file's own header.
 COLUMNS: Tuple[str, ...] = (
-    "seq", "wall", "mono", "tier", "missed", "rss", *CATEGORIES, *DETAIL_COLUMNS, *FULL_COLUMNS,
+    "seq", "wall", "mono", "tier", "missed", "rss", *CATEGORIES, *DETAIL_COLUMNS, *FULL_COLUMNS, "stale",
 )
 UNITS: Dict[str, str] = {
     "seq": "tick number",
@@ -68,10 +70,12 @@ UNITS: Dict[str, str] = {
     "pss": "bytes, proportional set size",
     "swap": "bytes swapped out",
     "uss": "bytes, unique set size",
+    "stale": "seconds: age of the Go heap states counted, kept from an earlier full scan because the last "
+             "one found the heap changing under every read; empty otherwise",
 }
 # Columns read back as text and as floats; every other one is an integer.
 _TEXT = ("tier",)
-_FLOAT = ("wall", "mono")
+_FLOAT = ("wall", "mono", "stale")
 
 
 def command_line(pid: int) -> str:
@@ -166,6 +170,7 @@ class Writer:
             # The psutil tier cannot see pss and uss: unknown, not 0.
             known = snap.source != "psutil"
             values += [t.pss if known else None, t.swap, t.uss if known else None]
+        values.append(None if s.stale is None else round(s.stale, 6))
         if self.format == "csv":
             self._put(",".join("" if v is None else str(v) for v in values))
         else:

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from . import gotoolchain
 from .processes import stop
 
-__all__ = ["GoProgram", "GoPrograms", "GoProgramError", "STARTUP_TIMEOUT", "COMMAND_TIMEOUT"]
+__all__ = ["GoProgram", "GoPrograms", "GoProgramError", "STARTUP_TIMEOUT", "COMMAND_TIMEOUT", "allocator"]
 
 #: Seconds allowed for setup (the first report) and for one command's answer.
 STARTUP_TIMEOUT = 60.0
@@ -203,6 +203,18 @@ def c_shared_demo(version: str) -> str:
 
     return gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=True, buildmode="c-shared",
                          out_name="libdemo.so")
+
+
+ALLOCATOR_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "goprogs", "allocator")
+
+
+def allocator(version: str, cgo: bool) -> str:
+    """tests/goprogs/allocator built (cached like every build): a Go program
+    allocating flat out on every core, which can exit on its own; run it
+    with ``helpers.cprogram.CProgram`` (it prints one JSON line with its pid)."""
+    from memscan.demo import build as gobuild
+
+    return gobuild.build(ALLOCATOR_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, out_name="allocator")
 
 
 def scan_once_started(pid: int, tier: str, timeout: float = 20.0):  # type: ignore[no-untyped-def]

@@ -14,9 +14,9 @@ mapping exactly and every partition sum of the layout tier still holds.
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from .._types import ANON_OTHER, COUNTER_FIELDS, GO_HEAP, GO_RUNTIME, NFIELDS, F, Counters, SmapsTable
+from .._types import ANON_OTHER, CATEGORIES, COUNTER_FIELDS, GO_HEAP, GO_RUNTIME, NFIELDS, F, Counters, SmapsTable
 
 PAGE = 4096
 DETAIL = ("objects", "stacks", "free", "released", "reserved")
@@ -229,3 +229,48 @@ def apply(categories: Dict[str, Counters], names: Sequence[str], s: Split) -> Di
     for cat, c in s.plus.items():
         out[names[cat]] = out[names[cat]] + c
     return out
+
+
+# A Sampler's count groups: the categories, then the Go heap's states.
+NCAT = len(CATEGORIES)
+GROUPS = NCAT + len(DETAIL)
+MERGE_GAP = 1 << 20
+
+
+class Intervals:
+    """A classification as a Sampler counts it, cached between its ticks:
+    sorted address ranges and the group of each (a category, or NCAT + a
+    Go heap state; ``regions`` None: the layout tier's categories alone).
+    Neighbours of one group less than MERGE_GAP apart are merged: what lies
+    between two mappings is unmapped, so has no pages (a kernel without
+    PAGEMAP_SCAN reads 8 bytes of pagemap per page of it, hence the bound)."""
+
+    __slots__ = ("ranges", "groups", "private", "tier")
+
+    def __init__(self, table: SmapsTable, cats: bytearray, regions: Optional[Sequence[Region]],
+                 outside: int) -> None:
+        ranges: List[Tuple[int, int]] = []
+        groups = bytearray()
+        cut = dict(cut_mappings(table, cats, regions, outside)) if regions is not None else {}
+
+        def add(start: int, end: int, group: int) -> None:
+            if groups and groups[-1] == group and start - ranges[-1][1] <= MERGE_GAP:
+                ranges[-1] = (ranges[-1][0], end)
+            else:
+                ranges.append((start, end))
+                groups.append(group)
+
+        starts, ends = table.starts, table.ends
+        for i in range(len(table)):
+            pieces = cut.get(i)
+            if pieces is None:
+                add(starts[i], ends[i], cats[i])
+                continue
+            for p in pieces:
+                add(p.start, p.end, NCAT + p.detail if p.category == GO_HEAP and p.detail >= 0 else p.category)
+        self.ranges = ranges
+        self.groups = bytes(groups)
+        # Only resident pages are wanted, not which are exclusive: marking
+        # every range private spares page_counts its pread of bit 56.
+        self.private = b"\x01" * len(ranges)
+        self.tier = "exact" if regions is not None else "layout"

@@ -14,6 +14,7 @@ The contract::
         go_heap_detail: Optional[Dict[str, int]]  # rss bytes per state objects/stacks/free/released/reserved, or None
         snapshot: Optional[Snapshot]  # the full scan made on this tick (every Nth tick and the first): pss, swap, uss...
         missed: int              # ticks skipped just before this one because the previous read overran
+        stale: Optional[float]   # exact tier: age (s) of Go heap states kept past a failed heap read, or None
 
     class Sampler:
         def __init__(self, pid: int, interval: float = 0.01, tier: str = "auto", *,
@@ -62,7 +63,11 @@ Where each figure comes from, and how fresh it is:
 - ``go_heap_detail`` (exact tier): this tick's resident pages of the Go
   heap's page-state intervals, but the intervals (which spans hold objects,
   are free, released...) are those read from the Go runtime at the last
-  full scan: a span that changed state since counts in its old state.
+  full scan: a span that changed state since counts in its old state. A
+  full scan that finds the heap changing under every read (a program
+  allocating flat out on all cores) is a count with the last good states,
+  whose age is ``stale`` until a full scan reads the heap again (a warning
+  says so once); with none yet, the tick is skipped (``missed``).
 - ``snapshot``: a full ``scan()`` (smaps, and in the exact tier the Go and C
   allocators' structures), on the first tick and then every ``full_every``
   seconds: pss, uss, swap and the rest are that fresh. It also refreshes
@@ -108,7 +113,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._cache import LRU
-from .._errors import AccessDenied, NoSuchProcess
+from .._errors import AccessDenied, HeapChanged, NoSuchProcess
 from .._types import CATEGORIES, GO_HEAP, SmapsTable
 from ..engine import engine_name, get_engine
 from ..kernel import procfs
@@ -133,10 +138,6 @@ RECOUNT_AFTER = 0.1
 # classifications (maps texts) are kept between full scans.
 _STATUS_READ = 8192
 _CLASSIFIED_KEPT = 4
-_MERGE_GAP = 1 << 20
-# Groups of the per-tick count: the ten categories, then the Go heap's states.
-_NCAT = len(CATEGORIES)
-_GROUPS = _NCAT + len(exact.DETAIL)
 
 _DATACLASS_SLOTS = {"slots": True} if sys.version_info >= (3, 10) else {}
 
@@ -155,48 +156,11 @@ class Sample:
     go_heap_detail: Optional[Dict[str, int]]
     snapshot: Optional[Snapshot]
     missed: int
+    stale: Optional[float] = None
 
 
 class _LockBudgetSpent(Exception):
     """A polite tick needed to read under the target's mmap_lock too soon."""
-
-
-class _Intervals:
-    """The cached classification: sorted address ranges and the group of
-    each (a category, or 10 + a Go heap state). Neighbours of one group less
-    than _MERGE_GAP apart are merged: what lies between two mappings is
-    unmapped, so has no pages (a kernel without PAGEMAP_SCAN reads 8 bytes
-    of pagemap per page of it, hence the bound)."""
-
-    __slots__ = ("ranges", "groups", "private", "tier")
-
-    def __init__(self, table: SmapsTable, cats: bytearray, regions: Optional[Sequence[exact.Region]],
-                 outside: int) -> None:
-        ranges: List[Tuple[int, int]] = []
-        groups = bytearray()
-        cut = dict(exact.cut_mappings(table, cats, regions, outside)) if regions is not None else {}
-
-        def add(start: int, end: int, group: int) -> None:
-            if groups and groups[-1] == group and start - ranges[-1][1] <= _MERGE_GAP:
-                ranges[-1] = (ranges[-1][0], end)
-            else:
-                ranges.append((start, end))
-                groups.append(group)
-
-        starts, ends = table.starts, table.ends
-        for i in range(len(table)):
-            pieces = cut.get(i)
-            if pieces is None:
-                add(starts[i], ends[i], cats[i])
-                continue
-            for p in pieces:
-                add(p.start, p.end, _NCAT + p.detail if p.category == GO_HEAP and p.detail >= 0 else p.category)
-        self.ranges = ranges
-        self.groups = bytes(groups)
-        # Only resident pages are wanted, not which are exclusive: marking
-        # every range private spares page_counts its pread of bit 56.
-        self.private = b"\x01" * len(ranges)
-        self.tier = "exact" if regions is not None else "layout"
 
 
 class Sampler:
@@ -245,14 +209,16 @@ class Sampler:
         self._status_buf = bytearray()  # only for a status longer than _STATUS_READ
         self._maps_buf = bytearray()
         self._maps_seen: Optional[bytes] = None
-        self._classified: "LRU[bytes, _Intervals]" = LRU(_CLASSIFIED_KEPT)
+        self._classified: "LRU[bytes, exact.Intervals]" = LRU(_CLASSIFIED_KEPT)
         self._flags: Dict[Tuple[int, int], int] = {}
-        self._intervals: Optional[_Intervals] = None
+        self._intervals: Optional[exact.Intervals] = None
         self._regions: Optional[Sequence[exact.Region]] = None
         self._outside = 0
         self._counted: Optional[Tuple[Tuple[int, ...], List[int], float]] = None  # status key, pages, when
         self._next_full = 0.0
         self._lock_free_at = 0.0
+        self._heap_read_at: Optional[float] = None  # mono of the full scan that read the heap states in use
+        self._stale = False  # a full scan since then could not read them
 
     # ------------------------------------------------------------ lifecycle
 
@@ -387,6 +353,9 @@ class Sampler:
                 # Nothing more to learn before the lock budget is back.
                 ready = self._lock_free_at
                 missed += 1
+            except HeapChanged:
+                ready = time.monotonic()  # no good heap states yet: scan again at the next tick
+                missed += 1
             except NoSuchProcess:
                 self.exited = True
                 return
@@ -409,7 +378,8 @@ class Sampler:
 
     def sample(self) -> Sample:
         """One tick now, without pacing. Raises NoSuchProcess (and sets
-        ``exited``) if the target is gone."""
+        ``exited``) if the target is gone, HeapChanged if the exact tier's
+        first full scan found the Go heap changing under every read."""
         if not self._open:
             raise ValueError("the Sampler is not open: use it in a with statement or call open()")
         try:
@@ -437,6 +407,11 @@ class Sampler:
                 self._close_files()
                 self._open_files()
                 smp = self._read(seq, mono, wall, missed, polite)
+            except Exception:
+                # A target exiting mid-scan fails the step reading it in that
+                # step's terms (scanner._scan_alive): gone, it is NoSuchProcess.
+                self._check_alive()
+                raise
         except NoSuchProcess as err:
             self._gone = err
             raise
@@ -499,9 +474,21 @@ class Sampler:
         # often waiting for the target's own mmap first, and stands in the
         # target's way for about as long as it lasts.
         t0 = time.monotonic()
-        parts = scan_parts(self._via, self._eng, self._engine_name, self.tier, SMAPS_PAUSE if self.polite else 0.0)
+        try:
+            parts = scan_parts(self._via, self._eng, self._engine_name, self.tier,
+                               SMAPS_PAUSE if self.polite else 0.0)
+        except HeapChanged as err:
+            if self._intervals is None:
+                raise
+            parts = None
+            why = f"{err}: samples carry the last good Go heap states, flagged stale"
+            self.warnings += [why] if why not in self.warnings else []
         cost = time.monotonic() - t0
         self._next_full = mono + max(self.full_every, cost / FULL_SCAN_SHARE if self.polite else 0.0)
+        self._stale = parts is None
+        if parts is None:
+            return self._count_tick(seq, mono, wall, missed, False)
+        self._heap_read_at = mono
         snap = parts.snapshot
         snap.pid = self.pid
         for w in snap.warnings:
@@ -512,7 +499,7 @@ class Sampler:
         self._regions = parts.regions
         self._outside = exact.outside_category(parts.layout.context.go_only)
         self._classified.clear()
-        self._intervals = _Intervals(t, parts.cats, parts.regions, self._outside)
+        self._intervals = exact.Intervals(t, parts.cats, parts.regions, self._outside)
         # The classification stands for the maps read just before, if the
         # scan saw the same mappings; else the next tick rebuilds it.
         if _same_mappings(self._eng.parse_smaps(maps), t):
@@ -557,7 +544,7 @@ class Sampler:
             t.vmflags[i] = flags.get((t.starts[i], t.ends[i]), 0)
         lay = _layout_of(self._via, self._starttime, t)
         cats = self._eng.classify(t, lay.context)
-        self._intervals = _Intervals(t, cats, self._regions, self._outside)
+        self._intervals = exact.Intervals(t, cats, self._regions, self._outside)
         self._classified.put(maps, self._intervals)
 
     def _count_tick(self, seq: int, mono: float, wall: float, missed: int, polite: bool) -> Sample:
@@ -577,17 +564,19 @@ class Sampler:
             t0 = time.thread_time()
             counts = self._pagemap.counts(iv.ranges, iv.private)
             self._lock_free_at = time.monotonic() + (time.thread_time() - t0) * (1 / LOCK_SHARE - 1)
-            pages = [0] * _GROUPS
+            pages = [0] * exact.GROUPS
             for j, g in enumerate(iv.groups):
                 pages[g] += counts[4 * j] - counts[4 * j + 3]
             counted = self._counted = (key, pages, mono)
         pages = counted[1]
         cats = {name: pages[i] * PAGE for i, name in enumerate(CATEGORIES)}
-        detail = None
+        detail = stale = None
         if iv.tier == "exact":
-            detail = {name: pages[_NCAT + i] * PAGE for i, name in enumerate(exact.DETAIL)}
+            detail = {name: pages[exact.NCAT + i] * PAGE for i, name in enumerate(exact.DETAIL)}
             cats[CATEGORIES[GO_HEAP]] += sum(detail.values())
-        return Sample(self.pid, seq, mono, wall, iv.tier, rss, cats, detail, None, missed)
+            if self._stale and self._heap_read_at is not None:
+                stale = mono - self._heap_read_at
+        return Sample(self.pid, seq, mono, wall, iv.tier, rss, cats, detail, None, missed, stale)
 
 
 def _same_mappings(a: SmapsTable, b: SmapsTable) -> bool:

@@ -9,14 +9,14 @@ import time
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .._cache import LRU
-from .._errors import AccessDenied, Error, NoSuchProcess, ParseError
+from .._errors import AccessDenied, Error, HeapChanged, NoSuchProcess, ParseError
 from .._types import C_MALLOC, CATEGORIES, GO_HEAP, GO_RUNTIME, THREAD_STACKS, Counters, SmapsTable
 from ..engine import engine_name, get_engine
 from ..kernel import procfs
 from ..kernel.pagemap import Pagemap
 from ..layout.context import Layout, context
 from ..owners.c import c_regions
-from ..owners.go.heap import HeapChanged, read_heap
+from ..owners.go.heap import read_heap
 from ..owners.go.runtime import runtime_regions
 from . import exact, fallback
 from .snapshot import Snapshot
@@ -54,7 +54,7 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
     if pid <= 0:
         raise NoSuchProcess(pid)  # no /proc entry; psutil would raise ValueError
     try:
-        return _scan(pid, eng, name, tier)
+        return _scan_alive(pid, eng, name, tier)
     except NoSuchProcess as err:
         tid = procfs.live_thread(pid) if sys.platform.startswith("linux") else None
         if tid is None:
@@ -62,7 +62,7 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
         gone = err
     # The main thread exited, others run: read the process through one of them.
     try:
-        snap = _scan(tid, eng, name, tier)
+        snap = _scan_alive(tid, eng, name, tier)
     except NoSuchProcess:
         raise gone from None
     snap.pid = pid
@@ -70,12 +70,51 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
     return snap
 
 
-def _scan(pid: int, eng, name: str, tier: str) -> Snapshot:  # type: ignore[no-untyped-def]
-    if tier == "psutil":
-        if sys.platform.startswith("linux"):
-            procfs.check_user_process(pid, procfs.stat(pid))
-        return fallback.snapshot(pid, name, "psutil tier requested")
+def _scan_alive(pid: int, eng, name: str, tier: str) -> Snapshot:  # type: ignore[no-untyped-def]
+    """_scan(), whose failures are NoSuchProcess once the process is found gone.
+
+    A process that exits mid-scan fails whichever step was reading it, in
+    that step's terms: its binary's /proc/PID/map_files link vanishes
+    (ENOENT: "cannot open the Go binary"), /proc/PID/mem reads short, a
+    structure half torn down fails its checks. Whatever a step raised, a
+    process that is no longer the one the scan began on (gone, a zombie,
+    exiting, or its pid reused: another start time) raised it by exiting.
+    """
     if not sys.platform.startswith("linux"):
+        return _scan(pid, eng, name, tier, None)
+    began = procfs.stat(pid)
+    try:
+        snap = _scan(pid, eng, name, tier, began)
+    except NoSuchProcess:
+        raise
+    except Exception as err:
+        if _exited(pid, began.starttime):
+            raise NoSuchProcess(pid, "process exited during the scan") from err
+        raise
+    # psutil reads the status and statm of a process whose memory is torn
+    # down as zeros, not as an error: only a process still there after the
+    # read was read whole (the smaps tiers check that after reading smaps).
+    if snap.source == "psutil" and _exited(pid, began.starttime):
+        raise NoSuchProcess(pid, "process exited during the scan")
+    return snap
+
+
+def _exited(pid: int, starttime: int) -> bool:
+    """``pid`` is no longer the live process that started at ``starttime``."""
+    try:
+        st = procfs.stat(pid)
+    except Error:
+        return True
+    return st.gone or st.exiting or st.starttime != starttime
+
+
+def _scan(pid: int, eng, name: str, tier: str, st: Optional[procfs.Stat]) -> Snapshot:  # type: ignore[no-untyped-def]
+    """The scan in ``tier``; ``st``: the process's stat, None off Linux."""
+    if tier == "psutil":
+        if st is not None:
+            procfs.check_user_process(pid, st)
+        return fallback.snapshot(pid, name, "psutil tier requested")
+    if st is None:
         if tier == "auto":
             return fallback.snapshot(pid, name, "smaps exists only on Linux")
         raise Error(f"the {tier} tier needs Linux's /proc/PID/smaps")
@@ -169,7 +208,7 @@ def _read_structures(pid: int, what: str, read):  # type: ignore[no-untyped-def]
                 return read()
         except HeapChanged:
             if attempt + 1 == HEAP_READ_TRIES:
-                raise Error(f"{what} kept changing while it was read ({HEAP_READ_TRIES} tries)") from None
+                raise HeapChanged(f"{what} kept changing while it was read ({HEAP_READ_TRIES} tries)") from None
         except AccessDenied as err:
             raise AccessDenied(pid, mem, f"reading {what} needs ptrace-attach rights "
                                          "(the process's owner, or CAP_SYS_PTRACE)") from err
