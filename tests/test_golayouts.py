@@ -52,7 +52,7 @@ KiB = 1 << 10
 def test_table_is_complete() -> None:
     fields = set(golayout.Layout._fields) - set(golayouts._BINARY_FIELDS)
     amd64 = golayouts.LAYOUTS["amd64"]
-    assert sorted(amd64, key=lambda m: int(m.split(".")[1])) == [f"1.{n}" for n in range(21, 28)]
+    assert sorted(amd64, key=lambda m: int(m.split(".")[1])) == ["1.19"] + [f"1.{n}" for n in range(21, 28)]
     for minor, entry in amd64.items():
         assert golayouts.go_minor(entry["generated_from"]) == minor
         assert entry["experiments"] == ()
@@ -63,7 +63,11 @@ def test_table_is_complete() -> None:
     assert amd64["1.21"]["layout"]["mheap_size"] == 0x16A78 and amd64["1.27"]["layout"]["mheap_size"] == 0x16D18
     assert amd64["1.21"]["layout"]["arenas"] == 0x10198 and amd64["1.22"]["layout"]["arenas"] == 0x101D8
     assert [amd64[m]["layout"]["heap_arena_size"] for m in ("1.21", "1.22", "1.25")] == [0x114C10, 0x10C10, 0x11010]
-    assert [amd64[m]["layout"]["m_alllink"] for m in sorted(amd64)] == [0x150, 0x148, 0x148, 0x160, 0x158, 0x160, 0x160]
+    assert [amd64[m]["layout"]["m_alllink"] for m in sorted(amd64)] == [0x150, 0x150, 0x148, 0x148, 0x160, 0x158,
+                                                                        0x160, 0x160]
+    # Go 1.19 (Debian 12's): the 2 MiB heap bitmap still in heapArena, spans after it
+    assert amd64["1.19"]["layout"]["mheap_size"] == 0x16A00 and amd64["1.19"]["layout"]["arenas"] == 0x10190
+    assert amd64["1.19"]["layout"]["heap_arena_size"] == 0x210C10 and amd64["1.19"]["layout"]["spans"] == 0x200000
 
 
 def test_go_minor() -> None:
