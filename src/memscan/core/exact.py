@@ -14,7 +14,7 @@ mapping exactly and every partition sum of the layout tier still holds.
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .._types import ANON_OTHER, COUNTER_FIELDS, GO_HEAP, GO_RUNTIME, NFIELDS, F, Counters, SmapsTable
 
@@ -155,12 +155,13 @@ def vma_counters(t: SmapsTable, i: int) -> Counters:
 
 class Split(NamedTuple):
     """What splitting changes: per category what to take away (whole
-    mappings) and add (their pieces); and the Go heap detail. ``regions``
+    mappings) and add (their pieces); and the Go heap detail (None where
+    no Go runtime was read). ``regions``
     are those the split was made by (a sampler re-cuts new mappings by them)."""
 
     minus: Dict[int, Counters]
     plus: Dict[int, Counters]
-    detail: Dict[str, Counters]
+    detail: Optional[Dict[str, Counters]]
     regions: Sequence[Region] = ()
 
 

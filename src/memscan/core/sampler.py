@@ -250,6 +250,7 @@ class Sampler:
         self._intervals: Optional[_Intervals] = None
         self._regions: Optional[Sequence[exact.Region]] = None
         self._outside = 0
+        self._go_heap = False  # the last full scan read a Go heap (has a go_heap_detail)
         self._counted: Optional[Tuple[Tuple[int, ...], List[int], float]] = None  # status key, pages, when
         self._next_full = 0.0
         self._lock_free_at = 0.0
@@ -511,6 +512,7 @@ class Sampler:
         self._flags = {(t.starts[i], t.ends[i]): t.vmflags[i] for i in range(len(t))}
         self._regions = parts.regions
         self._outside = exact.outside_category(parts.layout.context.go_only)
+        self._go_heap = snap.go_heap_detail is not None
         self._classified.clear()
         self._intervals = _Intervals(t, parts.cats, parts.regions, self._outside)
         # The classification stands for the maps read just before, if the
@@ -584,7 +586,7 @@ class Sampler:
         pages = counted[1]
         cats = {name: pages[i] * PAGE for i, name in enumerate(CATEGORIES)}
         detail = None
-        if iv.tier == "exact":
+        if iv.tier == "exact" and self._go_heap:
             detail = {name: pages[_NCAT + i] * PAGE for i, name in enumerate(exact.DETAIL)}
             cats[CATEGORIES[GO_HEAP]] += sum(detail.values())
         return Sample(self.pid, seq, mono, wall, iv.tier, rss, cats, detail, None, missed)
