@@ -35,8 +35,8 @@ from memscan.owners.go import tables as golayouts
 from helpers import gotoolchain
 from helpers.goheap import ARGS, check_against_memstats, check_cover, describe, exe_module
 from helpers.goprogram import GoProgram, GoPrograms
-from helpers.goruntime import CGO_ARGS, check_runtime
-from helpers.gotoolchain import GO_VERSIONS
+from helpers.goruntime import CGO_ARGS, check_runtime, found_in_code
+from helpers.gotoolchain import GO_1_19, GO_VERSIONS
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import gen_golayouts  # noqa: E402
@@ -105,6 +105,25 @@ def test_table_matches_dwarf(version: str) -> None:
         _, _, from_demo = gen_golayouts.entry_of(demo)
         assert from_demo["layout"] == shipped["layout"], f"cgo={cgo}"
         assert from_demo["symbol_sizes"] == shipped["symbol_sizes"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", gen_golayouts.VERSIONS)
+def test_code_pins_down_the_runtime_variables(version: str) -> None:
+    """What the rules of memscan.owners.go.pclntab find in the code of a
+    binary is what its symbol table says (in a cgo PIE .gopclntab lies inside
+    .data.rel.ro and a relocation holds textStart); nothing from Go 1.26 on."""
+    from memscan.owners.go import pclntab
+
+    builds = [(False, "exe"), (True, "exe")] + ([(True, "pie")] if version == GO_1_19 else [])
+    for cgo, buildmode in builds:
+        demo = gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, buildmode=buildmode,
+                             out_name="memscandemo")
+        lay = goheap._layout(demo, True)
+        found = pclntab.code_globals(demo, lay.data_segments, lay.gc_bits_lists)
+        assert found == {name: lay.global_addr(name) for name in found}, (cgo, buildmode)
+        expected = ["runtime.buckhash", "runtime.gcBitsArenas", "runtime.persistentChunks"]
+        assert sorted(found) == (expected if found_in_code(version) else []), (cgo, buildmode)
 
 
 # --------------------------------------------------------------------------
