@@ -119,7 +119,7 @@ def test_code_pins_down_the_runtime_variables(version: str) -> None:
     for cgo, buildmode in builds:
         demo = gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, buildmode=buildmode,
                              out_name="memscandemo")
-        lay = goheap._layout(demo, True)
+        lay = gobinary.layout_of(demo, True)
         found = pclntab.code_globals(demo, lay.data_segments, lay.gc_bits_lists)
         assert found == {name: lay.global_addr(name) for name in found}, (cgo, buildmode)
         expected = ["runtime.buckhash", "runtime.gcBitsArenas", "runtime.persistentChunks"]
