@@ -186,6 +186,26 @@ def test_c_program(cprog, preload):
         assert sum(getattr(x, field) for x in snap.categories.values()) == getattr(snap.total, field)
 
 
+def test_no_go_heap_detail_without_go(cprog, tmp_path):
+    """A process with no Go runtime has no Go heap to detail: None, not a
+    dict of zeros, in the API, in JSON and in a recording's CSV."""
+    import json
+
+    from memscan import record
+
+    prog = cprog("mallocs", 1)
+    snap = memscan.scan(prog.pid, tier="exact")
+    assert snap.tier == "exact" and snap.go is None and snap.go_heap_detail is None
+    assert json.loads(json.dumps(snap.to_dict()))["go_heap_detail"] is None
+    path = str(tmp_path / "c.csv")
+    with memscan.Sampler(prog.pid, 1 / 100, "exact", full_every=0.1, polite=False) as sampler, \
+            record.Writer(path, record.header(prog.pid, tier="exact", hz=100, full_every=0.1)) as writer:
+        record.record(sampler, writer, duration=0.3)
+    rows = record.read(path).rows
+    assert len(rows) >= 2 and all(r["tier"] == "exact" for r in rows)
+    assert all(r[f"go_heap.{d}"] is None for r in rows for d in exact.DETAIL)
+
+
 @pytest.mark.slow
 def test_cgo_program_under_jemalloc(go_program):
     """A cgo program with jemalloc preloaded: jemalloc's regions hold its C

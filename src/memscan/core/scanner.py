@@ -253,7 +253,9 @@ def _split(pid: int, table, cats, lay: Layout, eng, warnings: List[str]) -> exac
         warnings.append(f"{conflict} bytes were claimed by two owners; the first claim (Go heap, C allocator, "
                         "Go runtime) was kept")
     with Pagemap(pid, eng) as pm:
-        return exact.split(table, cats, regions, pm, exact.outside_category(lay.context.go_only))
+        split = exact.split(table, cats, regions, pm, exact.outside_category(lay.context.go_only))
+    # No Go runtime, no Go heap to detail: None, not a page state of zero bytes each.
+    return split if mod is not None else split._replace(detail=None)
 
 
 def _layout_of(pid: int, starttime: int, table) -> Layout:  # type: ignore[no-untyped-def]

@@ -73,7 +73,7 @@ from ..._errors import HeapChanged
 from ...elf import PAGE_SIZE
 from ...kernel import procfs
 from ..memory import TargetMemory
-from . import binary, bits, heap, search
+from . import binary, bits, heap, pclntab, search
 from .dwarf import Slice
 from .layout import Layout
 
@@ -128,8 +128,8 @@ class RuntimeRegions(NamedTuple):
     go_version: str
     #: Kinds this binary does not let us look for (a variable or type
     #: missing from its DWARF/symbols, e.g. no Go 1.26+ span queue in 1.21,
-    #: or everything but what hangs off ``mheap_`` in a binary without
-    #: symbols). A kind looked for and not found is not listed.
+    #: or the M stacks and span queues in a binary without symbols). A
+    #: kind looked for and not found is not listed.
     missing: Tuple[str, ...]
     #: Bytes read from /proc/PID/mem and /proc/PID/pagemap.
     bytes_read: int
@@ -158,9 +158,11 @@ def read_runtime(pid: int, binary_path: str, load_bias: int, *, max_bytes: int =
     ``tables``: for a binary without DWARF, use the shipped layout tables
     (see :func:`memscan.owners.go.heap.read_heap`; None: ``binary.LAYOUT_TABLES``).
     With the symbol table (``-ldflags=-w``) every kind is looked for;
-    without (``-s``) only what hangs off ``mheap_`` (found by the symbol-less
-    scan of :mod:`memscan.owners.go.search`): the other kinds are listed in
-    ``missing``. One pass, no retry.
+    without (``-s``) what hangs off ``mheap_`` (found by the symbol-less
+    scan of :mod:`memscan.owners.go.search`) and what hangs off the
+    variables the runtime's code pins down (:mod:`memscan.owners.go.pclntab`:
+    persistentalloc chunks, gc bits, buckhash, Go 1.19-1.25): the other
+    kinds are listed in ``missing``. One pass, no retry.
 
     Raises:
         NoRuntimeInfo: the binary's layout cannot be known (no DWARF and no
@@ -190,6 +192,9 @@ class _Reader(heap._Reader):
         anon = sum(m.end - m.start for m in target.maps if m.anonymous)
         self.anon_bytes = anon
         self.refreshes = 0
+        # Without a symbol table, the variables the runtime's code pins down.
+        self.in_code = pclntab.code_globals(path, lay.data_segments, lay.gc_bits_lists) \
+            if lay.source == "scan" else {}
 
     def mapped(self, start: int, end: int) -> bool:
         """Is [start, end) inside mappings? A miss re-reads /proc/PID/maps
@@ -214,7 +219,7 @@ class _Reader(heap._Reader):
 
     def glob(self, name: str) -> int:
         """Run-time address of runtime variable ``name``, 0 if unknown."""
-        addr = self.lay.global_addr(name)
+        addr = self.lay.global_addr(name) or self.in_code.get(name, 0)
         return (addr + self.bias) & self.mask if addr else 0
 
     def header(self, addr: int, s: Slice, what: str) -> Tuple[int, int, int]:
