@@ -135,3 +135,20 @@ def test_subpackages_import_nothing_themselves():
     g = graph()
     for package in ("memscan.kernel", "memscan.layout", "memscan.owners", "memscan.owners.go", "memscan.core"):
         assert not g[package], (package, g[package])
+
+
+def test_the_readme_names_every_module():
+    """The README's architecture section gives each module its one line."""
+    readme = (ROOT.parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Architecture"):]
+    section = section[: section.index("\n## ", 1)]
+    missing = []
+    for path in sorted(ROOT.rglob("*.py")) + sorted(ROOT.rglob("*.pxi")) + sorted(ROOT.glob("*.pyx")):
+        rel = path.relative_to(ROOT).as_posix()
+        if path.name in ("__init__.py", "__main__.py") and rel != "engine/__init__.py":
+            continue  # a package is named by its directory
+        if path.suffix == ".pxi":
+            rel = f"{path.parent.relative_to(ROOT).as_posix()}/*.pxi"
+        if f"`{rel}`" not in section:
+            missing.append(rel)
+    assert not missing, f"modules the README's architecture section does not name: {missing}"
