@@ -52,6 +52,18 @@ _DWARF_ERRORS = (ELFError, DWARFError, ConstructError, KeyError, IndexError, Val
 LAYOUT_TABLES = True
 
 
+def display_path(path: str) -> str:
+    """The binary's path as /proc/PID/maps names it, for messages: a
+    ``/proc/PID/map_files`` entry (how the readers open the very file the
+    process maps) is a link to it."""
+    if path.startswith("/proc/") and "/map_files/" in path:
+        try:
+            return os.readlink(path)
+        except OSError:  # gone, or no right to follow it
+            pass
+    return path
+
+
 def layout_of(path: str, tables: Optional[bool] = None) -> Layout:
     """The layout of the Go binary at ``path``, parsed once per file identity.
 
@@ -60,17 +72,18 @@ def layout_of(path: str, tables: Optional[bool] = None) -> Layout:
     NoRuntimeInfo that says it needs DWARF."""
     if tables is None:
         tables = LAYOUT_TABLES
+    name = display_path(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as err:
-        raise Error(f"cannot open the Go binary {path}: {err.strerror}") from err
+        raise Error(f"cannot open the Go binary {name}: {err.strerror}") from err
     try:
         st = os.fstat(fd)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
         def parse() -> Any:
             try:
-                return _parse_file(fd, path)
+                return _parse_file(fd, name)
             except NoRuntimeInfo as err:
                 return (str(err), err.no_dwarf)
 
@@ -79,10 +92,10 @@ def layout_of(path: str, tables: Optional[bool] = None) -> Layout:
         os.close(fd)
     if not isinstance(hit, Layout):  # (message, whether the binary lacks DWARF)
         if hit[1] and not tables:
-            raise _no_dwarf(path)
+            raise _no_dwarf(name)
         raise NoRuntimeInfo(hit[0])
     if hit.source != "dwarf" and not tables:
-        raise _no_dwarf(path)
+        raise _no_dwarf(name)
     return hit
 
 
