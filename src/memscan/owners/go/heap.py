@@ -91,6 +91,7 @@ from ..memory import Mapping, TargetMemory
 from . import binary, bits, search
 from .dwarf import Slice
 from .layout import MAX_PS, Layout
+from .states import FREE, OBJECTS, RELEASED, RESERVED, STACKS, STATE_NAMES, Span, arena_states
 
 __all__ = [
     "OBJECTS",
@@ -104,10 +105,6 @@ __all__ = [
     "HeapPages",
     "read_heap",
 ]
-
-OBJECTS, STACKS, FREE, RELEASED, RESERVED = range(5)
-#: Index = state; the same names as ``exact.DETAIL``.
-STATE_NAMES = ("objects", "stacks", "free", "released", "reserved")
 
 #: Default share of the grown heap that may have changed during one read
 #: (see :func:`read_heap`): idle programs read with none, a program that
@@ -188,7 +185,7 @@ def _Target(pid: int, limit: int) -> TargetMemory:
 
 
 def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MAX_READ_BYTES,
-              max_unsettled: float = MAX_UNSETTLED, tables: Optional[bool] = None) -> HeapPages:
+              max_unsettled: float = MAX_UNSETTLED, tables: binary.Tables = None) -> HeapPages:
     """The page states of the heap of the Go runtime in ``binary_path``.
 
     ``binary_path`` opens the ELF file holding the runtime as the process
@@ -209,7 +206,10 @@ def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MA
     found by a symbol-less scan of its data segments (see
     :func:`memscan.owners.go.search.resolve`). None:
     :data:`memscan.owners.go.binary.LAYOUT_TABLES` (False: such binaries are
-    NoRuntimeInfo).
+    NoRuntimeInfo; a collection of Go minor versions: only their tables).
+    A binary of a Go version without a table is read with the nearest
+    version's table whose reading is plausible, named in
+    ``HeapPages.warnings``.
 
     Raises:
         NoRuntimeInfo: the binary has no DWARF or symbol table (or not the
@@ -230,12 +230,6 @@ def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MA
 class _Arena(NamedTuple):
     base: int
     heap_arena: int  # address of its runtime.heapArena
-
-
-class _Span(NamedTuple):
-    start: int
-    end: int  # startAddr + npages * pageSize
-    state: int
 
 
 class _ArenaMemo(NamedTuple):
@@ -306,6 +300,9 @@ class _Reader:
         runs = []
         unsettled = 0
         warnings = []
+        if lay.table:
+            warnings.append(f"Go heap of {self.name}: memscan has no layout table for {lay.go_version}; read with "
+                            f"the table of Go {lay.table}, the nearest whose reading of the heap is plausible")
         for a in arenas:
             for attempt in range(_ARENA_TRIES):
                 try:
@@ -317,6 +314,7 @@ class _Reader:
                     # The heap grew (mappings, pages or arenas) since they
                     # were read: read them again, then this arena alone.
                     self.t.refresh_maps()
+                    self.t.forget_residency()
                     grown, caches = self.grown_ranges(), self.page_caches()
                     cover = bits.merge(cover + self.cover(self.arenas()))
             runs.append(arena)
@@ -365,8 +363,8 @@ class _Reader:
         if memo is not None and same and memo.inputs == inputs:
             return memo.runs, memo.unsettled
         spans = self._spans(raw)
-        states, changed = self.arena_states(a.base, spans, self.decode_spans(batches), cover, alloc, scav,
-                                            grown, caches)
+        states, changed = arena_states(self.lay, a.base, spans, self.decode_spans(batches), cover, alloc, scav,
+                                       grown, caches)
         for _ in range(_SETTLE_TRIES):
             if not changed:
                 break
@@ -386,6 +384,7 @@ class _Reader:
 
         The other pages keep the states of the arena's first read: each
         page's state is one the runtime had while the arena was read."""
+        self.t.forget_residency()  # spans entries and mspans the program touched since
         first = (changed & -changed).bit_length() - 1
         end = changed.bit_length()
         fresh = self._spans(self.read_spans(a, first, end - first))
@@ -393,7 +392,7 @@ class _Reader:
         pointers = {spans[i] for lo, hi in bits.runs(changed) for i in range(lo, hi) if spans[i]}
         info = self.decode_spans(self.read_span_batches(pointers))
         alloc, scav = self.chunk_bits(a.base)
-        again, still = self.arena_states(a.base, spans, info, cover, alloc, scav, grown, self.page_caches())
+        again, still = arena_states(self.lay, a.base, spans, info, cover, alloc, scav, grown, self.page_caches())
         settled = changed & ~still
         for lo, hi in bits.runs(settled):
             states[lo:hi] = again[lo:hi]
@@ -532,14 +531,14 @@ class _Reader:
             out.append((lo, self.t.read(lo, batch[-1] + self.lay.span_size - lo, "mspan"), batch))
         return out
 
-    def decode_spans(self, batches: List[Tuple[int, bytes, List[int]]]) -> Dict[int, _Span]:
+    def decode_spans(self, batches: List[Tuple[int, bytes, List[int]]]) -> Dict[int, Span]:
         """The live (in-use or manual) mspans of what read_span_batches read."""
         lay = self.lay
         ps = self.page_size
         word = struct.Struct(lay.word)
         live = (lay.span_in_use, lay.span_manual)
         order: Literal["little", "big"] = "little" if lay.word[0] == "<" else "big"
-        out: Dict[int, _Span] = {}
+        out: Dict[int, Span] = {}
         for lo, raw, batch in batches:
             for p in batch:
                 off = p - lo + lay.span_state
@@ -547,7 +546,7 @@ class _Reader:
                 if state in live:  # else dead: left behind in spans arrays by a free
                     start = word.unpack_from(raw, p - lo + lay.span_start)[0]
                     npages = word.unpack_from(raw, p - lo + lay.span_npages)[0]
-                    out[p] = _Span(start, start + npages * ps, state)
+                    out[p] = Span(start, start + npages * ps, state)
         return out
 
     def _batches(self, pointers: Sequence[int]) -> Iterator[List[int]]:
@@ -570,74 +569,3 @@ class _Reader:
             batch.append(p)
         if batch:
             yield batch
-
-    # -- states
-
-    def arena_states(self, base: int, spans: Tuple[int, ...], info: Dict[int, _Span],
-                     cover: List[Tuple[int, int]], alloc: int, scav: int,
-                     grown: List[Tuple[int, int]], caches: List[Tuple[int, int, int]]) -> Tuple[bytearray, int]:
-        """The state of every page of the arena at ``base``, and which of
-        its pages are unsettled (changed while they were read; bit i = page i)."""
-        n, ps = self.npages, self.page_size
-        full = (1 << n) - 1
-        grown_bits = bits.range_bits(grown, base, n, ps)
-        if (alloc | scav) & ~grown_bits & full:
-            raise HeapChanged(f"page bits set outside the grown heap in arena {base:#x}")
-        owned, unsettled = self.span_pages(base, spans, info, cover, bits.page_flags(alloc, n),
-                                           bits.page_flags(scav, n))
-        objects, stacks = bits.flag_bits(owned, OBJECTS + 1), bits.flag_bits(owned, STACKS + 1)
-        spanned = objects | stacks
-        cached, cached_scav = bits.cache_bits(caches, base, n, ps)
-        # Allocated without a span: expected only for pages in a P's page
-        # cache and for Go 1.26+ random padding (allocated and scavenged).
-        # Any other page had its span freed or made while we read (or is
-        # being scavenged right now, a few pages at a time).
-        unsettled |= alloc & ~scav & ~cached & ~spanned & grown_bits
-        # Scavenged and not in a span: free scavenged pages and the padding,
-        # both counted released by MemStats; pages in a page cache had their
-        # scavenged bit moved into the cache.
-        released = (scav | (cached_scav & alloc)) & grown_bits & ~spanned
-        states = bytearray([FREE]) * n
-        for mask, state in ((full & ~grown_bits, RESERVED), (released, RELEASED), (objects, OBJECTS),
-                            (stacks, STACKS)):
-            for lo, hi in bits.runs(mask):
-                states[lo:hi] = bytes([state]) * (hi - lo)
-        return states, unsettled
-
-    def span_pages(self, base: int, spans: Tuple[int, ...], info: Dict[int, _Span],
-                   cover: List[Tuple[int, int]], alloc: bytes, scav: bytes) -> Tuple[bytearray, int]:
-        """Per page of the arena at ``base``: OBJECTS + 1 or STACKS + 1 when
-        a live span owns it, else 0; and the pages in live spans that
-        disagree (changed while we read them; bit i = page i).
-
-        A live span's pages all point to it (so no two live spans share a
-        page), are allocated and not scavenged. A span lies inside the
-        arenas, but may cross from one arena into an adjacent one (objects
-        larger than the rest of an arena): it must fit in one run of
-        contiguous arenas, not in one arena."""
-        lay, ps = self.lay, self.page_size
-        arena_end = base + lay.arena_bytes
-        owned = bytearray(self.npages)
-        marks = {lay.span_in_use: OBJECTS + 1, lay.span_manual: STACKS + 1}
-        unsettled = 0
-        for p in set(spans):
-            s = info.get(p)
-            if s is None:
-                continue  # nil or dead
-            if not (base <= s.start and s.end <= arena_end):
-                if s.start % ps or s.end <= s.start or not any(lo <= s.start and s.end <= hi for lo, hi in cover):
-                    raise HeapChanged(f"live span at {s.start:#x}-{s.end:#x} lies outside the heap arenas")
-            lo = (max(s.start, base) - base) // ps
-            hi = (min(s.end, arena_end) - base) // ps
-            if lo >= hi:
-                continue  # a stale pointer to an mspan reused elsewhere
-            mark, k = marks[s.state], hi - lo
-            if spans[lo:hi].count(p) == k and alloc.count(1, lo, hi) == k and not scav.count(1, lo, hi):
-                owned[lo:hi] = bytes([mark]) * k
-                continue
-            for i in range(lo, hi):  # some pages changed under us: page by page
-                if spans[i] == p and alloc[i] and not scav[i]:
-                    owned[i] = mark
-                else:
-                    unsettled |= 1 << i
-        return owned, unsettled

@@ -16,7 +16,7 @@ import struct
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..._cache import LRU
-from ..._errors import HeapChanged
+from ..._errors import HeapChanged, NoRuntimeInfo
 from ...elf import PAGE_SIZE
 from ...kernel import procfs
 from ..memory import TargetMemory
@@ -32,6 +32,9 @@ from .layout import MAX_PS, Layout
 # only while what it names passes the checks the search made.
 _FOUND_KEPT = 64
 _found: "LRU[Tuple[Any, ...], Tuple[int, int]]" = LRU(_FOUND_KEPT)
+# For a binary read with another version's table: which one was plausible
+# in this process (tried first next time), by the same key.
+_chosen: "LRU[Tuple[Any, ...], str]" = LRU(_FOUND_KEPT)
 
 
 def resolve(target: TargetMemory, lay: Layout, load_bias: int, path: str) -> Layout:
@@ -53,7 +56,35 @@ def resolve(target: TargetMemory, lay: Layout, load_bias: int, path: str) -> Lay
 
     Anything else (no candidate, several) is a NoRuntimeInfo naming what
     was not found: nothing is guessed. The result is kept per process (see
-    _found) and checked again at every use."""
+    _found) and checked again at every use.
+
+    A layout from the table of another Go version (``lay.table``) and its
+    ``alternatives`` are tried in turn: the first whose mheap_ (found, or
+    from the symbol table) holds a plausible heap, and whose allp holds
+    plausible Ps, is the one returned; none is a NoRuntimeInfo."""
+    if not lay.table:
+        return _resolve1(target, lay, load_bias, path)
+    key = (target.pid, procfs.stat(target.pid).starttime, lay, load_bias)
+    first = _chosen.get(key)
+    mask = (1 << (8 * lay.ptr)) - 1
+    tried = []
+    for cand in sorted((lay, *lay.alternatives), key=lambda c: c.table != first):
+        try:
+            found = _resolve1(target, cand, load_bias, path)
+        except NoRuntimeInfo:
+            tried.append(cand.table)
+            continue
+        if found.source == "scan" or _still_valid(target, found, (found.mheap + load_bias) & mask,
+                                                  (found.allp + load_bias) & mask if found.allp else 0):
+            _chosen.put(key, cand.table)
+            return found
+        tried.append(cand.table)
+    raise no_info(display_path(path), f"it has no DWARF debug info and memscan has no layout table for "
+                                      f"{lay.go_version}; what the tables of the nearest versions (Go "
+                                      f"{', '.join(tried)}) read of its heap is not plausible")
+
+
+def _resolve1(target: TargetMemory, lay: Layout, load_bias: int, path: str) -> Layout:
     if lay.source != "scan":
         return lay
     mask = (1 << (8 * lay.ptr)) - 1
@@ -72,7 +103,7 @@ def _still_valid(target: TargetMemory, lay: Layout, mheap: int, allp: int) -> bo
         cover = _plausible_mheap(target, lay, mheap, target.word(mheap + lay.arenas, lay.word, "mheap_.arenas"))
         if cover is None:
             return False
-        if not allp:
+        if not allp or lay.allp_slice is None or lay.pcache < 0 or lay.p_id < 0:
             return True
         header = target.words(allp, _allp_header_words(lay), lay.word, "runtime.allp")
         return _allp_at(target, lay, header, cover) is not None
@@ -146,12 +177,19 @@ def _plausible_mheap(target: TargetMemory, lay: Layout, mheap: int, l2: int) -> 
         raw = target.read(array, length * lay.heap_arenas.elem, "mheap_.heapArenas candidate")
         idx_word = lay.word[0] + ("Q" if lay.heap_arenas.elem == 8 else "I")
         bases = []
+        refreshed = False
         for (idx,) in struct.iter_unpack(idx_word, raw):
             if idx >= lay.arenas_l2:
                 return None
             ha = target.word(l2 + idx * lay.ptr, lay.word, "heap index candidate")
             base = (idx * lay.arena_bytes + lay.arena_base_offset) & mask
             m, a = target.mapping(ha), target.mapping(base)
+            if ha and (m is None or a is None) and not refreshed:
+                # A heap growing under the search maps arenas after
+                # /proc/PID/maps was read: read it again, once.
+                refreshed = True
+                target.refresh_maps()
+                m, a = target.mapping(ha), target.mapping(base)
             if not ha or m is None or not m.anonymous or a is None or not a.anonymous:
                 return None
             bases.append(base)
