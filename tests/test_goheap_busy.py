@@ -93,6 +93,14 @@ def test_stripped_binary_is_searched_once_per_process(tmp_path) -> None:
         assert other.stdout is not None and '"ready":true' in other.stdout.readline()
         assert memscan.scan(other.pid, tier="exact").go_heap_detail is not None
         assert search._found.info()[1:] == (2, 2)
+        # Messages name the binary as /proc/PID/maps does, not by the
+        # /proc/PID/map_files link the readers open it through.
+        with open(f"/proc/{proc.pid}/maps") as f:
+            first = next(line.split()[0] for line in f if line.rstrip().endswith(" " + churn_binary("-s -w")))
+        span = "-".join(f"{int(x, 16):x}" for x in first.split("-"))  # map_files names: no leading zeros
+        with pytest.raises(memscan.NoRuntimeInfo) as refused:
+            goheap.read_heap(proc.pid, f"/proc/{proc.pid}/map_files/{span}", 0, tables=False)
+        assert churn_binary("-s -w") in str(refused.value) and "map_files" not in str(refused.value)
     finally:
         stop(proc)
         if other is not None:
