@@ -11,6 +11,8 @@ from typing import Iterator
 import pytest
 
 import memscan
+from memscan.kernel import procfs
+from memscan.owners.go import binary as gobinary
 from memscan.owners.go import heap as goheap
 from memscan.owners.go import search
 
@@ -87,6 +89,15 @@ def test_stripped_binary_is_searched_once_per_process(tmp_path) -> None:
             assert memscan.scan(proc.pid, tier="exact").go_heap_detail is not None
         hits, misses, entries = search._found.info()
         assert (misses, entries) == (1, 1) and hits >= 2, search._found.info()
+        # What was found is checked at every use: an entry that no longer
+        # names a plausible mheap_ is searched for again.
+        path, bias = exe_module(proc.pid)
+        key = (proc.pid, procfs.stat(proc.pid).starttime, gobinary.layout_of(path), bias)
+        found = search._found.get(key)
+        assert found is not None
+        search._found.put(key, (found[0] + 8, found[1]))
+        assert memscan.scan(proc.pid, tier="exact").go_heap_detail is not None
+        assert search._found.get(key) == found
         # Another process of the same binary is searched on its own.
         other = subprocess.Popen([churn_binary("-s -w"), "-live", "16"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True)
