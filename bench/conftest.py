@@ -360,6 +360,11 @@ GO_HEAP_MIB = 1024
 GO_GOROUTINES = 100
 GO_ARGS = ("-heap", str(GO_HEAP_MIB), "-goroutines", str(GO_GOROUTINES))
 GO_GROUP = "go-1GiB"
+#: The demo as built with DWARF (the layout from it) and stripped as
+#: distributions ship Go programs (-s -w: the layout from the shipped
+#: tables, mheap_ and allp found by the symbol-less search, once per
+#: process): each benchmark runs on both.
+GO_BUILDS = {"dwarf": "", "stripped": "-s -w"}
 GO_RR_ROUNDS = 10
 GO_RR_ROUNDS_SMOKE = 2
 GO_METHODS = ("exact", "layout")  # besides "raw"
@@ -367,13 +372,14 @@ GO_STARTUP_TIMEOUT = 120.0  # seconds for the demo's first JSON line (it touches
 TARGET_EXACT_RAW = 1.5  # exact/raw <= this, steady state
 TARGET_FIRST_EXACT_MS = 1000.0  # the first exact scan of a binary (DWARF parse) < this
 
-GO_KEY = pytest.StashKey[Dict[str, Any]]()
+GO_KEY = pytest.StashKey[Dict[str, Dict[str, Any]]]()  # per build
 
 
 class GoDemo(NamedTuple):
     exe: str
     go_version: str  # e.g. "go1.27.3"
     build_s: float  # 0.x s when the content-addressed cache had it
+    build: str  # a key of GO_BUILDS
 
 
 class GoTarget(NamedTuple):
@@ -385,9 +391,9 @@ class GoTarget(NamedTuple):
     caches_cleared: str
 
 
-@pytest.fixture(scope="session")
-def go_demo() -> GoDemo:
-    """The bundled Go demo, built without cgo (cached by gobuild after the first ~15 s build)."""
+@pytest.fixture(scope="session", params=list(GO_BUILDS))
+def go_demo(request: pytest.FixtureRequest) -> GoDemo:
+    """The bundled Go demo, built without cgo (cached by gobuild after the first ~15 s build), per GO_BUILDS."""
     from memscan.demo import build as gobuild
 
     try:
@@ -398,10 +404,11 @@ def go_demo() -> GoDemo:
     t0 = time.perf_counter()
     try:
         # The name the tests use too (tests/helpers/goprogram.py): one cache entry.
-        exe = gobuild.build(gobuild.DEMO_DIR, goroot=goroot, cgo=False, out_name="memscandemo")
+        exe = gobuild.build(gobuild.DEMO_DIR, goroot=goroot, cgo=False, ldflags=GO_BUILDS[request.param],
+                            out_name="memscandemo")
     except memscan.BuildError as err:
         pytest.fail(f"building the Go demo failed: {err}")
-    return GoDemo(exe, version, time.perf_counter() - t0)
+    return GoDemo(exe, version, time.perf_counter() - t0, request.param)
 
 
 def _pin_threads(pid: int, cpus: Set[int]) -> None:
@@ -464,7 +471,7 @@ def go_target(
             f"go_heap rss {rss / 2**20:.1f} MiB < {GO_HEAP_MIB} MiB (demo memstats: {report.get('memstats')})"
         )
         config = request.config
-        config.stash[GO_KEY] = {
+        config.stash.setdefault(GO_KEY, {})[go_demo.build] = {
             "first_exact_ms": first_ms,
             "caches_cleared": cleared,
             "go_heap_rss": rss,
@@ -506,7 +513,8 @@ def go_rr_ratios(
     res["mappings"] = _count_vmas(go_target.pid)
     res["raw_method"] = go_methods["raw"].kind  # type: ignore[attr-defined]
     res["smoke"] = smoke
-    config.stash.setdefault(GO_KEY, {}).update(res)
+    config.stash.setdefault(GO_KEY, {}).setdefault(go_target.demo.build, {}).update(res)
+    res["build"] = go_target.demo.build
     res.update(first_exact_ms=go_target.first_exact_ms, go_heap_rss=go_target.go_heap_rss)
     return res
 
@@ -537,8 +545,9 @@ def go_bench_setup(benchmark, go_rr_ratios: Dict[str, object]) -> Callable[[str]
     """``go_bench_setup(method)``: group "go-1GiB", name, and the round-robin ratios in extra_info."""
 
     def setup(method: str) -> None:
-        benchmark.group = GO_GROUP
-        benchmark.name = f"{method} {GO_GROUP}"
+        group = f"{GO_GROUP} {go_rr_ratios['build']}"
+        benchmark.group = group
+        benchmark.name = f"{method} {group}"
         benchmark.extra_info.update(go_ratio_info(go_rr_ratios))  # type: ignore[arg-type]
         benchmark.extra_info["method"] = method
 
@@ -546,42 +555,47 @@ def go_bench_setup(benchmark, go_rr_ratios: Dict[str, object]) -> Callable[[str]
 
 
 def _go_summary(tr, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
-    r = config.stash.get(GO_KEY, None)
-    if not r:
+    builds = config.stash.get(GO_KEY, None)
+    if not builds:
         return
+    smoke = any(r.get("smoke") for r in builds.values())
     title = (f"memscan exact tier, Go process with {GO_HEAP_MIB // 1024} GiB of heap "
              "(median of per-round ratios to the raw smaps read)")
-    tr.write_sep("=", title + (" [SMOKE: --benchmark-disable, rounds cut, not meaningful]" if r.get("smoke") else ""))
+    tr.write_sep("=", title + (" [SMOKE: --benchmark-disable, rounds cut, not meaningful]" if smoke else ""))
     tr.write_line(
         f"targets (reference only, never fail): exact/raw <= {TARGET_EXACT_RAW} in steady state; "
         f"first exact scan of a binary < {TARGET_FIRST_EXACT_MS:.0f} ms"
     )
-    met = _go_met(r)
     col = f"exact/raw<={TARGET_EXACT_RAW}"
     tr.write_line(
-        f"{'go_heap MiB':>11} {'rounds':>6} {'raw ms':>8} {'exact ms':>9} {'layout ms':>9} "
+        f"{'build':>9} {'go_heap MiB':>11} {'rounds':>6} {'raw ms':>8} {'exact ms':>9} {'layout ms':>9} "
         f"{'exact/raw':>10} {'layout/raw':>11}  {col}"
     )
-    if "rounds" in r:
+    for build, r in builds.items():
+        met = _go_met(r)
+        if "rounds" in r:
+            tr.write_line(
+                f"{build:>9} {r['go_heap_rss'] / 2**20:>11.0f} {r['rounds']:>6} {r['raw_median_ms']:>8.2f} "
+                f"{r.get('exact_median_ms', float('nan')):>9.2f} {r.get('layout_median_ms', float('nan')):>9.2f} "
+                f"{_fmt_ratio(r['exact/raw'], 10)} {_fmt_ratio(r['layout/raw'])}  "
+                f"{_word(met['exact/raw']):>{len(col)}}"
+            )
+        else:
+            tr.write_line(f"{build:>9} {r['go_heap_rss'] / 2**20:>11.0f}  (ratios not measured)")
+    for build, r in builds.items():
+        met = _go_met(r)
         tr.write_line(
-            f"{r['go_heap_rss'] / 2**20:>11.0f} {r['rounds']:>6} {r['raw_median_ms']:>8.2f} "
-            f"{r.get('exact_median_ms', float('nan')):>9.2f} {r.get('layout_median_ms', float('nan')):>9.2f} "
-            f"{_fmt_ratio(r['exact/raw'], 10)} {_fmt_ratio(r['layout/raw'])}  {_word(met['exact/raw']):>{len(col)}}"
+            f"{build}: first exact scan: {r['first_exact_ms']:.1f} ms (target < {TARGET_FIRST_EXACT_MS:.0f} ms): "
+            f"{_word(met['first_exact_scan'])}  [measured once, caches cleared: {r['caches_cleared']}; "
+            "also this process's first scan]"
         )
-    else:
-        tr.write_line(f"{r['go_heap_rss'] / 2**20:>11.0f}  (ratios not measured)")
-    tr.write_line(
-        f"first exact scan: {r['first_exact_ms']:.1f} ms (target < {TARGET_FIRST_EXACT_MS:.0f} ms): "
-        f"{_word(met['first_exact_scan'])}  [measured once, caches cleared: {r['caches_cleared']}; "
-        "also this process's first scan]"
-    )
-    notes = [
-        f"target: memscan/demo {' '.join(GO_ARGS)}, {r['go_version']}, cgo off, pid {r['pid']}"
-        + (f", smaps {r['smaps_bytes']} B in {r['mappings']} mappings" if "smaps_bytes" in r else "")
-        + f"; build {r['build_s']:.1f} s",
-    ]
-    if "raw_method" in r:
-        notes.append(f"raw = {r['raw_method']} on a persistent fd of /proc/PID/smaps, reused bytearray; "
-                     "exact/layout = memscan.scan(pid, tier=...), caches warm")
-    for note in notes:
-        tr.write_line(note)
+        tr.write_line(
+            f"{build}: target: memscan/demo {' '.join(GO_ARGS)} -ldflags={GO_BUILDS[build]!r}, {r['go_version']}, "
+            f"cgo off, pid {r['pid']}"
+            + (f", smaps {r['smaps_bytes']} B in {r['mappings']} mappings" if "smaps_bytes" in r else "")
+            + f"; build {r['build_s']:.1f} s"
+        )
+    if any("raw_method" in r for r in builds.values()):
+        raw_method = next(r["raw_method"] for r in builds.values() if "raw_method" in r)
+        tr.write_line(f"raw = {raw_method} on a persistent fd of /proc/PID/smaps, reused bytearray; "
+                      "exact/layout = memscan.scan(pid, tier=...), caches warm")

@@ -1,7 +1,9 @@
 """Cost of one exact-tier sample of a Go process with 1 GiB of resident heap.
 
-Group "go-1GiB": the raw smaps read (floor), memscan.scan(tier="exact") in
-steady state (the binary's DWARF layout cached) and, for reference,
+Groups "go-1GiB dwarf" and "go-1GiB stripped": the raw smaps read (floor),
+memscan.scan(tier="exact") in steady state (the binary's layout cached; for
+the stripped build, -ldflags="-s -w", also where the symbol-less search
+found mheap_ and allp in the process) and, for reference,
 memscan.scan(tier="layout"), on the bundled demo started with
 ``-heap 1024 -goroutines 100`` (see the go_* fixtures in conftest.py).
 Every benchmark carries the round-robin ratios and the first-scan time in

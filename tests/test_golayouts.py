@@ -212,10 +212,12 @@ def test_mismatches_are_refused(monkeypatch) -> None:
         other = info._replace(go=info.go._replace(experiments=("norandomizedheapbase64",)))
         with pytest.raises(memscan.NoRuntimeInfo, match="GOEXPERIMENT=norandomizedheapbase64"):
             golayouts.table_layout(elf, binary, other)
-        # A version without a table.
+        # A version without a table: the nearest versions' tables, to be
+        # tried in turn when the heap is read.
         newer = info._replace(go=info.go._replace(version="go1.99.1"))
-        with pytest.raises(memscan.NoRuntimeInfo, match="no layout table for go1.99.1"):
-            golayouts.table_layout(elf, binary, newer)
+        lay = golayouts.table_layout(elf, binary, newer)
+        assert (lay.table, [a.table for a in lay.alternatives][:2]) == (minor, ["1.26", "1.25"])
+        assert lay.go_version == "go1.99.1" and not any(a.alternatives for a in lay.alternatives)
         # A runtime variable of another size than the table says.
         entry = dict(golayouts.LAYOUTS["amd64"][minor])
         entry["symbol_sizes"] = dict(entry["symbol_sizes"], **{"runtime.m0": 8})
@@ -251,3 +253,50 @@ def test_symbolless_scan_refuses_a_process_without_that_runtime() -> None:
     with goheap._Target(os.getpid(), 64 << 20) as t:
         with pytest.raises(memscan.NoRuntimeInfo, match="no candidates for mheap_"):
             gosearch.resolve(t, lay, 0, "python")
+
+
+def test_nearest_tables_first() -> None:
+    known = ["1.21", "1.22", "1.26", "1.27"]
+    assert golayouts.nearest("1.22", known) == ["1.22"]
+    assert golayouts.nearest("1.28", known) == ["1.27", "1.26", "1.22", "1.21"]
+    assert golayouts.nearest("1.20", known) == ["1.21", "1.22", "1.26", "1.27"]
+    assert golayouts.nearest("1.24", known) == ["1.22", "1.26", "1.21", "1.27"]  # as near: the older first
+    assert golayouts.nearest("2.0", known)[0] == "1.27"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ldflags", ["-w", "-s -w"])
+def test_version_without_a_table_reads_with_a_neighbours(ldflags: str) -> None:
+    """A Go version memscan has no table for (here the newest, its table
+    left out): the nearest versions' tables are tried, the first whose
+    reading is plausible is used and named in a warning; one that reads
+    nonsense is refused, never used."""
+    import json
+    import subprocess
+
+    from helpers.processes import stop
+
+    version = GO_VERSIONS[-1]
+    own = golayouts.go_minor(f"go{version}")
+    others = [m for m in golayouts.LAYOUTS["amd64"] if m != own]
+    binary = gobuild.build(gobuild.DEMO_DIR, goroot=gotoolchain.goroot(version), cgo=False, ldflags=ldflags,
+                           out_name="demo-stripped")
+    proc = subprocess.Popen([binary, *map(str, ARGS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        proc.stdout.readline()
+        proc.stdin.write("stats\n")
+        proc.stdin.flush()
+        ms = json.loads(proc.stdout.readline())["memstats"]
+        path, bias = exe_module(proc.pid)
+        heap = goheap.read_heap(proc.pid, path, bias, tables=others)
+        nearest = golayouts.nearest(own, others)[0]
+        assert len(heap.warnings) == 1 and f"table of Go {nearest}" in heap.warnings[0], heap.warnings
+        assert binary in heap.warnings[0] and "map_files" not in heap.warnings[0]
+        check_cover(heap)
+        check_against_memstats(heap.totals(), ms)
+        # The oldest table describes another heapArena and mspan: refused.
+        with pytest.raises(memscan.NoRuntimeInfo, match=r"tables of the nearest versions \(Go 1.21\).*not plausible"):
+            goheap.read_heap(proc.pid, path, bias, tables=["1.21"])
+    finally:
+        stop(proc)

@@ -226,6 +226,7 @@ def _split(pid: int, table, cats, lay: Layout, eng, warnings: List[str]) -> exac
     skip: List[Tuple[int, int]] = []
     if mod is not None:
         heap = _read_structures(pid, "the Go heap", lambda: read_heap(pid, mod.path, mod.bias))
+        warnings.extend(heap.warnings)
         sources.append([exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals])
         skip = [(a, a + heap.arena_bytes) for a in heap.arenas]
     try:

@@ -134,6 +134,11 @@ class TargetMemory:
         self.maps = read_maps(self.pid)
         self._starts = [m.start for m in self.maps]
 
+    def forget_residency(self) -> None:
+        """Look pages up in /proc/PID/pagemap again at their next read: the
+        target may have touched pages found untouched before (read as zeros)."""
+        self._pagemap.clear()
+
     def mapping(self, addr: int) -> Optional[Mapping]:
         i = bisect.bisect_right(self._starts, addr) - 1
         if i >= 0 and addr < self.maps[i].end:

@@ -57,15 +57,21 @@ readable mapping of ``/proc/PID/maps``, and the total read is capped.
 The target keeps running while we read (spans arrays first, then the
 mspans, then the bitmaps, a few milliseconds): what changed half-way shows
 as disagreement. A live span outside the arenas, a pointer outside every
-mapping, page bits outside the grown ranges raise :class:`HeapChanged`; the
-caller may try again. Pages that disagree one by one (a live span whose
-pages do not point back to it or are not allocated, allocated pages in no
-span and no page cache) are "unsettled": they get the state the bitmaps
-give, are counted in ``HeapPages.unsettled``, and more than
-``max_unsettled`` of the grown heap raises :class:`HeapChanged` too. An
-idle program reads with none; a program allocating at full speed has a few
-percent. Nothing here loops on the target's data: every read is bounded by
-counts checked beforehand.
+mapping, page bits outside the grown ranges raise :class:`HeapChanged`
+from the arena being read; the grown ranges and the arena list are read
+again and that arena alone is read again (``_ARENA_TRIES``), past which
+the whole read gives up and the caller may try again. Pages that disagree
+one by one (a live span whose pages do not point back to it or are not
+allocated, allocated pages in no span and no page cache) are "unsettled":
+only they are read again, their spans entries, mspans, bitmaps and the
+page caches within a fraction of a millisecond (``_SETTLE_TRIES`` times),
+so that a program allocating on every core, which changes a few percent of
+its heap in the milliseconds a whole read takes, still reads consistently
+arena by arena. What stays unsettled gets the state the bitmaps give and
+is counted in ``HeapPages.unsettled``; an arena with more than
+``max_unsettled`` of its grown pages unsettled is named in
+``HeapPages.warnings``. Nothing here loops on the target's data: every
+read is bounded by counts checked beforehand.
 
 Layouts come from the binary (:mod:`memscan.owners.go.binary`): its DWARF
 and symbol table, or for a binary without DWARF the shipped layout tables;
@@ -85,6 +91,7 @@ from ..memory import Mapping, TargetMemory
 from . import binary, bits, search
 from .dwarf import Slice
 from .layout import MAX_PS, Layout
+from .states import FREE, OBJECTS, RELEASED, RESERVED, STACKS, STATE_NAMES, Span, arena_states
 
 __all__ = [
     "OBJECTS",
@@ -99,14 +106,9 @@ __all__ = [
     "read_heap",
 ]
 
-OBJECTS, STACKS, FREE, RELEASED, RESERVED = range(5)
-#: Index = state; the same names as ``exact.DETAIL``.
-STATE_NAMES = ("objects", "stacks", "free", "released", "reserved")
-
-#: Default share of the grown heap that may have changed during one read
-#: (see :func:`read_heap`): idle programs read with none, a program that
-#: allocates hard all the time may move a few percent in the milliseconds
-#: a read takes.
+#: Default share of an arena's grown pages that may still disagree after
+#: their re-reads before a warning names the arena (see :func:`read_heap`):
+#: idle programs read with none.
 MAX_UNSETTLED = 0.01
 
 #: Default cap on the bytes one :func:`read_heap` asks from the target
@@ -123,6 +125,13 @@ _MAX_RANGES = 1 << 16  # pages.inUse entries (one per discontiguous growth)
 # 6.7 MB read, 290 ms; 1 KiB: 11.5 MB, 235 ms; 8 KiB: 60 MB, 171 ms.
 _SPAN_GAP = 1024
 _SPAN_BATCH = 64 << 10
+# Reads of one arena that hit a structural change (see the module doc), and
+# re-reads of its unsettled pages. Measured on a program allocating on every
+# core of 2 (tests/goprogs/churn, ~155 MiB grown): one pass over the heap
+# left a median 8 MiB unsettled; with the re-reads, none in most reads and
+# at most 144 KiB in 60.
+_ARENA_TRIES = 3
+_SETTLE_TRIES = 3
 
 
 class HeapPages(NamedTuple):
@@ -148,6 +157,9 @@ class HeapPages(NamedTuple):
     #: were read (classified from the page allocator's bitmaps alone); 0 for
     #: an idle program.
     unsettled: int = 0
+    #: Parts of the heap read with less certainty: an arena whose pages
+    #: kept changing through every re-read (classified from the bitmaps).
+    warnings: Tuple[str, ...] = ()
 
     def totals(self) -> Dict[str, int]:
         """Bytes per state name."""
@@ -173,7 +185,7 @@ def _Target(pid: int, limit: int) -> TargetMemory:
 
 
 def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MAX_READ_BYTES,
-              max_unsettled: float = MAX_UNSETTLED, tables: Optional[bool] = None) -> HeapPages:
+              max_unsettled: float = MAX_UNSETTLED, tables: binary.Tables = None) -> HeapPages:
     """The page states of the heap of the Go runtime in ``binary_path``.
 
     ``binary_path`` opens the ELF file holding the runtime as the process
@@ -182,10 +194,10 @@ def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MA
     else the mapping's start minus ``ModuleInfo.min_vaddr``. One pass, no
     retry.
 
-    ``max_unsettled``: the fraction of the grown heap whose pages may have
-    changed while they were read (``HeapPages.unsettled``) before the read
-    is refused; 0 accepts only a read in which every span, spans entry and
-    bitmap agree.
+    ``max_unsettled``: the fraction of an arena's grown pages that may
+    still disagree after their re-reads (``HeapPages.unsettled``) before
+    the arena is named in ``HeapPages.warnings``; 0 names every arena with
+    a page whose span, spans entry and bitmaps did not agree.
 
     ``tables``: read a binary without DWARF with the layout tables shipped
     in :mod:`memscan.owners.go.tables` (by its Go minor version; only default
@@ -194,14 +206,17 @@ def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MA
     found by a symbol-less scan of its data segments (see
     :func:`memscan.owners.go.search.resolve`). None:
     :data:`memscan.owners.go.binary.LAYOUT_TABLES` (False: such binaries are
-    NoRuntimeInfo).
+    NoRuntimeInfo; a collection of Go minor versions: only their tables).
+    A binary of a Go version without a table is read with the nearest
+    version's table whose reading is plausible, named in
+    ``HeapPages.warnings``.
 
     Raises:
         NoRuntimeInfo: the binary has no DWARF or symbol table (or not the
             types this reader knows); retrying cannot help.
         HeapChanged: the structures changed under us (a pointer or span
-            outside the heap, allocated pages outside the grown ranges, or
-            more unsettled pages than allowed); try again.
+            outside the heap, allocated pages outside the grown ranges)
+            through every re-read of an arena; try again.
         ReadLimitExceeded: more than ``max_bytes`` would have to be read.
         NoSuchProcess, AccessDenied: as for every /proc read (reading
             another process's memory needs ptrace-attach rights).
@@ -209,18 +224,12 @@ def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MA
     lay = binary.layout_of(binary_path, tables)
     with _Target(pid, max_bytes) as target, procfs.translated(pid, procfs.path(pid, "mem")):
         lay = search.resolve(target, lay, load_bias, binary_path)
-        return _Reader(target, lay, load_bias, max_unsettled).heap()
+        return _Reader(target, lay, load_bias, max_unsettled, binary.display_path(binary_path)).heap()
 
 
 class _Arena(NamedTuple):
     base: int
     heap_arena: int  # address of its runtime.heapArena
-
-
-class _Span(NamedTuple):
-    start: int
-    end: int  # startAddr + npages * pageSize
-    state: int
 
 
 class _ArenaMemo(NamedTuple):
@@ -244,10 +253,12 @@ _arena_memos: "LRU[Tuple[int, int], _ArenaMemo]" = LRU(_ARENA_MEMOS)
 class _Reader:
     """One read of one runtime's heap structures."""
 
-    def __init__(self, target: TargetMemory, lay: Layout, load_bias: int, max_unsettled: float) -> None:
+    def __init__(self, target: TargetMemory, lay: Layout, load_bias: int, max_unsettled: float,
+                 name: str = "") -> None:
         self.t = target
         self.lay = lay
         self.max_unsettled = max_unsettled
+        self.name = name  # the binary, for warnings
         self.mask = (1 << (8 * lay.ptr)) - 1
         self.mheap = (lay.mheap + load_bias) & self.mask
         self.allp = (lay.allp + load_bias) & self.mask if lay.allp else 0
@@ -277,25 +288,44 @@ class _Reader:
                         "not the binary (or load bias) of this process")
         return self.arenas()
 
+    def cover(self, arenas: List[_Arena]) -> List[Tuple[int, int]]:
+        return bits.merge([(a.base, a.base + self.lay.arena_bytes) for a in arenas])
+
     def heap(self) -> HeapPages:
         lay = self.lay
         arenas = self.checked_arenas()
         grown = self.grown_ranges()
         caches = self.page_caches()
-        cover = bits.merge([(a.base, a.base + lay.arena_bytes) for a in arenas])
+        cover = self.cover(arenas)
         runs = []
         unsettled = 0
+        warnings = []
+        if lay.table:
+            warnings.append(f"Go heap of {self.name}: memscan has no layout table for {lay.go_version}; read with "
+                            f"the table of Go {lay.table}, the nearest whose reading of the heap is plausible")
         for a in arenas:
-            arena, changed = self.arena_pages(a, cover, grown, caches)
+            for attempt in range(_ARENA_TRIES):
+                try:
+                    arena, changed = self.arena_pages(a, cover, grown, caches)
+                    break
+                except HeapChanged:
+                    if attempt + 1 == _ARENA_TRIES:
+                        raise
+                    # The heap grew (mappings, pages or arenas) since they
+                    # were read: read them again, then this arena alone.
+                    self.t.refresh_maps()
+                    self.t.forget_residency()
+                    grown, caches = self.grown_ranges(), self.page_caches()
+                    cover = bits.merge(cover + self.cover(self.arenas()))
             runs.append(arena)
             unsettled += changed * self.page_size
-        intervals = bits.intervals(runs)
-        grown_bytes = sum(e - s for s, e, state in intervals if state != RESERVED)
-        if unsettled > self.max_unsettled * grown_bytes:
-            raise HeapChanged(f"{unsettled // 1024} KiB of the heap changed while it was read "
-                              f"(more than {self.max_unsettled:.1%} of {grown_bytes // 1024} KiB)")
+            grown_pages = sum(e - s for s, e, state in arena if state != RESERVED) // self.page_size
+            if changed > self.max_unsettled * grown_pages:
+                warnings.append(f"Go heap of {self.name}: {changed * self.page_size // 1024} KiB of the arena at "
+                                f"{a.base:#x} kept changing through {1 + _SETTLE_TRIES} reads; those pages are "
+                                "classified from the page allocator's bitmaps alone")
         return HeapPages(
-            intervals=intervals,
+            intervals=bits.intervals(runs),
             arenas=tuple(a.base for a in arenas),
             arena_bytes=lay.arena_bytes,
             page_size=self.page_size,
@@ -303,6 +333,7 @@ class _Reader:
             bytes_read=self.t.bytes_read,
             pagemap_bytes=self.t.pagemap_bytes,
             unsettled=unsettled,
+            warnings=tuple(warnings),
         )
 
     def arena_pages(self, a: _Arena, cover: List[Tuple[int, int]], grown: List[Tuple[int, int]],
@@ -312,14 +343,14 @@ class _Reader:
 
         Reads first and decoding after, so that what the program changes
         meanwhile (HeapPages.unsettled) is what it changes in the few
-        milliseconds this arena takes. The states are a function of the
-        bytes read alone: when they equal the previous scan's (an arena
-        the program did not touch in between, most of a large heap between
-        two samples) the previous decoding is reused."""
+        milliseconds this arena takes; then the pages that disagree are
+        read again (see settle). The states are a function of the bytes
+        read alone: when they equal the previous scan's (an arena the
+        program did not touch in between, most of a large heap between two
+        samples) the previous decoding is reused."""
         # heapArena.spans: the *mspan of every page (nil: never allocated),
         # at 0x104000 in Go 1.21 (after the 1 MiB pointer bitmap), at 0 from 1.22.
-        what = f"heapArena.spans of arena {a.base:#x}"
-        raw = self.t.read(a.heap_arena + self.lay.spans, self.npages * self.lay.ptr, what)
+        raw = self.read_spans(a, 0, self.npages)
         key = (self.t.pid, a.base)
         memo = _arena_memos.get(key)
         same = memo is not None and memo.spans == raw
@@ -331,15 +362,50 @@ class _Reader:
         inputs = ([b for _, b, _ in batches], (alloc, scav), grown, caches, cover)
         if memo is not None and same and memo.inputs == inputs:
             return memo.runs, memo.unsettled
-        states, unsettled = self.arena_states(a.base, self._spans(raw), self.decode_spans(batches), cover, alloc, scav,
-                                              grown, caches)
+        spans = self._spans(raw)
+        states, changed = arena_states(self.lay, a.base, spans, self.decode_spans(batches), cover, alloc, scav,
+                                       grown, caches)
+        for _ in range(_SETTLE_TRIES):
+            if not changed:
+                break
+            changed = self.settle(a, states, changed, spans, cover, grown)
+        unsettled = bin(changed).count("1")
         runs = bits.state_runs(a.base, states, self.page_size)
         _arena_memos.put(key, _ArenaMemo(raw, [(lo, len(b), ptrs) for lo, b, ptrs in batches], inputs, runs,
                                         unsettled))
         return runs, unsettled
 
+    def settle(self, a: _Arena, states: bytearray, changed: int, spans: Tuple[int, ...],
+               cover: List[Tuple[int, int]], grown: List[Tuple[int, int]]) -> int:
+        """Read the pages of ``changed`` (bit i = page i of the arena) again:
+        their spans entries, the mspans these name, the arena's bitmaps and
+        the page caches, back to back; ``states`` of the pages that now
+        agree are updated. Returns the pages that still disagree.
+
+        The other pages keep the states of the arena's first read: each
+        page's state is one the runtime had while the arena was read."""
+        self.t.forget_residency()  # spans entries and mspans the program touched since
+        first = (changed & -changed).bit_length() - 1
+        end = changed.bit_length()
+        fresh = self._spans(self.read_spans(a, first, end - first))
+        spans = spans[:first] + fresh + spans[end:]
+        pointers = {spans[i] for lo, hi in bits.runs(changed) for i in range(lo, hi) if spans[i]}
+        info = self.decode_spans(self.read_span_batches(pointers))
+        alloc, scav = self.chunk_bits(a.base)
+        again, still = arena_states(self.lay, a.base, spans, info, cover, alloc, scav, grown, self.page_caches())
+        settled = changed & ~still
+        for lo, hi in bits.runs(settled):
+            states[lo:hi] = again[lo:hi]
+        return changed & still
+
+    def read_spans(self, a: _Arena, first: int, count: int) -> bytes:
+        """Entries [first, first + count) of the arena's heapArena.spans."""
+        ptr = self.lay.ptr
+        return self.t.read(a.heap_arena + self.lay.spans + first * ptr, count * ptr,
+                           f"heapArena.spans of arena {a.base:#x}")
+
     def _spans(self, raw: bytes) -> Tuple[int, ...]:
-        return struct.unpack(f"{self.lay.word[0]}{self.npages}{self.lay.word[1:]}", raw)
+        return struct.unpack(f"{self.lay.word[0]}{len(raw) // self.lay.ptr}{self.lay.word[1:]}", raw)
 
     # -- arenas
 
@@ -465,14 +531,14 @@ class _Reader:
             out.append((lo, self.t.read(lo, batch[-1] + self.lay.span_size - lo, "mspan"), batch))
         return out
 
-    def decode_spans(self, batches: List[Tuple[int, bytes, List[int]]]) -> Dict[int, _Span]:
+    def decode_spans(self, batches: List[Tuple[int, bytes, List[int]]]) -> Dict[int, Span]:
         """The live (in-use or manual) mspans of what read_span_batches read."""
         lay = self.lay
         ps = self.page_size
         word = struct.Struct(lay.word)
         live = (lay.span_in_use, lay.span_manual)
         order: Literal["little", "big"] = "little" if lay.word[0] == "<" else "big"
-        out: Dict[int, _Span] = {}
+        out: Dict[int, Span] = {}
         for lo, raw, batch in batches:
             for p in batch:
                 off = p - lo + lay.span_state
@@ -480,7 +546,7 @@ class _Reader:
                 if state in live:  # else dead: left behind in spans arrays by a free
                     start = word.unpack_from(raw, p - lo + lay.span_start)[0]
                     npages = word.unpack_from(raw, p - lo + lay.span_npages)[0]
-                    out[p] = _Span(start, start + npages * ps, state)
+                    out[p] = Span(start, start + npages * ps, state)
         return out
 
     def _batches(self, pointers: Sequence[int]) -> Iterator[List[int]]:
@@ -503,74 +569,3 @@ class _Reader:
             batch.append(p)
         if batch:
             yield batch
-
-    # -- states
-
-    def arena_states(self, base: int, spans: Tuple[int, ...], info: Dict[int, _Span],
-                     cover: List[Tuple[int, int]], alloc: int, scav: int,
-                     grown: List[Tuple[int, int]], caches: List[Tuple[int, int, int]]) -> Tuple[bytearray, int]:
-        """The state of every page of the arena at ``base``, and how many of
-        its pages are unsettled (changed while they were read)."""
-        n, ps = self.npages, self.page_size
-        full = (1 << n) - 1
-        grown_bits = bits.range_bits(grown, base, n, ps)
-        if (alloc | scav) & ~grown_bits & full:
-            raise HeapChanged(f"page bits set outside the grown heap in arena {base:#x}")
-        owned, unsettled = self.span_pages(base, spans, info, cover, bits.page_flags(alloc, n),
-                                           bits.page_flags(scav, n))
-        objects, stacks = bits.flag_bits(owned, OBJECTS + 1), bits.flag_bits(owned, STACKS + 1)
-        spanned = objects | stacks
-        cached, cached_scav = bits.cache_bits(caches, base, n, ps)
-        # Allocated without a span: expected only for pages in a P's page
-        # cache and for Go 1.26+ random padding (allocated and scavenged).
-        # Any other page had its span freed or made while we read (or is
-        # being scavenged right now, a few pages at a time).
-        unsettled += bin(alloc & ~scav & ~cached & ~spanned & grown_bits).count("1")
-        # Scavenged and not in a span: free scavenged pages and the padding,
-        # both counted released by MemStats; pages in a page cache had their
-        # scavenged bit moved into the cache.
-        released = (scav | (cached_scav & alloc)) & grown_bits & ~spanned
-        states = bytearray([FREE]) * n
-        for mask, state in ((full & ~grown_bits, RESERVED), (released, RELEASED), (objects, OBJECTS),
-                            (stacks, STACKS)):
-            for lo, hi in bits.runs(mask):
-                states[lo:hi] = bytes([state]) * (hi - lo)
-        return states, unsettled
-
-    def span_pages(self, base: int, spans: Tuple[int, ...], info: Dict[int, _Span],
-                   cover: List[Tuple[int, int]], alloc: bytes, scav: bytes) -> Tuple[bytearray, int]:
-        """Per page of the arena at ``base``: OBJECTS + 1 or STACKS + 1 when
-        a live span owns it, else 0; and the number of pages in live spans
-        that disagree (changed while we read them).
-
-        A live span's pages all point to it (so no two live spans share a
-        page), are allocated and not scavenged. A span lies inside the
-        arenas, but may cross from one arena into an adjacent one (objects
-        larger than the rest of an arena): it must fit in one run of
-        contiguous arenas, not in one arena."""
-        lay, ps = self.lay, self.page_size
-        arena_end = base + lay.arena_bytes
-        owned = bytearray(self.npages)
-        marks = {lay.span_in_use: OBJECTS + 1, lay.span_manual: STACKS + 1}
-        unsettled = 0
-        for p in set(spans):
-            s = info.get(p)
-            if s is None:
-                continue  # nil or dead
-            if not (base <= s.start and s.end <= arena_end):
-                if s.start % ps or s.end <= s.start or not any(lo <= s.start and s.end <= hi for lo, hi in cover):
-                    raise HeapChanged(f"live span at {s.start:#x}-{s.end:#x} lies outside the heap arenas")
-            lo = (max(s.start, base) - base) // ps
-            hi = (min(s.end, arena_end) - base) // ps
-            if lo >= hi:
-                continue  # a stale pointer to an mspan reused elsewhere
-            mark, k = marks[s.state], hi - lo
-            if spans[lo:hi].count(p) == k and alloc.count(1, lo, hi) == k and not scav.count(1, lo, hi):
-                owned[lo:hi] = bytes([mark]) * k
-                continue
-            for i in range(lo, hi):  # some pages changed under us: page by page
-                if spans[i] == p and alloc[i] and not scav[i]:
-                    owned[i] = mark
-                else:
-                    unsettled += 1
-        return owned, unsettled

@@ -106,6 +106,12 @@ class Layout(NamedTuple):
     #: binary without DWARF), or "scan" (no symbols either: mheap_ found by
     #: the symbol-less heap-index scan at read time, see search.resolve).
     source: str = "dwarf"
+    #: For a binary of a Go version without a table: the Go minor version
+    #: whose table this layout is ("" otherwise), and the other candidate
+    #: layouts, nearest version first; the read takes the first whose
+    #: reading of the heap is plausible (search.resolve).
+    table: str = ""
+    alternatives: Tuple[Any, ...] = ()
 
     def global_addr(self, name: str) -> int:
         """Link-time address of runtime variable ``name``, 0 if unknown."""

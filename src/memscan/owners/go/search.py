@@ -13,14 +13,28 @@ with the first heap arena.
 from __future__ import annotations
 
 import struct
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..._errors import HeapChanged
+from ..._cache import LRU
+from ..._errors import HeapChanged, NoRuntimeInfo
 from ...elf import PAGE_SIZE
+from ...kernel import procfs
 from ..memory import TargetMemory
 from . import bits
+from .binary import display_path
 from .dwarf import Slice, no_info
 from .layout import MAX_PS, Layout
+
+# Where the search found mheap_ and allp (run-time addresses), per process
+# (pid and start time: a reused pid is another process), binary layout and
+# load bias: a sampler reads the same process again and again, and the
+# search reads every resident page of the data segments. An entry is used
+# only while what it names passes the checks the search made.
+_FOUND_KEPT = 64
+_found: "LRU[Tuple[Any, ...], Tuple[int, int]]" = LRU(_FOUND_KEPT)
+# For a binary read with another version's table: which one was plausible
+# in this process (tried first next time), by the same key.
+_chosen: "LRU[Tuple[Any, ...], str]" = LRU(_FOUND_KEPT)
 
 
 def resolve(target: TargetMemory, lay: Layout, load_bias: int, path: str) -> Layout:
@@ -41,9 +55,64 @@ def resolve(target: TargetMemory, lay: Layout, load_bias: int, path: str) -> Lay
        to distinct objects whose ``p.id`` is their index; exactly one.
 
     Anything else (no candidate, several) is a NoRuntimeInfo naming what
-    was not found: nothing is guessed."""
+    was not found: nothing is guessed. The result is kept per process (see
+    _found) and checked again at every use.
+
+    A layout from the table of another Go version (``lay.table``) and its
+    ``alternatives`` are tried in turn: the first whose mheap_ (found, or
+    from the symbol table) holds a plausible heap, and whose allp holds
+    plausible Ps, is the one returned; none is a NoRuntimeInfo."""
+    if not lay.table:
+        return _resolve1(target, lay, load_bias, path)
+    key = (target.pid, procfs.stat(target.pid).starttime, lay, load_bias)
+    first = _chosen.get(key)
+    mask = (1 << (8 * lay.ptr)) - 1
+    tried = []
+    for cand in sorted((lay, *lay.alternatives), key=lambda c: c.table != first):
+        try:
+            found = _resolve1(target, cand, load_bias, path)
+        except NoRuntimeInfo:
+            tried.append(cand.table)
+            continue
+        if found.source == "scan" or _still_valid(target, found, (found.mheap + load_bias) & mask,
+                                                  (found.allp + load_bias) & mask if found.allp else 0):
+            _chosen.put(key, cand.table)
+            return found
+        tried.append(cand.table)
+    raise no_info(display_path(path), f"it has no DWARF debug info and memscan has no layout table for "
+                                      f"{lay.go_version}; what the tables of the nearest versions (Go "
+                                      f"{', '.join(tried)}) read of its heap is not plausible")
+
+
+def _resolve1(target: TargetMemory, lay: Layout, load_bias: int, path: str) -> Layout:
     if lay.source != "scan":
         return lay
+    mask = (1 << (8 * lay.ptr)) - 1
+    key = (target.pid, procfs.stat(target.pid).starttime, lay, load_bias)
+    hit = _found.get(key)
+    if hit is None or not _still_valid(target, lay, *hit):
+        hit = _search(target, lay, load_bias, display_path(path))
+        _found.put(key, hit)
+    mheap, allp = hit
+    return lay._replace(mheap=(mheap - load_bias) & mask, allp=(allp - load_bias) & mask if allp else 0)
+
+
+def _still_valid(target: TargetMemory, lay: Layout, mheap: int, allp: int) -> bool:
+    """Does what the search found still pass its checks?"""
+    try:
+        cover = _plausible_mheap(target, lay, mheap, target.word(mheap + lay.arenas, lay.word, "mheap_.arenas"))
+        if cover is None:
+            return False
+        if not allp or lay.allp_slice is None or lay.pcache < 0 or lay.p_id < 0:
+            return True
+        header = target.words(allp, _allp_header_words(lay), lay.word, "runtime.allp")
+        return _allp_at(target, lay, header, cover) is not None
+    except HeapChanged:
+        return False
+
+
+def _search(target: TargetMemory, lay: Layout, load_bias: int, path: str) -> Tuple[int, int]:
+    """(mheap_, allp) at run time, found in the data segments (see resolve)."""
     mask = (1 << (8 * lay.ptr)) - 1
     segs = [((lo + load_bias) & mask, (hi + load_bias) & mask) for lo, hi in lay.data_segments]
     if not segs:
@@ -77,8 +146,7 @@ def resolve(target: TargetMemory, lay: Layout, load_bias: int, path: str) -> Lay
                             + (f": {', '.join(hex(m) for m in sorted(found))}" if found else
                                "; has the runtime set up its heap yet?"))
     (mheap, cover), = found.items()
-    allp = _scan_allp(target, lay, data, mheap, cover, path)
-    return lay._replace(mheap=(mheap - load_bias) & mask, allp=(allp - load_bias) & mask if allp else 0)
+    return mheap, _scan_allp(target, lay, data, mheap, cover, path)
 
 
 def _anon_run(target: TargetMemory, start: int, size: int) -> bool:
@@ -109,12 +177,19 @@ def _plausible_mheap(target: TargetMemory, lay: Layout, mheap: int, l2: int) -> 
         raw = target.read(array, length * lay.heap_arenas.elem, "mheap_.heapArenas candidate")
         idx_word = lay.word[0] + ("Q" if lay.heap_arenas.elem == 8 else "I")
         bases = []
+        refreshed = False
         for (idx,) in struct.iter_unpack(idx_word, raw):
             if idx >= lay.arenas_l2:
                 return None
             ha = target.word(l2 + idx * lay.ptr, lay.word, "heap index candidate")
             base = (idx * lay.arena_bytes + lay.arena_base_offset) & mask
             m, a = target.mapping(ha), target.mapping(base)
+            if ha and (m is None or a is None) and not refreshed:
+                # A heap growing under the search maps arenas after
+                # /proc/PID/maps was read: read it again, once.
+                refreshed = True
+                target.refresh_maps()
+                m, a = target.mapping(ha), target.mapping(base)
             if not ha or m is None or not m.anonymous or a is None or not a.anonymous:
                 return None
             bases.append(base)
@@ -133,16 +208,22 @@ def _plausible_mheap(target: TargetMemory, lay: Layout, mheap: int, l2: int) -> 
     return bits.merge([(b, b + lay.arena_bytes) for b in bases])
 
 
-def _scan_allp(target: TargetMemory, lay: Layout, data: List[Tuple[int, Tuple[int, ...]]], mheap: int,
-               cover: List[Tuple[int, int]], path: str) -> int:
-    """Address of runtime.allp, found in the data segments (see resolve);
-    0 when the layout has no page caches to read."""
+def _allp_header_words(lay: Layout) -> int:
+    """Words from an allp slice header's first field to its last."""
     s = lay.allp_slice
-    if s is None or lay.pcache < 0 or lay.p_id < 0:
-        return 0
+    assert s is not None
+    return max(s.array, s.len, s.cap) // lay.ptr + 1
+
+
+def _allp_at(target: TargetMemory, lay: Layout, header: Sequence[int],
+             cover: List[Tuple[int, int]]) -> Optional[Tuple[int, ...]]:
+    """The Ps of the allp slice whose header words are ``header``, if it is
+    one: 1..MAX_PS distinct pointers into the heap arenas, each to a P whose
+    id is its index (see is_p); else None."""
+    s = lay.allp_slice
+    assert s is not None
     ptr = lay.ptr
-    ia, il, ic = s.array // ptr, s.len // ptr, s.cap // ptr
-    span = max(ia, il, ic) + 1
+    array, length, cap = header[s.array // ptr], header[s.len // ptr], header[s.cap // ptr]
     id_fmt = lay.word[0] + "i"
 
     def in_heap(p: int) -> bool:
@@ -160,23 +241,37 @@ def _scan_allp(target: TargetMemory, lay: Layout, data: List[Tuple[int, Tuple[in
         mcache = target.word(p + lay.pcache - ptr, lay.word, "p.mcache")
         return bool(mcache) and mcache % ptr == 0 and not in_heap(mcache) and target.mapping(mcache) is not None
 
+    if not 0 < length <= cap <= MAX_PS or array % ptr or not in_heap(array):
+        return None
+    try:
+        ps = target.words(array, length, lay.word, "allp candidate")
+        if len(set(ps)) != length or not all(p and p % ptr == 0 and in_heap(p) for p in ps):
+            return None
+        return tuple(ps) if all(is_p(p, k) for k, p in enumerate(ps)) else None
+    except HeapChanged:
+        return None
+
+
+def _scan_allp(target: TargetMemory, lay: Layout, data: List[Tuple[int, Tuple[int, ...]]], mheap: int,
+               cover: List[Tuple[int, int]], path: str) -> int:
+    """Address of runtime.allp, found in the data segments (see resolve);
+    0 when the layout has no page caches to read."""
+    if lay.allp_slice is None or lay.pcache < 0 or lay.p_id < 0:
+        return 0
+    s = lay.allp_slice
+    span = _allp_header_words(lay)
+    il, ic = s.len // lay.ptr, s.cap // lay.ptr
     found = []
     for base, words in data:
         for i in range(len(words) - span + 1):
-            length, cap, array = words[i + il], words[i + ic], words[i + ia]
-            if not 0 < length <= cap <= MAX_PS or array % ptr or not in_heap(array):
+            if not 0 < words[i + il] <= words[i + ic] <= MAX_PS:  # most words: not a slice header
                 continue
-            addr = base + i * ptr
+            addr = base + i * lay.ptr
             if mheap <= addr < mheap + lay.mheap_size:
                 continue
-            try:
-                ps = target.words(array, length, lay.word, "allp candidate")
-                if len(set(ps)) != length or not all(p and p % ptr == 0 and in_heap(p) for p in ps):
-                    continue
-                if all(is_p(p, k) for k, p in enumerate(ps)):
-                    found.append((addr, ps))
-            except HeapChanged:
-                continue
+            ps = _allp_at(target, lay, words[i : i + span], cover)
+            if ps is not None:
+                found.append((addr, ps))
     # m0.allpSnapshot (a copy of allp kept while m0 looks for
     # work without a P) is in .bss too and, while set, names the very same
     # Ps: any of the copies gives the same page caches in this read.

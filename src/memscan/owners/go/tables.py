@@ -18,11 +18,14 @@ for each version only what differs from the version before it.
 A binary without DWARF gets its Go minor version's table entry
 (:func:`table_layout`), with the addresses from its symbol table when it has
 one (``-ldflags=-w``), else (``-s``, ``strip``) from the symbol-less scan at
-read time (:mod:`memscan.owners.go.search`).
+read time (:mod:`memscan.owners.go.search`). A Go version without a table
+(one between two tables, or newer than all) gets the tables of the nearest
+versions as candidates, tried at read time in that order: the first whose
+reading passes the checks the symbol-less scan makes is used, and said so.
 """
 
 import re
-from typing import Any, Dict, List, Tuple
+from typing import Any, Collection, Dict, List, Optional, Tuple
 
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
@@ -55,7 +58,7 @@ LAYOUTS: Dict[str, Dict[str, Entry]] = {arch: expand(changes) for arch, changes 
 
 #: Layout fields that belong to one binary (addresses, version, where the
 #: layout came from), not to its Go version's runtime: not in the tables.
-_BINARY_FIELDS = ("go_version", "mheap", "allp", "globals", "source", "data_segments")
+_BINARY_FIELDS = ("go_version", "mheap", "allp", "globals", "source", "data_segments", "table", "alternatives")
 #: Fields holding a Slice (a plain tuple in the tables).
 _SLICE_FIELDS = ("heap_arenas", "in_use", "allp_slice", "summary", "scav_chunks", "allspans")
 #: Variables whose symbol size must match the table's (each one's type is
@@ -98,27 +101,67 @@ def elf_arch(elf: ELFFile) -> str:
     return _ARCHES.get(elf["e_machine"], str(elf["e_machine"]))
 
 
-def table_layout(elf: ELFFile, path: str, info: "ModuleInfo") -> Layout:
+def _minor_key(minor: str) -> Tuple[int, ...]:
+    return tuple(int(n) for n in minor.split("."))
+
+
+def nearest(minor: str, known: Collection[str]) -> List[str]:
+    """The Go minor versions of ``known`` by distance from ``minor``, the
+    nearest first (of two as near, the older: a runtime mostly adds fields);
+    ``[minor]`` when it is known itself."""
+    if minor in known:
+        return [minor]
+
+    def number(m: str) -> int:  # "1.27" -> 1027: a 2.0 is nearer to 1.27 than to 1.21
+        major, sub = _minor_key(m)
+        return major * 1000 + sub
+
+    want = number(minor)
+    return sorted(known, key=lambda m: (abs(number(m) - want), number(m)))
+
+
+def table_layout(elf: ELFFile, path: str, info: "ModuleInfo", minors: Optional[Collection[str]] = None) -> Layout:
     """The layout of a Go binary without DWARF, from the shipped tables.
 
     With a symbol table (``-ldflags=-w``) the addresses come from it and the
     sizes of a few runtime variables must match the table's; without one
     (``-s``, ``strip``) mheap_ and allp are found at read time by the
-    symbol-less scan (search.resolve) and only what hangs off mheap_ is known."""
+    symbol-less scan (search.resolve) and only what hangs off mheap_ is known.
+
+    For a Go version without a table the layout is the nearest version's,
+    with ``table`` naming it and the other versions' as ``alternatives``
+    (their symbol sizes are not compared: they differ from version to
+    version; the read checks what each one reads instead). ``minors``: use
+    only these versions' tables (None: all)."""
     try:
-        return _table_layout1(elf, path, info)
+        assert info.go is not None
+        arch, minor = elf_arch(elf), go_minor(info.go.version)
+        known = [m for m in LAYOUTS.get(arch, {}) if minors is None or m in minors]
+        if not minor or not known:
+            raise no_info(path, f"it has no DWARF debug info, and memscan has no layout table for "
+                                f"{info.go.version or 'its Go version'} on {arch} "
+                                f"(tables: {', '.join(sorted(known, key=_minor_key)) or 'none'})")
+        order = nearest(minor, known)
+        if order == [minor]:
+            return _table_layout1(elf, path, info, arch, minor, "")
+        candidates = []
+        for m in order:
+            try:
+                candidates.append(_table_layout1(elf, path, info, arch, m, m))
+            except NoRuntimeInfo:
+                continue  # another experiment set: this table cannot be it
+        if not candidates:
+            return _table_layout1(elf, path, info, arch, order[0], order[0])  # says why
+        return candidates[0]._replace(alternatives=tuple(candidates[1:]))
     except NoRuntimeInfo as err:
         raise NoRuntimeInfo(str(err), no_dwarf=True) from err
 
 
-def _table_layout1(elf: ELFFile, path: str, info: "ModuleInfo") -> Layout:
+def _table_layout1(elf: ELFFile, path: str, info: "ModuleInfo", arch: str, minor: str, other: str) -> Layout:
+    """The layout from the table of Go ``minor``; ``other``: the same, when
+    the binary is of another version (its symbol sizes are not compared)."""
     assert info.go is not None
-    arch, minor = elf_arch(elf), go_minor(info.go.version)
-    entry = LAYOUTS.get(arch, {}).get(minor)
-    if entry is None:
-        known = ", ".join(sorted(LAYOUTS.get(arch, {}))) or "none"
-        raise no_info(path, f"it has no DWARF debug info, and memscan has no layout table for "
-                            f"{info.go.version or 'its Go version'} on {arch} (tables: {known})")
+    entry = LAYOUTS[arch][minor]
     if tuple(info.go.experiments) != tuple(entry["experiments"]):
         raise no_info(path, f"it has no DWARF debug info and was built with GOEXPERIMENT="
                             f"{','.join(info.go.experiments) or '(none)'}; the layout table for Go {minor} "
@@ -138,7 +181,7 @@ def _table_layout1(elf: ELFFile, path: str, info: "ModuleInfo") -> Layout:
         syms = symbols(elf, path)
         sizes = symbol_sizes(elf)
         for name, want in entry["symbol_sizes"].items():
-            if name in sizes and sizes[name] != want:
+            if name in sizes and sizes[name] != want and not other:
                 raise no_info(path, f"it has no DWARF debug info and its {name} is {sizes[name]} bytes, not "
                                     f"{want} as in the layout table for Go {minor} (generated from "
                                     f"{entry['generated_from']}): another layout (build tags, patched runtime?)")
@@ -154,6 +197,6 @@ def _table_layout1(elf: ELFFile, path: str, info: "ModuleInfo") -> Layout:
             raise no_info(path, "it has neither DWARF nor symbols, and the symbol-less scan for mheap_ needs a "
                                 "one-level heap index (arenaL1Bits = 0, as on 64-bit Linux)")
     lay = Layout(go_version=info.go.version, mheap=mheap, allp=allp, globals=globs, source=source,
-                 data_segments=data_segments(elf), **fields)
+                 data_segments=data_segments(elf), table=other, **fields)
     check_layout(lay, path)
     return lay
