@@ -1,11 +1,10 @@
 """The exact tier on Go programs that keep their heap changing: one that
-allocates flat out on every core (tests/goprogs/churn), and the per-process
+allocates flat out on every core (tests/goprogs/allocator), and the per-process
 memory of what the symbol-less search found in a stripped binary."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 from typing import Iterator
 
 import pytest
@@ -16,51 +15,22 @@ from memscan.owners.go import binary as gobinary
 from memscan.owners.go import heap as goheap
 from memscan.owners.go import search
 
-from helpers import gotoolchain
+from helpers.cprogram import CProgram
 from helpers.goheap import exe_module
-from helpers.processes import stop
+from helpers.goprogram import allocator
+from helpers.gotoolchain import GO_VERSIONS
 
 pytestmark = pytest.mark.slow
 
-CHURN_DIR = os.path.join(os.path.dirname(__file__), "goprogs", "churn")
-SCANS = 60
-
-
-def churn_binary(ldflags: str = "") -> str:
-    from memscan.demo import build as gobuild
-
-    return gobuild.build(CHURN_DIR, goroot=gotoolchain.goroot(gotoolchain.GO_VERSIONS[-1]), cgo=False,
-                         ldflags=ldflags, out_name="churn")
 
 
 @pytest.fixture
-def churn() -> Iterator["subprocess.Popen[str]"]:
-    proc = subprocess.Popen([churn_binary(), "-live", "64"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
+def churn() -> Iterator[CProgram]:
+    prog = CProgram([allocator(GO_VERSIONS[-1], False), "-heap", "64"])
     try:
-        assert proc.stdout is not None and '"ready":true' in proc.stdout.readline()
-        yield proc
+        yield prog
     finally:
-        stop(proc)
-
-
-def test_exact_scans_while_allocating_on_every_core(churn) -> None:
-    """Every goroutine allocates and drops objects of mixed sizes without
-    pause: a whole read of the heap sees a few percent of it change.
-    Arenas are read consistently one by one and only the pages that changed
-    are read again, so the scans succeed."""
-    ok, errors = 0, []
-    for _ in range(SCANS):
-        try:
-            snap = memscan.scan(churn.pid, tier="exact")
-        except memscan.Error as err:
-            errors.append(str(err))
-            continue
-        assert snap.tier == "exact" and snap.go_heap_detail is not None
-        assert snap.go_heap_detail["objects"].size > 0
-        ok += 1
-    print(f"\n{ok} of {SCANS} exact scans of a flat-out allocator succeeded; errors: {errors}")
-    assert ok >= SCANS - 1, errors
+        prog.stop()
 
 
 def test_unsettled_pages_are_read_again(churn) -> None:
@@ -79,11 +49,10 @@ def test_unsettled_pages_are_read_again(churn) -> None:
 def test_stripped_binary_is_searched_once_per_process(tmp_path) -> None:
     """Without symbols mheap_ and allp are found by searching the data
     segments: once per process; later reads check what was found."""
-    proc = subprocess.Popen([churn_binary("-s -w"), "-live", "16"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    stripped = allocator(GO_VERSIONS[-1], False, "-s -w")
+    proc = CProgram([stripped, "-heap", "16"])
     other = None
     try:
-        assert proc.stdout is not None and '"ready":true' in proc.stdout.readline()
         memscan.clear_caches()
         for _ in range(3):
             assert memscan.scan(proc.pid, tier="exact").go_heap_detail is not None
@@ -99,20 +68,18 @@ def test_stripped_binary_is_searched_once_per_process(tmp_path) -> None:
         assert memscan.scan(proc.pid, tier="exact").go_heap_detail is not None
         assert search._found.get(key) == found
         # Another process of the same binary is searched on its own.
-        other = subprocess.Popen([churn_binary("-s -w"), "-live", "16"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True)
-        assert other.stdout is not None and '"ready":true' in other.stdout.readline()
+        other = CProgram([stripped, "-heap", "16"])
         assert memscan.scan(other.pid, tier="exact").go_heap_detail is not None
         assert search._found.info()[1:] == (2, 2)
         # Messages name the binary as /proc/PID/maps does, not by the
         # /proc/PID/map_files link the readers open it through.
         with open(f"/proc/{proc.pid}/maps") as f:
-            first = next(line.split()[0] for line in f if line.rstrip().endswith(" " + churn_binary("-s -w")))
+            first = next(line.split()[0] for line in f if line.rstrip().endswith(" " + stripped))
         span = "-".join(f"{int(x, 16):x}" for x in first.split("-"))  # map_files names: no leading zeros
         with pytest.raises(memscan.NoRuntimeInfo) as refused:
             goheap.read_heap(proc.pid, f"/proc/{proc.pid}/map_files/{span}", 0, tables=False)
-        assert churn_binary("-s -w") in str(refused.value) and "map_files" not in str(refused.value)
+        assert stripped in str(refused.value) and "map_files" not in str(refused.value)
     finally:
-        stop(proc)
+        proc.stop()
         if other is not None:
-            stop(other)
+            other.stop()

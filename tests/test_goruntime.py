@@ -43,8 +43,9 @@ from memscan.owners.go import runtime as goruntime
 
 from helpers.goheap import ARGS, KiB, exe_module
 from helpers.goruntime import CGO_ARGS, check_regions, check_runtime, intersect, subtract
+from helpers.cprogram import CProgram
+from helpers.goprogram import allocator
 from helpers.gotoolchain import GO_VERSIONS
-from helpers.processes import stop
 
 
 # --------------------------------------------------------------------------
@@ -87,59 +88,21 @@ def test_runtime_regions_cover_anonymous_memory(go_program, version: str, cgo: b
     check_runtime(prog, version, cgo)
 
 
-CHURN_GO = """package main
-
-import (
-	"fmt"
-	"os"
-	"time"
-)
-
-// Two goroutines allocate and drop at full speed: GC cycles back to back,
-// gc bits arenas moving between lists, new chunks and arenas mapped.
-func main() {
-	for w := 0; w < 2; w++ {
-		go func() {
-			var keep [][]byte
-			for i := 0; ; i++ {
-				keep = append(keep, make([]byte, 1024+i%70000))
-				if len(keep) > 20000 {
-					keep = keep[:0]
-				}
-			}
-		}()
-	}
-	fmt.Println("ready")
-	os.Stdout.Sync()
-	time.Sleep(time.Hour)
-}
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("version", GO_VERSIONS)
-def test_reads_of_a_busy_program(tmp_path, version: str) -> None:
+def test_reads_of_a_busy_program(version: str) -> None:
     """A program that allocates all the time: every read succeeds within
     the three tries scan.py allows, and the regions stay well formed."""
-    import subprocess
-
-    from helpers import gotoolchain
-    from memscan.demo import build as gobuild
-
-    (tmp_path / "main.go").write_text(CHURN_GO)
-    (tmp_path / "go.mod").write_text("module churn\n\ngo 1.21\n")
-    binary = gobuild.build(str(tmp_path), goroot=gotoolchain.goroot(version), cgo=False, out_name="churn")
-    proc = subprocess.Popen([binary], stdout=subprocess.PIPE, text=True)
+    prog = CProgram([allocator(version, False), "-heap", "16"])
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(0.3)
-        path, bias = exe_module(proc.pid)
+        path, bias = exe_module(prog.pid)
         changed = 0
         t0 = time.perf_counter()
         for _ in range(100):
             for attempt in range(3):
                 try:
-                    rr = goruntime.read_runtime(proc.pid, path, bias)
+                    rr = goruntime.read_runtime(prog.pid, path, bias)
                     break
                 except memscan.HeapChanged:
                     changed += 1
@@ -148,4 +111,4 @@ def test_reads_of_a_busy_program(tmp_path, version: str) -> None:
         print(f"\ngo{version} busy: 100 reads, {changed} retried, {(time.perf_counter() - t0) * 10:.1f} ms per read; "
               + ", ".join(f"{k} {v // KiB} KiB" for k, v in rr.sizes().items() if v))
     finally:
-        stop(proc)
+        prog.stop()

@@ -212,13 +212,14 @@ def c_shared_demo(version: str) -> str:
 ALLOCATOR_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "goprogs", "allocator")
 
 
-def allocator(version: str, cgo: bool) -> str:
+def allocator(version: str, cgo: bool, ldflags: str = "") -> str:
     """tests/goprogs/allocator built (cached like every build): a Go program
     allocating flat out on every core, which can exit on its own; run it
     with ``helpers.cprogram.CProgram`` (it prints one JSON line with its pid)."""
     from memscan.demo import build as gobuild
 
-    return gobuild.build(ALLOCATOR_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, out_name="allocator")
+    return gobuild.build(ALLOCATOR_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, ldflags=ldflags,
+                         out_name="allocator")
 
 
 def scan_once_started(pid: int, tier: str, timeout: float = 20.0):  # type: ignore[no-untyped-def]
