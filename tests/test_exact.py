@@ -230,3 +230,29 @@ def test_c_shared_library_in_a_c_host(cprog):
     snap = scan_once_started(cprog("dlhost", lib).pid, "exact")
     assert snap.go.path == lib and snap.go_heap_detail["objects"].size > 0
     assert snap.categories["anon_other"].rss <= snap.total.rss / 100, snap.categories["anon_other"]
+
+
+@pytest.mark.slow
+def test_the_engine_asked_for_does_every_step(go_program, monkeypatch):
+    """scan(engine="python") parses and counts with the pure-Python engine
+    everywhere, the exact tier's owners included: with every function of
+    the Cython engine broken, the scan is the same as the Cython one's."""
+    from memscan.engine import ENGINES
+
+    if "cython" not in ENGINES:
+        pytest.fail("the Cython engine is not built: pip install builds it")
+    prog = go_program(version=gotoolchain.GO_VERSIONS[-1], cgo=True, args=HEAP_ARGS + C_ARGS)
+    ms = prog.command("stats")["memstats"]
+    fast = memscan.scan(prog.pid, tier="exact")
+
+    def broken(*args, **kwargs):
+        raise AssertionError("the Cython engine was used")
+
+    for name in ENGINES["python"].__all__:  # every kernel (tests/test_engine_protocol.py)
+        monkeypatch.setattr(ENGINES["cython"], name, broken)
+    memscan.clear_caches()
+    pure = memscan.scan(prog.pid, tier="exact", engine="python")
+    assert pure.engine == "python" and pure.tier == "exact" and not pure.warnings
+    check_exact(pure, ms)
+    assert pure.categories["c_malloc"].size == fast.categories["c_malloc"].size
+    assert pure.categories["thread_stacks"].size == fast.categories["thread_stacks"].size

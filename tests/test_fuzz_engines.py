@@ -367,20 +367,19 @@ def test_status_truncated_at_every_byte(name):
 
 
 def test_read_maps_errors_name_the_file(engine, tmp_path, monkeypatch):
-    """targetmem.read_maps parses maps with the engine in use; a malformed
-    line is a ParseError naming /proc/PID/maps and the line's offset."""
+    """targetmem.read_maps parses maps with the engine it is given; a
+    malformed line is a ParseError naming /proc/PID/maps and the line's offset."""
     pid = 4242
     (tmp_path / str(pid)).mkdir()
     good = (DATA / "sleep.maps").read_bytes()
     monkeypatch.setattr(procfs, "PROCFS_PATH", str(tmp_path))
-    monkeypatch.setattr(memscan.engine, "engine", engine)
     (tmp_path / str(pid) / "maps").write_bytes(good)
-    maps = targetmem.read_maps(pid)
+    maps = targetmem.read_maps(pid, engine)
     assert [m.start for m in maps] == list(pure.parse_smaps(good).starts)
     bad = good.replace(b" r-xp ", b" r-zp ", 1)
     (tmp_path / str(pid) / "maps").write_bytes(bad)
     with pytest.raises(ParseError) as err:
-        targetmem.read_maps(pid)
+        targetmem.read_maps(pid, engine)
     line = bad.index(b" r-zp ")
     assert (err.value.msg, err.value.offset, err.value.path) == (
         "bad permissions in mapping header", bad.rfind(b"\n", 0, line) + 1, f"{tmp_path}/{pid}/maps")

@@ -84,14 +84,14 @@ def test_target_reads_resident_memory_and_zeros_for_untouched_pages() -> None:
     untouched = mmap.mmap(-1, 16 * mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # never touched
     addr = ctypes.addressof(ctypes.c_char.from_buffer(untouched))
     pid = os.getpid()
-    with goheap._Target(pid, 1 << 20) as t:
+    with goheap.target(pid, 1 << 20, None) as t:
         assert t.read(ctypes.addressof(buf), 32 * KiB, "buf") == b"memscan!" * 4096
         assert t.read(addr, 16 * mmap.PAGESIZE, "untouched") == bytes(16 * mmap.PAGESIZE)
         assert t.bytes_read == 32 * KiB
     with open(f"/proc/{pid}/pagemap", "rb") as f:
         entries = struct.unpack(f"<{16}Q", os.pread(f.fileno(), 16 * 8, addr // mmap.PAGESIZE * 8))
     assert not any(e >> 63 for e in entries), "a read mapped pages into the target"
-    with goheap._Target(pid, 48 * KiB) as t:
+    with goheap.target(pid, 48 * KiB, None) as t:
         with pytest.raises(memscan.HeapChanged):
             t.read(8, 8, "page zero")  # never mapped
         t.read(ctypes.addressof(buf), 32 * KiB, "buf")

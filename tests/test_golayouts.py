@@ -250,7 +250,7 @@ def test_symbolless_scan_refuses_a_process_without_that_runtime() -> None:
               if line.split()[1].startswith("rw") and line.rstrip().endswith(exe)][:1]
     assert rw
     lay = golayout.Layout(go_version=f"go{version}", mheap=0, allp=0, source="scan", data_segments=tuple(rw), **fields)
-    with goheap._Target(os.getpid(), 64 << 20) as t:
+    with goheap.target(os.getpid(), 64 << 20, None) as t:
         with pytest.raises(memscan.NoRuntimeInfo, match="no candidates for mheap_"):
             gosearch.resolve(t, lay, 0, "python")
 

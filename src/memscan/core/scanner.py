@@ -225,12 +225,12 @@ def _split(pid: int, table, cats, lay: Layout, eng, warnings: List[str]) -> exac
     sources = []
     skip: List[Tuple[int, int]] = []
     if mod is not None:
-        heap = _read_structures(pid, "the Go heap", lambda: read_heap(pid, mod.path, mod.bias))
+        heap = _read_structures(pid, "the Go heap", lambda: read_heap(pid, mod.path, mod.bias, engine=eng))
         warnings.extend(heap.warnings)
         sources.append([exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals])
         skip = [(a, a + heap.arena_bytes) for a in heap.arenas]
     try:
-        c = _read_structures(pid, "the C allocator's structures", lambda: c_regions(pid, table, skip=skip))
+        c = _read_structures(pid, "the C allocator's structures", lambda: c_regions(pid, table, skip=skip, engine=eng))
     except (AccessDenied, NoSuchProcess):
         raise
     except Error as err:
@@ -242,7 +242,7 @@ def _split(pid: int, table, cats, lay: Layout, eng, warnings: List[str]) -> exac
     if mod is not None:
         try:
             meta = _read_structures(pid, "the Go runtime's metadata",
-                                    lambda: runtime_regions(pid, mod.path, mod.bias))
+                                    lambda: runtime_regions(pid, mod.path, mod.bias, eng))
         except (AccessDenied, NoSuchProcess):
             raise
         except Error as err:

@@ -30,6 +30,7 @@ import bisect
 import errno
 import os
 import struct
+from types import ModuleType
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple, Type
 
 from .. import elf
@@ -57,9 +58,8 @@ class Mapping(NamedTuple):
     name: str = ""  # pathname column: "", "[heap]", "[stack]", a path ...
 
 
-def read_maps(pid: int) -> List[Mapping]:
-    """The mappings of ``pid``, sorted, from the engine's parse of /proc/PID/maps."""
-    engine = get_engine(None)
+def read_maps(pid: int, engine: ModuleType) -> List[Mapping]:
+    """The mappings of ``pid``, sorted, from ``engine``'s parse of /proc/PID/maps."""
     t = procfs.parsed(pid, "maps", engine.parse_smaps, procfs.read(pid, "maps", bytearray(), engine))
     out = [Mapping(t.starts[i], t.ends[i], bool(t.perms[i] & PERM_R), t.inodes[i] == 0, t.perms[i], t.names[i])
            for i in range(len(t))]
@@ -75,11 +75,14 @@ class TargetMemory:
     the target's memory does not look as expected (unmapped, short read).
     ``subject``: what is read, for messages (e.g. "Go heap"). ``maps``: read
     /proc/PID/maps now (what :meth:`read` checks ranges against).
+    ``engine``: the engine that parses them (None: the default one).
     """
 
     def __init__(self, pid: int, limit: int, *, changed: Type[Exception] = Error,
-                 over_limit: Type[Exception] = Error, subject: str = "target's memory", maps: bool = False) -> None:
+                 over_limit: Type[Exception] = Error, subject: str = "target's memory", maps: bool = False,
+                 engine: Optional[ModuleType] = None) -> None:
         self.pid = pid
+        self.engine = get_engine(None) if engine is None else engine
         self.limit = limit
         self.changed = changed
         self.over_limit = over_limit
@@ -131,7 +134,7 @@ class TargetMemory:
 
     def refresh_maps(self) -> None:
         """(Re-)read /proc/PID/maps: the target may have mapped more since."""
-        self.maps = read_maps(self.pid)
+        self.maps = read_maps(self.pid, self.engine)
         self._starts = [m.start for m in self.maps]
 
     def forget_residency(self) -> None:

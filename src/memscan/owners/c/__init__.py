@@ -50,6 +50,7 @@ is left out of ``intervals`` and explained in ``warnings``.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from ... import elf
@@ -113,7 +114,8 @@ class CRegions(NamedTuple):
 
 
 def c_regions(pid: int, table: SmapsTable, *, max_bytes: int = MAX_READ_BYTES,
-              stack_limit: Optional[int] = -1, skip: Sequence[Tuple[int, int]] = ()) -> CRegions:
+              stack_limit: Optional[int] = -1, skip: Sequence[Tuple[int, int]] = (),
+              engine: Optional[ModuleType] = None) -> CRegions:
     """The C allocator's regions of process ``pid``.
 
     ``table``: the process's parsed smaps (``engine.parse_smaps``; a maps
@@ -127,7 +129,8 @@ def c_regions(pid: int, table: SmapsTable, *, max_bytes: int = MAX_READ_BYTES,
     for (e.g. the Go heap's arenas, which Go reserves whole, so no glibc
     mmap can land inside them): not walked for chunk headers, and no chunk
     may extend into them. Only a speed-up; should a range be wrong, a chunk
-    missed shows in the ``mp_`` cross-check.
+    missed shows in the ``mp_`` cross-check. ``engine``: the engine that
+    parses and counts what is read (None: the default one).
 
     Raises NoSuchProcess, AccessDenied (reading another process's memory
     needs ptrace-read access) as every /proc read does.
@@ -141,7 +144,7 @@ def c_regions(pid: int, table: SmapsTable, *, max_bytes: int = MAX_READ_BYTES,
     hint = elf.allocator(names)
     mem_path = procfs.path(pid, "mem")
     with procfs.translated(pid, mem_path):
-        tgt = TargetMemory(pid, max_bytes, over_limit=LimitReached, subject="C allocator")
+        tgt = TargetMemory(pid, max_bytes, over_limit=LimitReached, subject="C allocator", engine=engine)
         try:
             maps = Mappings(pid, table, tgt, skip)
             glibc = Glibc(maps)

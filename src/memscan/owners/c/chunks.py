@@ -15,7 +15,6 @@ import os
 import struct
 from typing import Dict, List, Optional, Tuple
 
-from ...engine import get_engine
 from ...kernel.linux import PAGE_SIZE as PAGE
 from ...kernel.pagemap import page_counts
 from .mappings import LimitReached, Mappings, is_rw, overlapping
@@ -127,7 +126,7 @@ def check_chunks(maps: Mappings, mp: Optional[Dict[str, int]], chunks: List[Tupl
         why = ""
         if n < want_n and runs:
             # A header on a swapped-out page is not read (that would swap it in).
-            counts = page_counts(maps.tgt.pagemap, runs, get_engine(None))
+            counts = page_counts(maps.tgt.pagemap, runs, maps.tgt.engine)
             swapped = sum(counts[1::4])
             if swapped:
                 why = f"; {swapped} swapped-out page(s) of the walked mappings were not read"

@@ -22,6 +22,7 @@ import mmap
 import os
 import re
 import struct
+from types import ModuleType
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ... import elf
@@ -204,11 +205,11 @@ _statics: "LRU[Tuple[int, ...], Tuple[int, int, str]]" = LRU(_STATICS_KEPT)  # -
 _LIBC = re.compile(r"^(?:libc\.so\.6|libc-2\.\d+(?:\.\d+)?\.so)$")
 
 
-def _brk(pid: int) -> int:
+def _brk(pid: int, engine: ModuleType) -> int:
     """The current end of ``[heap]`` (the program break, page-rounded) from
     a fresh read of /proc/PID/maps (/proc/PID/stat has only start_brk); 0
     when there is none. A process gone meanwhile raises NoSuchProcess."""
-    return next((m.end for m in read_maps(pid) if m.name == "[heap]"), 0)
+    return next((m.end for m in read_maps(pid, engine) if m.name == "[heap]"), 0)
 
 
 class Glibc:
@@ -436,7 +437,7 @@ class Glibc:
                 if w is None:
                     break
                 f = {"flags": w[0] >> 32, "top": w[MS_TOP // 8], "system_mem": w[MS_SYSTEM_MEM // 8]}
-            why = self._main_arena_check(f, lo, hi, _brk(self.maps.pid) if attempt else 0)
+            why = self._main_arena_check(f, lo, hi, _brk(self.maps.pid, self.maps.tgt.engine) if attempt else 0)
             if not why:
                 break
         if why:

@@ -82,6 +82,7 @@ without symbols either, mheap_ and allp are found in the target first
 from __future__ import annotations
 
 import struct
+from types import ModuleType
 from typing import Any, Dict, Iterator, List, Literal, NamedTuple, Optional, Sequence, Tuple
 
 from ..._cache import LRU
@@ -173,11 +174,13 @@ class HeapPages(NamedTuple):
 # The target: bounded, validated, read-only reads
 
 
-def _Target(pid: int, limit: int) -> TargetMemory:
+def target(pid: int, limit: int, engine: Optional[ModuleType]) -> TargetMemory:
     """The reader of a Go runtime's structures: ranges checked against
-    /proc/PID/maps, :class:`HeapChanged` when they do not add up,
-    :class:`ReadLimitExceeded` past ``limit`` bytes (pagemap included)."""
-    return TargetMemory(pid, limit, changed=HeapChanged, over_limit=ReadLimitExceeded, subject="Go heap", maps=True)
+    /proc/PID/maps (parsed by ``engine``; None: the default one),
+    :class:`HeapChanged` when they do not add up, :class:`ReadLimitExceeded`
+    past ``limit`` bytes (pagemap included)."""
+    return TargetMemory(pid, limit, changed=HeapChanged, over_limit=ReadLimitExceeded, subject="Go heap", maps=True,
+                        engine=engine)
 
 
 # --------------------------------------------------------------------------
@@ -185,7 +188,8 @@ def _Target(pid: int, limit: int) -> TargetMemory:
 
 
 def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MAX_READ_BYTES,
-              max_unsettled: float = MAX_UNSETTLED, tables: binary.Tables = None) -> HeapPages:
+              max_unsettled: float = MAX_UNSETTLED, tables: binary.Tables = None,
+              engine: Optional[ModuleType] = None) -> HeapPages:
     """The page states of the heap of the Go runtime in ``binary_path``.
 
     ``binary_path`` opens the ELF file holding the runtime as the process
@@ -209,7 +213,8 @@ def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MA
     NoRuntimeInfo; a collection of Go minor versions: only their tables).
     A binary of a Go version without a table is read with the nearest
     version's table whose reading is plausible, named in
-    ``HeapPages.warnings``.
+    ``HeapPages.warnings``. ``engine``: the engine that parses
+    /proc/PID/maps (None: the default one).
 
     Raises:
         NoRuntimeInfo: the binary has no DWARF or symbol table (or not the
@@ -222,9 +227,9 @@ def read_heap(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MA
             another process's memory needs ptrace-attach rights).
     """
     lay = binary.layout_of(binary_path, tables)
-    with _Target(pid, max_bytes) as target, procfs.translated(pid, procfs.path(pid, "mem")):
-        lay = search.resolve(target, lay, load_bias, binary_path)
-        return _Reader(target, lay, load_bias, max_unsettled, binary.display_path(binary_path)).heap()
+    with target(pid, max_bytes, engine) as t, procfs.translated(pid, procfs.path(pid, "mem")):
+        lay = search.resolve(t, lay, load_bias, binary_path)
+        return _Reader(t, lay, load_bias, max_unsettled, binary.display_path(binary_path)).heap()
 
 
 class _Arena(NamedTuple):

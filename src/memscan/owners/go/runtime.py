@@ -67,6 +67,7 @@ and the glibc/pthread side of cgo programs.
 from __future__ import annotations
 
 import struct
+from types import ModuleType
 from typing import Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 from ..._errors import HeapChanged
@@ -143,15 +144,16 @@ class RuntimeRegions(NamedTuple):
         return out
 
 
-def runtime_regions(pid: int, binary_path: str, load_bias: int) -> List[Tuple[int, int, str]]:
+def runtime_regions(pid: int, binary_path: str, load_bias: int,
+                    engine: Optional[ModuleType] = None) -> List[Tuple[int, int, str]]:
     """Sorted, merged, non-overlapping ``(start, end, kind)`` of the
     runtime-owned memory outside the heap arenas of the Go runtime in
     ``binary_path`` (see :func:`read_runtime`)."""
-    return read_runtime(pid, binary_path, load_bias).regions
+    return read_runtime(pid, binary_path, load_bias, engine=engine).regions
 
 
 def read_runtime(pid: int, binary_path: str, load_bias: int, *, max_bytes: int = MAX_READ_BYTES,
-                 tables: Optional[bool] = None) -> RuntimeRegions:
+                 tables: Optional[bool] = None, engine: Optional[ModuleType] = None) -> RuntimeRegions:
     """The off-heap runtime memory of the Go runtime in ``binary_path``.
 
     ``binary_path`` and ``load_bias`` as for :func:`memscan.owners.go.heap.read_heap`.
@@ -162,7 +164,8 @@ def read_runtime(pid: int, binary_path: str, load_bias: int, *, max_bytes: int =
     scan of :mod:`memscan.owners.go.search`) and what hangs off the
     variables the runtime's code pins down (:mod:`memscan.owners.go.pclntab`:
     persistentalloc chunks, gc bits, buckhash, Go 1.19-1.25): the other
-    kinds are listed in ``missing``. One pass, no retry.
+    kinds are listed in ``missing``. One pass, no retry. ``engine``: the
+    engine that parses /proc/PID/maps (None: the default one).
 
     Raises:
         NoRuntimeInfo: the binary's layout cannot be known (no DWARF and no
@@ -174,7 +177,7 @@ def read_runtime(pid: int, binary_path: str, load_bias: int, *, max_bytes: int =
         NoSuchProcess, AccessDenied: as for every /proc read.
     """
     lay = binary.layout_of(binary_path, tables)
-    with heap._Target(pid, max_bytes) as target, procfs.translated(pid, procfs.path(pid, "mem")):
+    with heap.target(pid, max_bytes, engine) as target, procfs.translated(pid, procfs.path(pid, "mem")):
         lay = search.resolve(target, lay, load_bias, binary_path)
         return _Reader(target, lay, load_bias, binary_path).read()
 
