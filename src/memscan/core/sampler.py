@@ -14,7 +14,8 @@ The contract::
         go_heap_detail: Optional[Dict[str, int]]  # rss bytes per state objects/stacks/free/released/reserved, or None
         snapshot: Optional[Snapshot]  # the full scan made on this tick (every Nth tick and the first): pss, swap, uss...
         missed: int              # ticks skipped just before this one because the previous read overran
-        stale: Optional[float]   # exact tier: age (s) of Go heap states kept past a failed heap read, or None
+        states_age: Optional[float]  # exact tier: seconds since the Go heap page states and the owners
+                                     # counted were read (0.0 on a full scan's tick); None in other tiers
 
     class Sampler:
         def __init__(self, pid: int, interval: float = 0.01, tier: str = "auto", *,
@@ -33,7 +34,9 @@ The contract::
         for smp in s:
             print(smp.seq, smp.rss, smp.categories["go_heap"])
 
-Ticks are on a fixed grid (tick ``seq`` is due at start + seq * interval);
+Ticks are on a fixed grid (tick ``seq`` is due at start + seq * interval,
+where start is when the first sample, a full scan, was made: its one-time
+work, DWARF and tables, is no gap in the grid);
 a tick that cannot start within half an interval of its time because the
 previous one overran (or, polite, because the target's lock budget is
 spent) is skipped, and the next sample says how many were (``missed``);
@@ -63,11 +66,13 @@ Where each figure comes from, and how fresh it is:
 - ``go_heap_detail`` (exact tier): this tick's resident pages of the Go
   heap's page-state intervals, but the intervals (which spans hold objects,
   are free, released...) are those read from the Go runtime at the last
-  full scan: a span that changed state since counts in its old state. A
-  full scan that finds the heap changing under every read (a program
-  allocating flat out on all cores) is a count with the last good states,
-  whose age is ``stale`` until a full scan reads the heap again (a warning
-  says so once); with none yet, the tick is skipped (``missed``).
+  full scan: a span that changed state since counts in its old state.
+  ``states_age`` says how old the states and the owners' regions are, on
+  every exact sample. A full scan that finds the heap changing under every
+  read (a program allocating flat out on all cores) is a count with the
+  last good states, which keep ageing until a full scan reads the heap
+  again (a warning says so once); with none yet, the tick is skipped
+  (``missed``).
 - ``snapshot``: a full ``scan()`` (smaps, and in the exact tier the Go and C
   allocators' structures), on the first tick and then every ``full_every``
   seconds: pss, uss, swap and the rest are that fresh. It also refreshes
@@ -87,7 +92,9 @@ allocators' structures piece by piece), often after waiting for the
 target's own mmap, and stalls the target about as long as it lasts
 (measured: a 30 ms scan of a 1,000-mapping mmap loop cost it ~30 ms of
 work): full scans are spaced to ``FULL_SCAN_SHARE`` (1 %) of their wall
-time when that is longer than ``full_every``, and sleep ``SMAPS_PAUSE``
+time when that is longer than ``full_every`` (a 20 ms scan: every 2 s at
+most), the first scan excepted (its one-time work, reading DWARF, tables
+and searching for the heap's structures, is not charged), and sleep ``SMAPS_PAUSE``
 between the ~4 KiB read() chunks of smaps, so that a waiting mmap gets the
 lock between them (rwsem readers otherwise take it again first).
 ``polite=False`` counts on every tick and scans every ``full_every``
@@ -156,7 +163,7 @@ class Sample:
     go_heap_detail: Optional[Dict[str, int]]
     snapshot: Optional[Snapshot]
     missed: int
-    stale: Optional[float] = None
+    states_age: Optional[float] = None
 
 
 class _LockBudgetSpent(Exception):
@@ -217,9 +224,9 @@ class Sampler:
         self._go_heap = False  # the last full scan read a Go heap (has a go_heap_detail)
         self._counted: Optional[Tuple[Tuple[int, ...], List[int], float]] = None  # status key, pages, when
         self._next_full = 0.0
+        self._scanned = False  # a full scan succeeded: the one-time work is done
         self._lock_free_at = 0.0
-        self._heap_read_at: Optional[float] = None  # mono of the full scan that read the heap states in use
-        self._stale = False  # a full scan since then could not read them
+        self._owners_read_at = 0.0  # mono of the full scan that read the owners and heap states in use
 
     # ------------------------------------------------------------ lifecycle
 
@@ -343,6 +350,7 @@ class Sampler:
         start = time.monotonic()
         k = 0  # grid index of the tick being made, counted from ``start``
         missed = 0
+        first = True
         while True:
             due = start + k * self.interval
             now = time.monotonic()
@@ -364,6 +372,11 @@ class Sampler:
                 yield smp
                 ready = time.monotonic()
                 missed = 0
+                if first:
+                    # The grid starts after the first sample: its full scan's
+                    # one-time work leaves no run of missed ticks behind it.
+                    start = ready - k * self.interval
+                    first = False
             # The next tick on the grid that can start on time, or less than
             # half an interval late.
             k += 1
@@ -482,14 +495,17 @@ class Sampler:
             if self._intervals is None:
                 raise
             parts = None
-            why = f"{err}: samples carry the last good Go heap states, flagged stale"
+            why = f"{err}: samples carry the last good Go heap states, their age in states_age"
             self.warnings += [why] if why not in self.warnings else []
         cost = time.monotonic() - t0
-        self._next_full = mono + max(self.full_every, cost / FULL_SCAN_SHARE if self.polite else 0.0)
-        self._stale = parts is None
+        # The first scan's cost is mostly one-time work (DWARF, tables, the
+        # search for mheap_): the next scan's cost is the one to go by.
+        charged = self.polite and self._scanned
+        self._next_full = mono + max(self.full_every, cost / FULL_SCAN_SHARE if charged else 0.0)
+        self._scanned = self._scanned or parts is not None
         if parts is None:
             return self._count_tick(seq, mono, wall, missed, False)
-        self._heap_read_at = mono
+        self._owners_read_at = mono
         snap = parts.snapshot
         snap.pid = self.pid
         for w in snap.warnings:
@@ -513,7 +529,8 @@ class Sampler:
         assert snap.categories is not None
         cats = {name: c.rss for name, c in snap.categories.items()}
         detail = None if snap.go_heap_detail is None else {k: c.rss for k, c in snap.go_heap_detail.items()}
-        return Sample(self.pid, seq, mono, wall, snap.tier, snap.total.rss, cats, detail, snap, missed)
+        return Sample(self.pid, seq, mono, wall, snap.tier, snap.total.rss, cats, detail, snap, missed,
+                      0.0 if snap.tier == "exact" else None)
 
     def _read_maps(self) -> bytes:
         p = procfs.path(self._via, "maps")
@@ -572,13 +589,12 @@ class Sampler:
             counted = self._counted = (key, pages, mono)
         pages = counted[1]
         cats = {name: pages[i] * PAGE for i, name in enumerate(CATEGORIES)}
-        detail = stale = None
+        detail = None
         if iv.tier == "exact" and self._go_heap:
             detail = {name: pages[exact.NCAT + i] * PAGE for i, name in enumerate(exact.DETAIL)}
             cats[CATEGORIES[GO_HEAP]] += sum(detail.values())
-            if self._stale and self._heap_read_at is not None:
-                stale = mono - self._heap_read_at
-        return Sample(self.pid, seq, mono, wall, iv.tier, rss, cats, detail, None, missed, stale)
+        age = mono - self._owners_read_at if iv.tier == "exact" else None
+        return Sample(self.pid, seq, mono, wall, iv.tier, rss, cats, detail, None, missed, age)
 
 
 def _same_mappings(a: SmapsTable, b: SmapsTable) -> bool:
