@@ -120,16 +120,17 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._cache import LRU
-from .._errors import AccessDenied, HeapChanged, NoSuchProcess
+from .._errors import AccessDenied, Error, HeapChanged, NoSuchProcess
 from .._types import CATEGORIES, GO_HEAP, SmapsTable
 from ..engine import engine_name, get_engine
 from ..kernel import procfs
 from ..kernel.pagemap import Pagemap
 from . import exact, fallback
-from .scanner import TIERS, _layout_of, scan_parts
+from .scanner import TIERS, _layout_of, owner_regions, scan_parts
 from .snapshot import Snapshot
 
-__all__ = ["Sample", "Sampler", "FULL_SCAN_SHARE", "LOCK_SHARE", "RECOUNT_AFTER", "SMAPS_PAUSE"]
+__all__ = ["Sample", "Sampler", "FULL_SCAN_SHARE", "LOCK_SHARE", "RECOUNT_AFTER", "REFRESH_AFTER", "REFRESH_SHARE",
+           "SMAPS_PAUSE"]
 
 PAGE = 4096
 # Polite: the share of wall time the ticks' counts may hold the target's
@@ -141,6 +142,11 @@ FULL_SCAN_SHARE = 0.01
 SMAPS_PAUSE = 50e-6
 # Seconds a count may be reused while maps and status show no change.
 RECOUNT_AFTER = 0.1
+# Exact tier: owners (and Go heap page states) older than this, or with a
+# mapping new since they were read, are read again between full scans; the
+# share of wall time (CPU time) those reads may take.
+REFRESH_AFTER = 0.1
+REFRESH_SHARE = LOCK_SHARE / 2
 # Bytes asked of status in one pread (it is ~1.5 KB), and how many
 # classifications (maps texts) are kept between full scans.
 _STATUS_READ = 8192
@@ -216,7 +222,9 @@ class Sampler:
         self._status_buf = bytearray()  # only for a status longer than _STATUS_READ
         self._maps_buf = bytearray()
         self._maps_seen: Optional[bytes] = None
-        self._classified: "LRU[bytes, exact.Intervals]" = LRU(_CLASSIFIED_KEPT)
+        # maps text -> its table (VmFlags filled in), layout categories and intervals.
+        self._classified: "LRU[bytes, Tuple[SmapsTable, bytearray, exact.Intervals]]" = LRU(_CLASSIFIED_KEPT)
+        self._basis: Optional[Tuple[SmapsTable, bytearray]] = None  # the table and categories of _intervals
         self._flags: Dict[Tuple[int, int], int] = {}
         self._intervals: Optional[exact.Intervals] = None
         self._regions: Optional[Sequence[exact.Region]] = None
@@ -226,7 +234,9 @@ class Sampler:
         self._next_full = 0.0
         self._scanned = False  # a full scan succeeded: the one-time work is done
         self._lock_free_at = 0.0
-        self._owners_read_at = 0.0  # mono of the full scan that read the owners and heap states in use
+        self._owners_read_at = 0.0  # mono of the read of the owners and heap states in use
+        self._owners_behind = False  # a mapping changed since they were read
+        self._refresh_free_at = 0.0  # mono before which the owners are not read again between full scans
 
     # ------------------------------------------------------------ lifecycle
 
@@ -516,13 +526,15 @@ class Sampler:
         self._regions = parts.regions
         self._outside = exact.outside_category(parts.layout.context.go_only)
         self._go_heap = snap.go_heap_detail is not None
+        self._owners_behind = False
         self._classified.clear()
+        self._basis = t, parts.cats
         self._intervals = exact.Intervals(t, parts.cats, parts.regions, self._outside)
         # The classification stands for the maps read just before, if the
         # scan saw the same mappings; else the next tick rebuilds it.
         if _same_mappings(self._eng.parse_smaps(maps), t):
             self._maps_seen = maps
-            self._classified.put(maps, self._intervals)
+            self._classified.put(maps, (t, parts.cats, self._intervals))
         else:
             self._maps_seen = None
         self._counted = None
@@ -544,9 +556,10 @@ class Sampler:
         Kept for the last few maps texts seen since the full scan: a program
         that maps and unmaps the same buffer flips between two of them."""
         self._maps_seen = maps
-        iv = self._classified.get(maps)
-        if iv is not None:
-            self._intervals = iv
+        self._owners_behind = True
+        kept = self._classified.get(maps)
+        if kept is not None:
+            self._basis, self._intervals = kept[:2], kept[2]
             return
         first = [maps]  # the text just read, then fresh ones
 
@@ -563,8 +576,42 @@ class Sampler:
             t.vmflags[i] = flags.get((t.starts[i], t.ends[i]), 0)
         lay = _layout_of(self._via, self._starttime, t)
         cats = self._eng.classify(t, lay.context)
+        self._basis = t, cats
         self._intervals = exact.Intervals(t, cats, self._regions, self._outside)
-        self._classified.put(maps, self._intervals)
+        self._classified.put(maps, (t, cats, self._intervals))
+
+    def _refresh_owners(self, mono: float) -> None:
+        """Read the owners' structures again for the mappings counted now
+        (the Go heap's page states, from the arenas that changed: the heap
+        reader keeps what it decoded of the others; the C allocator's chunks
+        and stacks; the Go runtime's metadata): a mapping new since the last
+        full scan has its owner at once, and a span that changed state counts
+        in its new one. Spaced so that these reads take at most REFRESH_SHARE
+        of the time; a read that fails (the heap changing under every read)
+        keeps the states in use, which go on ageing."""
+        assert self._basis is not None
+        t, cats = self._basis
+        lay = _layout_of(self._via, self._starttime, t)
+        t0 = time.thread_time()
+        try:
+            regions: Optional[List[exact.Region]] = owner_regions(self._via, t, lay, self._eng, [])
+        except (AccessDenied, NoSuchProcess):
+            raise
+        except Error:
+            regions = None
+        # CPU time, as for counts: each read of the target's memory holds its
+        # mmap_lock for a moment (access_remote_vm), the decoding does not.
+        self._refresh_free_at = time.monotonic() + (time.thread_time() - t0) * (1 / REFRESH_SHARE - 1)
+        if regions is None:
+            return
+        self._owners_read_at = mono
+        self._owners_behind = False
+        self._regions = regions
+        self._classified.clear()
+        self._intervals = exact.Intervals(t, cats, regions, self._outside)
+        if self._maps_seen is not None:
+            self._classified.put(self._maps_seen, (t, cats, self._intervals))
+        self._counted = None
 
     def _count_tick(self, seq: int, mono: float, wall: float, missed: int, polite: bool) -> Sample:
         rss, key = self._status()
@@ -572,6 +619,9 @@ class Sampler:
         if maps != self._maps_seen:
             self._reclassify(maps)
             self._counted = None
+        if (self._regions is not None and mono >= self._refresh_free_at
+                and (self._owners_behind or mono - self._owners_read_at >= REFRESH_AFTER)):
+            self._refresh_owners(mono)
         iv = self._intervals
         assert iv is not None and self._pagemap is not None
         counted = self._counted

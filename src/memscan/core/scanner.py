@@ -215,12 +215,23 @@ def _read_structures(pid: int, what: str, read):  # type: ignore[no-untyped-def]
 
 
 def _split(pid: int, table, cats, lay: Layout, eng, warnings: List[str]) -> exact.Split:  # type: ignore[no-untyped-def]
-    """The exact tier's split of the mappings, or an Error saying why it
-    cannot be had. Owners read, the first winning where claims overlap: the
-    Go heap (required where a Go runtime is loaded), the C allocator (glibc's
-    arenas, mmapped chunks and thread stacks; jemalloc, tcmalloc) and the Go
-    runtime's off-heap structures; a part that cannot be read is attributed
-    per mapping, with a warning."""
+    """The exact tier's split of the mappings (``owner_regions``), or an
+    Error saying why it cannot be had."""
+    regions = owner_regions(pid, table, lay, eng, warnings)
+    with Pagemap(pid, eng) as pm:
+        split = exact.split(table, cats, regions, pm, exact.outside_category(lay.context.go_only))
+    # No Go runtime, no Go heap to detail: None, not a page state of zero bytes each.
+    return split if lay.go_module is not None else split._replace(detail=None)
+
+
+def owner_regions(pid: int, table, lay: Layout, eng, warnings: List[str]) -> List[exact.Region]:  # type: ignore[no-untyped-def]
+    """The owners' regions of the mappings in ``table`` (smaps, or maps with
+    the VmFlags known), or an Error saying why they cannot be had. Owners
+    read, the first winning where claims overlap: the Go heap (required
+    where a Go runtime is loaded), the C allocator (glibc's arenas, mmapped
+    chunks and thread stacks; jemalloc, tcmalloc) and the Go runtime's
+    off-heap structures; a part that cannot be read is attributed per
+    mapping, with a warning."""
     mod = lay.go_module
     sources = []
     skip: List[Tuple[int, int]] = []
@@ -253,10 +264,7 @@ def _split(pid: int, table, cats, lay: Layout, eng, warnings: List[str]) -> exac
     if conflict:
         warnings.append(f"{conflict} bytes were claimed by two owners; the first claim (Go heap, C allocator, "
                         "Go runtime) was kept")
-    with Pagemap(pid, eng) as pm:
-        split = exact.split(table, cats, regions, pm, exact.outside_category(lay.context.go_only))
-    # No Go runtime, no Go heap to detail: None, not a page state of zero bytes each.
-    return split if mod is not None else split._replace(detail=None)
+    return regions
 
 
 def _layout_of(pid: int, starttime: int, table) -> Layout:  # type: ignore[no-untyped-def]
