@@ -146,7 +146,7 @@ RECOUNT_AFTER = 0.1
 # mapping new since they were read, are read again between full scans; the
 # share of wall time (CPU time) those reads may take.
 REFRESH_AFTER = 0.1
-REFRESH_SHARE = LOCK_SHARE / 2
+REFRESH_SHARE = LOCK_SHARE
 # Bytes asked of status in one pread (it is ~1.5 KB), and how many
 # classifications (maps texts) are kept between full scans.
 _STATUS_READ = 8192
@@ -236,6 +236,7 @@ class Sampler:
         self._lock_free_at = 0.0
         self._owners_read_at = 0.0  # mono of the read of the owners and heap states in use
         self._owners_behind = False  # a mapping changed since they were read
+        self._others: Optional[List[List[exact.Region]]] = None  # the owners' but the Go heap's, last read
         self._refresh_free_at = 0.0  # mono before which the owners are not read again between full scans
 
     # ------------------------------------------------------------ lifecycle
@@ -527,6 +528,7 @@ class Sampler:
         self._outside = exact.outside_category(parts.layout.context.go_only)
         self._go_heap = snap.go_heap_detail is not None
         self._owners_behind = False
+        self._others = None
         self._classified.clear()
         self._basis = t, parts.cats
         self._intervals = exact.Intervals(t, parts.cats, parts.regions, self._outside)
@@ -580,21 +582,31 @@ class Sampler:
         self._intervals = exact.Intervals(t, cats, self._regions, self._outside)
         self._classified.put(maps, (t, cats, self._intervals))
 
+    def _refresh_due(self, mono: float) -> bool:
+        """The owners are to be read again now: a mapping changed, or they
+        are older than REFRESH_AFTER, and the spacing allows."""
+        if self._regions is None or mono < self._refresh_free_at:
+            return False
+        return self._owners_behind or mono - self._owners_read_at >= REFRESH_AFTER
+
     def _refresh_owners(self, mono: float) -> None:
-        """Read the owners' structures again for the mappings counted now
-        (the Go heap's page states, from the arenas that changed: the heap
-        reader keeps what it decoded of the others; the C allocator's chunks
-        and stacks; the Go runtime's metadata): a mapping new since the last
-        full scan has its owner at once, and a span that changed state counts
-        in its new one. Spaced so that these reads take at most REFRESH_SHARE
-        of the time; a read that fails (the heap changing under every read)
-        keeps the states in use, which go on ageing."""
+        """Read the owners' structures again for the mappings counted now:
+        the Go heap's page states, from the arenas that changed (the heap
+        reader keeps what it decoded of the others), and without a Go heap,
+        after a change of mappings or first after a full scan, the C
+        allocator's chunks and stacks and the Go runtime's metadata too. A mapping new since the
+        last full scan has its owner at once, and a span that changed state
+        counts in its new one. Spaced so that these reads take at most
+        REFRESH_SHARE of the time; a read that fails (the heap changing
+        under every read) keeps the states in use, which go on ageing."""
         assert self._basis is not None
         t, cats = self._basis
         lay = _layout_of(self._via, self._starttime, t)
         t0 = time.thread_time()
+        others = None if self._owners_behind or not self._go_heap else self._others
+        regions: Optional[List[exact.Region]]
         try:
-            regions: Optional[List[exact.Region]] = owner_regions(self._via, t, lay, self._eng, [])
+            regions, self._others = owner_regions(self._via, t, lay, self._eng, [], others)
         except (AccessDenied, NoSuchProcess):
             raise
         except Error:
@@ -619,8 +631,7 @@ class Sampler:
         if maps != self._maps_seen:
             self._reclassify(maps)
             self._counted = None
-        if (self._regions is not None and mono >= self._refresh_free_at
-                and (self._owners_behind or mono - self._owners_read_at >= REFRESH_AFTER)):
+        if self._refresh_due(mono):
             self._refresh_owners(mono)
         iv = self._intervals
         assert iv is not None and self._pagemap is not None

@@ -217,29 +217,46 @@ def _read_structures(pid: int, what: str, read):  # type: ignore[no-untyped-def]
 def _split(pid: int, table, cats, lay: Layout, eng, warnings: List[str]) -> exact.Split:  # type: ignore[no-untyped-def]
     """The exact tier's split of the mappings (``owner_regions``), or an
     Error saying why it cannot be had."""
-    regions = owner_regions(pid, table, lay, eng, warnings)
+    regions, _ = owner_regions(pid, table, lay, eng, warnings)
     with Pagemap(pid, eng) as pm:
         split = exact.split(table, cats, regions, pm, exact.outside_category(lay.context.go_only))
     # No Go runtime, no Go heap to detail: None, not a page state of zero bytes each.
     return split if lay.go_module is not None else split._replace(detail=None)
 
 
-def owner_regions(pid: int, table, lay: Layout, eng, warnings: List[str]) -> List[exact.Region]:  # type: ignore[no-untyped-def]
+Sources = List[List[exact.Region]]
+
+
+def owner_regions(pid: int, table, lay: Layout, eng, warnings: List[str],  # type: ignore[no-untyped-def]
+                  others: Optional[Sources] = None) -> Tuple[List[exact.Region], Sources]:
     """The owners' regions of the mappings in ``table`` (smaps, or maps with
-    the VmFlags known), or an Error saying why they cannot be had. Owners
-    read, the first winning where claims overlap: the Go heap (required
-    where a Go runtime is loaded), the C allocator (glibc's arenas, mmapped
-    chunks and thread stacks; jemalloc, tcmalloc) and the Go runtime's
-    off-heap structures; a part that cannot be read is attributed per
-    mapping, with a warning."""
+    the VmFlags known), or an Error saying why they cannot be had; also the
+    regions of the owners other than the Go heap, which a later call may
+    pass as ``others`` to read the Go heap alone. Owners read, the first
+    winning where claims overlap: the Go heap (required where a Go runtime
+    is loaded), the C allocator (glibc's arenas, mmapped chunks and thread
+    stacks; jemalloc, tcmalloc) and the Go runtime's off-heap structures; a
+    part that cannot be read is attributed per mapping, with a warning."""
     mod = lay.go_module
-    sources = []
+    heap_source: Sources = []
     skip: List[Tuple[int, int]] = []
     if mod is not None:
         heap = _read_structures(pid, "the Go heap", lambda: read_heap(pid, mod.path, mod.bias, engine=eng))
         warnings.extend(heap.warnings)
-        sources.append([exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals])
+        heap_source.append([exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals])
         skip = [(a, a + heap.arena_bytes) for a in heap.arenas]
+    if others is None:
+        others = _other_sources(pid, table, mod, eng, warnings, skip)
+    regions, conflict = exact.combine(heap_source + others)
+    if conflict:
+        warnings.append(f"{conflict} bytes were claimed by two owners; the first claim (Go heap, C allocator, "
+                        "Go runtime) was kept")
+    return regions, others
+
+
+def _other_sources(pid: int, table, mod, eng, warnings: List[str], skip: List[Tuple[int, int]]) -> Sources:  # type: ignore[no-untyped-def]
+    """The C allocator's regions and the Go runtime's metadata, those that can be read."""
+    sources: Sources = []
     try:
         c = _read_structures(pid, "the C allocator's structures", lambda: c_regions(pid, table, skip=skip, engine=eng))
     except (AccessDenied, NoSuchProcess):
@@ -260,11 +277,7 @@ def owner_regions(pid: int, table, lay: Layout, eng, warnings: List[str]) -> Lis
             warnings.append(f"Go runtime metadata attributed per mapping: {err}")
         else:
             sources.append([exact.Region(s, e, GO_RUNTIME) for s, e, _ in meta])
-    regions, conflict = exact.combine(sources)
-    if conflict:
-        warnings.append(f"{conflict} bytes were claimed by two owners; the first claim (Go heap, C allocator, "
-                        "Go runtime) was kept")
-    return regions
+    return sources
 
 
 def _layout_of(pid: int, starttime: int, table) -> Layout:  # type: ignore[no-untyped-def]
