@@ -16,6 +16,7 @@ import pytest
 
 import memscan
 from memscan import record
+from memscan.core import refresh
 from memscan.core import sampler as sampler_module
 from memscan.core.sampler import Sample, Sampler
 
@@ -131,7 +132,7 @@ def heap_fails(monkeypatch):
     whose numbers are in the returned set (0-based), and so do the owners'
     reads between full scans after such a call."""
     failing = set()
-    real, real_owners = sampler_module.scan_parts, sampler_module.owner_regions
+    real, real_owners = sampler_module.scan_parts, refresh.owner_regions
     calls = []
 
     def changed() -> memscan.HeapChanged:
@@ -149,7 +150,7 @@ def heap_fails(monkeypatch):
         return real_owners(*args, **kwargs)
 
     monkeypatch.setattr(sampler_module, "scan_parts", scan_parts)
-    monkeypatch.setattr(sampler_module, "owner_regions", owner_regions)
+    monkeypatch.setattr(refresh, "owner_regions", owner_regions)
     return failing
 
 

@@ -64,19 +64,19 @@ Where each figure comes from, and how fresh it is:
   are per-CPU since kernel 6.2) shows at the next
   count, at most that much later.
 - ``go_heap_detail`` (exact tier): this tick's resident pages of the Go
-  heap's page-state intervals, but the intervals (which spans hold objects,
-  are free, released...) are those read from the Go runtime at the last
-  full scan: a span that changed state since counts in its old state.
-  ``states_age`` says how old the states and the owners' regions are, on
-  every exact sample. A full scan that finds the heap changing under every
-  read (a program allocating flat out on all cores) is a count with the
-  last good states, which keep ageing until a full scan reads the heap
-  again (a warning says so once); with none yet, the tick is skipped
-  (``missed``).
+  heap's page-state intervals; the intervals (which spans hold objects,
+  are free, released...) and the other owners' regions are those last
+  read, by a full scan or by a refresh between two (``core.refresh``: the
+  Go heap every 0.1 s, every owner when anonymous mappings grew, within
+  2 % of the time). ``states_age`` says how old they
+  are, on every exact sample. A read that finds the heap changing under
+  every try (a program allocating flat out on all cores) keeps the last
+  good states, which keep ageing (a full scan's failure is a warning,
+  once); with none yet, the tick is skipped (``missed``).
 - ``snapshot``: a full ``scan()`` (smaps, and in the exact tier the Go and C
   allocators' structures), on the first tick and then every ``full_every``
   seconds: pss, uss, swap and the rest are that fresh. It also refreshes
-  the classification and the exact regions.
+  the classification (the smaps VmFlags) and the exact regions.
 
 Politeness (``polite=True``, the default): smaps, pagemap and PAGEMAP_SCAN
 walk the page tables under the target's mmap_lock, stalling its mmap,
@@ -120,17 +120,17 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._cache import LRU
-from .._errors import AccessDenied, Error, HeapChanged, NoSuchProcess
+from .._errors import AccessDenied, HeapChanged, NoSuchProcess
 from .._types import CATEGORIES, GO_HEAP, SmapsTable
 from ..engine import engine_name, get_engine
 from ..kernel import procfs
 from ..kernel.pagemap import Pagemap
 from . import exact, fallback
-from .scanner import TIERS, _layout_of, owner_regions, scan_parts
+from .refresh import Owners
+from .scanner import TIERS, _layout_of, scan_parts
 from .snapshot import Snapshot
 
-__all__ = ["Sample", "Sampler", "FULL_SCAN_SHARE", "LOCK_SHARE", "RECOUNT_AFTER", "REFRESH_AFTER", "REFRESH_SHARE",
-           "SMAPS_PAUSE"]
+__all__ = ["Sample", "Sampler", "FULL_SCAN_SHARE", "LOCK_SHARE", "RECOUNT_AFTER", "SMAPS_PAUSE"]
 
 PAGE = 4096
 # Polite: the share of wall time the ticks' counts may hold the target's
@@ -142,11 +142,6 @@ FULL_SCAN_SHARE = 0.01
 SMAPS_PAUSE = 50e-6
 # Seconds a count may be reused while maps and status show no change.
 RECOUNT_AFTER = 0.1
-# Exact tier: owners (and Go heap page states) older than this, or with a
-# mapping new since they were read, are read again between full scans; the
-# share of wall time (CPU time) those reads may take.
-REFRESH_AFTER = 0.1
-REFRESH_SHARE = LOCK_SHARE
 # Bytes asked of status in one pread (it is ~1.5 KB), and how many
 # classifications (maps texts) are kept between full scans.
 _STATUS_READ = 8192
@@ -234,10 +229,7 @@ class Sampler:
         self._next_full = 0.0
         self._scanned = False  # a full scan succeeded: the one-time work is done
         self._lock_free_at = 0.0
-        self._owners_read_at = 0.0  # mono of the read of the owners and heap states in use
-        self._owners_behind = False  # a mapping changed since they were read
-        self._others: Optional[List[List[exact.Region]]] = None  # the owners' but the Go heap's, last read
-        self._refresh_free_at = 0.0  # mono before which the owners are not read again between full scans
+        self._owners = Owners()  # when the owners and heap states in use were read
 
     # ------------------------------------------------------------ lifecycle
 
@@ -516,7 +508,7 @@ class Sampler:
         self._scanned = self._scanned or parts is not None
         if parts is None:
             return self._count_tick(seq, mono, wall, missed, False)
-        self._owners_read_at = mono
+        self._owners.scanned(mono, parts.table)
         snap = parts.snapshot
         snap.pid = self.pid
         for w in snap.warnings:
@@ -527,8 +519,6 @@ class Sampler:
         self._regions = parts.regions
         self._outside = exact.outside_category(parts.layout.context.go_only)
         self._go_heap = snap.go_heap_detail is not None
-        self._owners_behind = False
-        self._others = None
         self._classified.clear()
         self._basis = t, parts.cats
         self._intervals = exact.Intervals(t, parts.cats, parts.regions, self._outside)
@@ -558,10 +548,10 @@ class Sampler:
         Kept for the last few maps texts seen since the full scan: a program
         that maps and unmaps the same buffer flips between two of them."""
         self._maps_seen = maps
-        self._owners_behind = True
         kept = self._classified.get(maps)
         if kept is not None:
             self._basis, self._intervals = kept[:2], kept[2]
+            self._owners.mapped(kept[0])
             return
         first = [maps]  # the text just read, then fresh ones
 
@@ -581,43 +571,15 @@ class Sampler:
         self._basis = t, cats
         self._intervals = exact.Intervals(t, cats, self._regions, self._outside)
         self._classified.put(maps, (t, cats, self._intervals))
-
-    def _refresh_due(self, mono: float) -> bool:
-        """The owners are to be read again now: a mapping changed, or they
-        are older than REFRESH_AFTER, and the spacing allows."""
-        if self._regions is None or mono < self._refresh_free_at:
-            return False
-        return self._owners_behind or mono - self._owners_read_at >= REFRESH_AFTER
+        self._owners.mapped(t)
 
     def _refresh_owners(self, mono: float) -> None:
-        """Read the owners' structures again for the mappings counted now:
-        the Go heap's page states, from the arenas that changed (the heap
-        reader keeps what it decoded of the others), and without a Go heap,
-        after a change of mappings or first after a full scan, the C
-        allocator's chunks and stacks and the Go runtime's metadata too. A mapping new since the
-        last full scan has its owner at once, and a span that changed state
-        counts in its new one. Spaced so that these reads take at most
-        REFRESH_SHARE of the time; a read that fails (the heap changing
-        under every read) keeps the states in use, which go on ageing."""
+        """Read the owners again for the mappings counted now (core.refresh)."""
         assert self._basis is not None
         t, cats = self._basis
-        lay = _layout_of(self._via, self._starttime, t)
-        t0 = time.thread_time()
-        others = None if self._owners_behind or not self._go_heap else self._others
-        regions: Optional[List[exact.Region]]
-        try:
-            regions, self._others = owner_regions(self._via, t, lay, self._eng, [], others)
-        except (AccessDenied, NoSuchProcess):
-            raise
-        except Error:
-            regions = None
-        # CPU time, as for counts: each read of the target's memory holds its
-        # mmap_lock for a moment (access_remote_vm), the decoding does not.
-        self._refresh_free_at = time.monotonic() + (time.thread_time() - t0) * (1 / REFRESH_SHARE - 1)
+        regions = self._owners.read(self._via, self._starttime, t, self._eng, self._go_heap, mono)
         if regions is None:
             return
-        self._owners_read_at = mono
-        self._owners_behind = False
         self._regions = regions
         self._classified.clear()
         self._intervals = exact.Intervals(t, cats, regions, self._outside)
@@ -631,7 +593,7 @@ class Sampler:
         if maps != self._maps_seen:
             self._reclassify(maps)
             self._counted = None
-        if self._refresh_due(mono):
+        if self._regions is not None and self._owners.due(mono, self._go_heap):
             self._refresh_owners(mono)
         iv = self._intervals
         assert iv is not None and self._pagemap is not None
@@ -654,7 +616,7 @@ class Sampler:
         if iv.tier == "exact" and self._go_heap:
             detail = {name: pages[exact.NCAT + i] * PAGE for i, name in enumerate(exact.DETAIL)}
             cats[CATEGORIES[GO_HEAP]] += sum(detail.values())
-        age = mono - self._owners_read_at if iv.tier == "exact" else None
+        age = mono - self._owners.read_at if iv.tier == "exact" else None
         return Sample(self.pid, seq, mono, wall, iv.tier, rss, cats, detail, None, missed, age)
 
 
