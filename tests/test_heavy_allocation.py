@@ -93,7 +93,10 @@ def test_sampler_survives_flat_out_allocation(allocating):
     # A full scan of this target takes ~0.1-0.4 s (its retries included).
     assert len(samples) >= 3 and full
     check_stale(samples)
-    assert bool(stale) == any("kept changing" in w for w in s.warnings)
+    # Stale ticks follow a full scan that could not read the heap, which says
+    # so once. (A heap read that settled after re-reads of some arena warns
+    # too, naming the arena, but its states are fresh.)
+    assert not stale or any("flagged stale" in w for w in s.warnings), s.warnings
 
 
 def test_record_survives_flat_out_allocation(allocating, tmp_path):
@@ -106,9 +109,9 @@ def test_record_survives_flat_out_allocation(allocating, tmp_path):
     assert rec.end is not None and rec.end["event"] == "stop" and rec.end["reason"] == "duration"
     assert len(rec.rows) >= 10 and all(r["tier"] == "exact" for r in rec.rows)
     stale = [r for r in rec.rows if r["stale"] is not None]
-    warned = [ev for ev in rec.events if ev["event"] == "warning" and "kept changing" in ev["message"]]
+    warned = [ev for ev in rec.events if ev["event"] == "warning" and "flagged stale" in ev["message"]]
     print(f"\nrecord: {len(rec.rows)} rows, {len(stale)} stale")
-    assert len(warned) == (1 if stale else 0)
+    assert len(warned) <= 1 and (not stale or warned)
     assert all(r["stale"] > 0 and r["pss"] is None and r["go_heap.objects"] is not None for r in stale)
 
 
