@@ -1,0 +1,91 @@
+"""c_malloc's states (in use, free, reserved, unassigned) against programs
+that print their own mallinfo2().
+
+tests/cprogs/fragments.c mallocs many blocks of mixed sizes in the main
+arena and three thread arenas, frees half of them at random (tcache,
+fastbins, unsorted, small and large bins, top chunks), keeps a few mmapped
+chunks, and prints mallinfo2(); "corrupt" then makes a free list cyclic.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import memscan
+from memscan.core import exact
+from memscan.owners import c as cmalloc
+
+from test_cmalloc import smaps
+
+MIB = 1 << 20
+
+
+def close(a: int, b: int, rel: float = 0.02) -> bool:
+    return abs(a - b) <= rel * max(b, 1)
+
+
+def check_sums(snap: memscan.Snapshot) -> None:
+    d = snap.c_malloc_detail
+    assert d is not None and tuple(d) == exact.C_DETAIL
+    for field in memscan.COUNTER_FIELDS:
+        assert sum(getattr(c, field) for c in d.values()) == getattr(snap.categories["c_malloc"], field), field
+        assert all(getattr(c, field) >= 0 for c in d.values()), (field, d)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_used_and_free_match_mallinfo2(cprog, seed):
+    prog = cprog("fragments", seed, "blocks=20000")
+    mi = prog.report["mallinfo2"]
+    r = cmalloc.c_regions(prog.pid, smaps(prog.pid))
+    assert r.warnings == []
+    # Read from outside, the arenas' free lists give mallinfo2's own figures.
+    assert r.counters["fordblks"] == mi["fordblks"] and r.counters["uordblks"] == mi["uordblks"]
+    # Bounded: a read per free chunk, not per chunk.
+    assert r.bytes_read <= 24 * (mi["ordblks"] + mi["smblks"] + 8) + 16 * r.found["pages_probed"] + 256 * 1024
+
+    snap = memscan.scan(prog.pid, tier="exact")
+    check_sums(snap)
+    d = snap.c_malloc_detail
+    assert close(d["in_use"].size, mi["uordblks"] + mi["hblkhd"]), (d["in_use"], mi)
+    assert close(d["free"].size, mi["fordblks"]), (d["free"], mi)
+    # Every block was written before half were freed: the free chunks are
+    # resident, the cost of fragmentation.
+    assert d["free"].rss >= 0.9 * (mi["fordblks"] - mi["keepcost"]), (d["free"], mi)
+    assert d["in_use"].rss >= 0.9 * mi["uordblks"]
+    assert d["reserved"].rss == 0 and d["reserved"].size > 0  # thread arenas' heaps reserve 64 MiB each
+    assert d["unassigned"].size == 0
+    out = json.loads(json.dumps(snap.to_dict()))["c_malloc_detail"]
+    assert out["free"]["size"] == d["free"].size and set(out) == set(exact.C_DETAIL)
+
+
+def test_cyclic_free_list_falls_back_for_its_arena(cprog):
+    prog = cprog("fragments", 3, "blocks=5000", "corrupt")
+    mi = prog.report["mallinfo2"]
+    r = cmalloc.c_regions(prog.pid, smaps(prog.pid))
+    assert any("free lists do not validate" in w and "cycle" in w for w in r.warnings), r.warnings
+    assert "fordblks" not in r.counters  # never a wrong figure
+    main = [(s, e) for s, e, k in r.intervals if k == "main arena"]
+    assert [(s, e) for s, e, st in r.states if st == "unassigned"] == main
+    snap = memscan.scan(prog.pid, tier="exact")
+    check_sums(snap)
+    d = snap.c_malloc_detail
+    # The main arena is unassigned; the thread arenas are still split.
+    assert d["unassigned"].size == main[0][1] - main[0][0]
+    assert 0 < d["free"].size < mi["fordblks"]
+
+
+def test_detail_sums_with_partial_pages():
+    """Bytes of free chunks outside whole pages move from in use to free;
+    what is left of the category is unassigned."""
+    c = memscan.Counters
+    pieces = {"in_use": c(size=8192, rss=8192, pss=8192, uss=8192, anonymous=8192), "free": c(size=4096, rss=0),
+              "reserved": c(size=1 << 20), "unassigned": c()}
+    total = c(size=(1 << 20) + 16384, rss=12288, pss=12288, uss=12288, anonymous=12288)
+    d = exact.c_malloc_detail(pieces, total, 100)
+    assert d["free"] == c(size=4196, rss=100, pss=100, uss=100, anonymous=100)
+    assert d["in_use"].size == 8092 and d["unassigned"] == c(size=4096, rss=4096, pss=4096, uss=4096, anonymous=4096)
+    regions, partial = exact.free_pages([(0x1010, 0x1030), (0x1ff0, 0x4010)])
+    assert regions == [exact.Region(0x2000, 0x4000, memscan.core.exact.C_MALLOC, exact.C_FREE)]
+    assert partial == 0x20 + 0x10 + 0x10
