@@ -89,3 +89,31 @@ def test_detail_sums_with_partial_pages():
     regions, partial = exact.free_pages([(0x1010, 0x1030), (0x1ff0, 0x4010)])
     assert regions == [exact.Region(0x2000, 0x4000, memscan.core.exact.C_MALLOC, exact.C_FREE)]
     assert partial == 0x20 + 0x10 + 0x10
+
+
+def test_scan_table_and_recording(cprog, tmp_path):
+    """The scan table shows c_malloc's states; a recording has a column per
+    state, filled on the full scans' rows."""
+    import io
+
+    from rich.console import Console
+
+    from memscan import format as fmt
+    from memscan import record
+
+    prog = cprog("fragments", 4, "blocks=5000", "threads=1")
+    snap = memscan.scan(prog.pid, tier="exact")
+    out = io.StringIO()
+    fmt.render(snap, Console(file=out, width=200))
+    lines = out.getvalue().splitlines()
+    labels = [line.split("│")[1].strip() for line in lines if line.count("│") > 2]
+    at = labels.index("c_malloc")
+    assert labels[at + 1 : at + 5] == list(exact.C_DETAIL)
+    path = str(tmp_path / "c.csv")
+    with memscan.Sampler(prog.pid, 1 / 100, "exact", full_every=0.1, polite=False) as sampler, \
+            record.Writer(path, record.header(prog.pid, tier="exact", hz=100, full_every=0.1)) as writer:
+        record.record(sampler, writer, duration=0.3)
+    rows = record.read(path).rows
+    full = [r for r in rows if r["pss"] is not None]
+    assert full and all(r["c_malloc.free"] > 0 and r["c_malloc.in_use"] > 0 for r in full)
+    assert all(r["c_malloc.reserved"] == r["c_malloc.unassigned"] == 0 for r in full)  # resident bytes
