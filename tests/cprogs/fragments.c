@@ -1,6 +1,6 @@
 /* A C test subject for glibc's free memory: arenas full of holes.
  *
- * usage: fragments [SEED] [threads=N] [blocks=N] [mmaps=N] [corrupt]
+ * usage: fragments [SEED] [threads=N] [blocks=N] [mmaps=N] [corrupt] [leak]
  *
  * The main thread and THREADS pthreads (default 3) each malloc BLOCKS
  * (default 200000) blocks of 16 B - 4 KiB, some of 8 - 120 KiB, and then
@@ -8,6 +8,10 @@
  * fastbins, the rest in the unsorted, small and large bins, and each arena
  * keeps a top chunk. MMAPS (default 4) blocks above the mmap threshold are
  * mmapped chunks, in use. Everything kept is memset, so it is resident.
+ *
+ * "leak": after the report, a thread mallocs (and writes) 1 MiB, an
+ * mmapped chunk, every 100 ms and never frees it: in-use C memory growing
+ * by 10 MiB a second.
  *
  * "corrupt": after the report, a free chunk's fd in the main arena's
  * unsorted bin is made to point to itself (a cycle), as a heap overflow
@@ -69,14 +73,26 @@ static void *thread_main(void *arg) {
 	return NULL;
 }
 
+static void *leaker(void *arg) {
+	(void)arg;
+	for (;;) {
+		char *p = malloc(1 << 20);
+		if (p == NULL) exit(2);
+		memset(p, 0x3c, 1 << 20);
+		usleep(100000);
+	}
+	return NULL;
+}
+
 int main(int argc, char **argv) {
 	unsigned long seed = 1;
-	int nthreads = 3, nmaps = 4, corrupt = 0;
+	int nthreads = 3, nmaps = 4, corrupt = 0, leak = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strncmp(argv[i], "threads=", 8)) nthreads = atoi(argv[i] + 8);
 		else if (!strncmp(argv[i], "blocks=", 7)) nblocks = strtoul(argv[i] + 7, NULL, 10);
 		else if (!strncmp(argv[i], "mmaps=", 6)) nmaps = atoi(argv[i] + 6);
 		else if (!strcmp(argv[i], "corrupt")) corrupt = 1;
+		else if (!strcmp(argv[i], "leak")) leak = 1;
 		else seed = strtoul(argv[i], NULL, 10);
 	}
 	rng_state = seed;
@@ -116,6 +132,7 @@ int main(int argc, char **argv) {
 		chunk[2] = (uintptr_t)chunk; /* fd -> itself */
 	}
 	if (write(1, out, (size_t)n) != n) return 2;
+	if (leak && pthread_create(&t, NULL, leaker, NULL)) return 2;
 	char buf[256];
 	while (read(0, buf, sizeof buf) > 0) {
 	}
