@@ -15,7 +15,7 @@ from ..engine import engine_name, get_engine
 from ..kernel import procfs
 from ..kernel.pagemap import Pagemap
 from ..layout.context import Layout, context
-from ..owners.c import GLIBC_KINDS, c_regions
+from ..owners.c import SPLIT_KINDS, c_regions
 from ..owners.go.heap import read_heap
 from ..owners.go.runtime import runtime_regions
 from . import exact, fallback
@@ -248,7 +248,7 @@ def _split(pid: int, table, cats, lay: Layout, eng, warnings: List[str]) -> Tupl
         sources.append(free + [exact.Region(s, e, C_MALLOC, exact.C_DETAIL.index(st))
                                for s, e, st in c.states if st != "free"])
         sources.append([exact.Region(s, e, THREAD_STACKS, -1) if kind == "pthread stack"
-                        else exact.Region(s, e, C_MALLOC, exact.C_IN_USE if kind in GLIBC_KINDS else exact.C_UNASSIGNED)
+                        else exact.Region(s, e, C_MALLOC, exact.C_IN_USE if kind in SPLIT_KINDS else exact.C_UNASSIGNED)
                         for s, e, kind in c.intervals])
     if mod is not None:
         try:

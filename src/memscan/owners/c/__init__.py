@@ -14,6 +14,7 @@ returns address intervals of kind
 ``pthread stack``  a glibc thread stack: guard page(s) + stack, TCB at the top
 ``jemalloc``       an anonymous region of a preloaded jemalloc
 ``tcmalloc``       ``[heap]`` and the library's static metadata under tcmalloc
+``pymalloc arena`` one of CPython's 1 MiB small-object arenas (:mod:`.pymalloc`)
 =================  ============================================================
 
 (The structures are glibc's own: malloc/malloc.c, malloc/arena.c and
@@ -63,12 +64,13 @@ from .bins import Arena, BadList
 from .chunks import check_chunks, mmapped_chunk_len, walk_chunks
 from .glibc import MS_SIZE, MS_TOP, Glibc
 from .mappings import LimitReached, Mappings
+from .pymalloc import Pymalloc
 from .preloaded import claim_jemalloc, claim_tcmalloc
 from .stacks import find_stacks
 
 __all__ = [
     "CRegions",
-    "GLIBC_KINDS",
+    "SPLIT_KINDS",
     "KINDS",
     "MAX_READ_BYTES",
     "c_regions",
@@ -76,10 +78,10 @@ __all__ = [
 ]
 
 #: The kinds of ``CRegions.intervals``.
-KINDS = ("main arena", "arena", "mmapped chunk", "pthread stack", "jemalloc", "tcmalloc")
+KINDS = ("main arena", "arena", "mmapped chunk", "pthread stack", "jemalloc", "tcmalloc", "pymalloc arena")
 
-#: The kinds of glibc's malloc: the bytes of which are in use but for CRegions.states.
-GLIBC_KINDS = frozenset(("main arena", "arena", "mmapped chunk"))
+#: The kinds whose bytes are in use but for what CRegions.states says.
+SPLIT_KINDS = frozenset(("main arena", "arena", "mmapped chunk", "pymalloc arena"))
 
 #: Default cap on the bytes read from /proc/PID/mem by one call: 16 bytes a
 #: probed page make this 2M pages (8 GiB) of anonymous memory to walk.
@@ -267,6 +269,7 @@ def _run(maps: Mappings, g: Glibc, hint: Optional[str], stack_limit: Optional[in
                 maps.warn("main_arena not found in libc's data: [heap] and thread arenas not attributed")
             arena_states(maps, g, arenas, valid)
         find_stacks(maps, stack_limit)
+        Pymalloc(maps).find()
         if owner == "jemalloc":
             claim_jemalloc(maps)
             if maps.heap_range:
