@@ -10,6 +10,7 @@ chunks, and prints mallinfo2(); "corrupt" then makes a free list cyclic.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -17,7 +18,7 @@ import memscan
 from memscan.core import exact
 from memscan.owners import c as cmalloc
 
-from test_cmalloc import smaps
+from test_cmalloc import JEMALLOC, smaps
 
 MIB = 1 << 20
 
@@ -162,3 +163,16 @@ def test_explain_names_the_largest_category(cprog):
     out = io.StringIO()
     explain.render(doc, Console(file=out, width=200))
     assert "Nothing stands out" not in out.getvalue()
+
+
+@pytest.mark.skipif(not os.path.exists(JEMALLOC), reason=f"{JEMALLOC} not installed (apt-get install libjemalloc2)")
+def test_preloaded_allocator_lazy_free_and_warning(cprog):
+    """Under jemalloc, whose structures are not read: its memory is
+    unassigned but for the pages it purged lazily, and a warning says why."""
+    prog = cprog("mallocs", 2, "plain", env={"LD_PRELOAD": JEMALLOC})
+    snap = memscan.scan(prog.pid, tier="exact")
+    check_sums(snap)
+    d = snap.c_malloc_detail
+    assert any("jemalloc owns malloc" in w and "LazyFree" in w for w in snap.warnings), snap.warnings
+    assert d["in_use"].size == 0 and d["unassigned"].rss >= prog.report["touched"] * 0.9
+    assert d["free"].rss == d["free"].lazyfree == snap.categories["c_malloc"].lazyfree

@@ -251,21 +251,32 @@ def free_pages(free: Sequence[Tuple[int, int]]) -> Tuple[List[Region], int]:
 _MOVED = ("size", "rss", "pss", "uss", "anonymous")
 
 
-def c_malloc_detail(pieces: Dict[str, Counters], c_malloc: Counters, partial: int) -> Dict[str, Counters]:
+def _move(out: Dict[str, Counters], src: str, dst: str, n: int, fields: Sequence[str]) -> None:
+    """Move ``n`` bytes of each of ``fields`` (at most what ``src`` has) from state ``src`` to ``dst``."""
+    a, b = out[src].to_dict(), out[dst].to_dict()
+    for f in fields:
+        m = min(n, a[f])
+        a[f] -= m
+        b[f] += m
+    out[src], out[dst] = Counters(**a), Counters(**b)
+
+
+def c_malloc_detail(pieces: Dict[str, Counters], c_malloc: Counters, partial: int,
+                    lazy_free: bool = False) -> Dict[str, Counters]:
     """The c_malloc states: ``pieces`` (split.c_detail) with the ``partial``
     bytes of free chunks moved from in_use to free, and what no other state
-    claims in ``unassigned``; they add up to ``c_malloc`` exactly."""
+    claims in ``unassigned``; they add up to ``c_malloc`` exactly.
+    ``lazy_free``: an allocator whose chunks are not read (jemalloc,
+    tcmalloc): the unassigned pages it purged with MADV_FREE (LazyFree) are
+    free all the same."""
     out = dict(pieces)
-    used, free = out["in_use"].to_dict(), out["free"].to_dict()
-    for f in _MOVED:
-        n = min(partial, used[f])
-        used[f] -= n
-        free[f] += n
-    out["in_use"], out["free"] = Counters(**used), Counters(**free)
+    _move(out, "in_use", "free", partial, _MOVED)
     claimed = out["in_use"] + out["free"] + out["reserved"]
     # Everything else of the category: the pieces marked unassigned, and
     # c_malloc mappings no allocator structure reached.
     out["unassigned"] = Counters(*(a - b for a, b in zip(c_malloc, claimed)))
+    if lazy_free:
+        _move(out, "unassigned", "free", out["unassigned"].lazyfree, _MOVED + ("lazyfree",))
     return out
 
 

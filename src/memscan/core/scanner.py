@@ -184,17 +184,25 @@ def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0) -
                 raise
             warnings.append(f"layout tier shown: {err}")
         else:
-            split, partial = split
+            split, partial, owner = split
             categories = exact.apply(categories, CATEGORIES, split)
             detail, done, regions = split.detail, "exact", split.regions
             if split.c_detail is not None:
-                c_detail = exact.c_malloc_detail(split.c_detail, categories["c_malloc"], partial)
+                lazy = owner in PRELOADED
+                c_detail = exact.c_malloc_detail(split.c_detail, categories["c_malloc"], partial, lazy)
+                if lazy:
+                    warnings.append(f"{owner} owns malloc: its memory in use and free cannot be told apart "
+                                    "without its own structures (not read); only the pages it purged lazily "
+                                    "(MADV_FREE, LazyFree) are shown as free, the rest as unassigned")
     snap = Snapshot(
         pid, when, "smaps", done, engine_name, total, categories, go_heap_detail=detail,
         go=lay.go, allocator=lay.allocator, warnings=warnings, c_malloc_detail=c_detail,
     )
     return Parts(snap, table, cats, lay, regions)
 
+
+# Allocators that replace malloc whose chunks are not read.
+PRELOADED = ("jemalloc", "tcmalloc")
 
 # A heap read that races with the target (a structure changed mid-read) is
 # tried again this many times before the scan falls back.
@@ -217,10 +225,11 @@ def _read_structures(pid: int, what: str, read):  # type: ignore[no-untyped-def]
                                          "(the process's owner, or CAP_SYS_PTRACE)") from err
 
 
-def _split(pid: int, table, cats, lay: Layout, eng, warnings: List[str]) -> Tuple[exact.Split, int]:  # type: ignore[no-untyped-def]
-    """The exact tier's split of the mappings, and the bytes of free C
-    chunks outside whole pages (exact.free_pages); or an Error saying why it
-    cannot be had. Owners read, the first winning where claims overlap: the
+def _split(pid: int, table, cats, lay: Layout, eng,  # type: ignore[no-untyped-def]
+           warnings: List[str]) -> Tuple[exact.Split, int, Optional[str]]:
+    """The exact tier's split of the mappings, the bytes of free C chunks
+    outside whole pages (exact.free_pages) and who owns malloc (None: not
+    read); or an Error saying why it cannot be had. Owners read, the first winning where claims overlap: the
     Go heap (required where a Go runtime is loaded), the C allocator (glibc's
     arenas, mmapped chunks and thread stacks; jemalloc, tcmalloc) and the Go
     runtime's off-heap structures; a part that cannot be read is attributed
@@ -271,8 +280,8 @@ def _split(pid: int, table, cats, lay: Layout, eng, warnings: List[str]) -> Tupl
         split = split._replace(detail=None)
     # No C allocator read: None likewise.
     if c is None or c.allocator is None:
-        return split._replace(c_detail=None), 0
-    return split, partial
+        return split._replace(c_detail=None), 0, None
+    return split, partial, c.allocator
 
 
 def _layout_of(pid: int, starttime: int, table) -> Layout:  # type: ignore[no-untyped-def]
