@@ -176,3 +176,25 @@ def test_preloaded_allocator_lazy_free_and_warning(cprog):
     assert any("jemalloc owns malloc" in w and "LazyFree" in w for w in snap.warnings), snap.warnings
     assert d["in_use"].size == 0 and d["unassigned"].rss >= prog.report["touched"] * 0.9
     assert d["free"].rss == d["free"].lazyfree == snap.categories["c_malloc"].lazyfree
+
+
+def test_exporter_and_watch(cprog):
+    """The exporter's memscan_c_malloc_detail_rss_bytes, and watch's rows."""
+    import io
+
+    from rich.console import Console
+
+    from memscan import export, watch
+    from test_export import by, scrape, series
+
+    prog = cprog("fragments", 8, "blocks=5000", "threads=1")
+    samples = scrape(export.MemscanCollector(export.Targets([prog.pid]), tier="exact"))
+    detail = by(series(samples, "memscan_c_malloc_detail_rss_bytes", pid=str(prog.pid)), "state")
+    assert list(detail) == list(exact.C_DETAIL) and detail["free"] > 0 and detail["in_use"] > 0
+    with memscan.Sampler(prog.pid, 1 / 50, "exact", full_every=0.05, polite=False) as sampler:
+        samples = [sampler.sample() for _ in range(3)]
+    out = io.StringIO()
+    Console(file=out, width=200).print(watch.view(samples, 10.0))
+    labels = [line.split("│")[1].strip() for line in out.getvalue().splitlines() if line.count("│") > 2]
+    at = labels.index("c_malloc")
+    assert labels[at + 1 : at + 5] == list(exact.C_DETAIL), labels
