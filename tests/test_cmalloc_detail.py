@@ -198,3 +198,17 @@ def test_exporter_and_watch(cprog):
     labels = [line.split("│")[1].strip() for line in out.getvalue().splitlines() if line.count("│") > 2]
     at = labels.index("c_malloc")
     assert labels[at + 1 : at + 5] == list(exact.C_DETAIL), labels
+
+
+def test_plot_has_a_c_malloc_panel(cprog, tmp_path):
+    from memscan import plot, record
+
+    prog = cprog("fragments", 9, "blocks=5000", "threads=1")
+    path = str(tmp_path / "c.jsonl")
+    with memscan.Sampler(prog.pid, 1 / 50, "exact", full_every=0.05, polite=False) as sampler, \
+            record.Writer(path, record.header(prog.pid, tier="exact", hz=50, full_every=0.05)) as writer:
+        record.record(sampler, writer, duration=0.4)
+    fig = plot.figure(record.read(path))
+    titles = [a.get_title() for a in fig.axes]
+    assert titles[-1].startswith("c_malloc by the state"), titles
+    assert plot.plot(path, str(tmp_path / "c.png")).endswith("c.png")
