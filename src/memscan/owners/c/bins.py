@@ -18,6 +18,7 @@ free lists are then not trusted (:class:`BadList` says why).
 from __future__ import annotations
 
 import bisect
+import os
 import struct
 from typing import List, Optional, Sequence, Tuple
 
@@ -86,7 +87,7 @@ class Arena:
                 out.append((p, p + size))
                 p = fd
         top = self.state[MS_TOP // 8]
-        size, _ = self._chunk(top, seen, top_chunk=True)
+        size, _ = self._chunk(top, seen)
         out.append((top, top + size))
         out.sort()
         for (_, a1), (b0, _) in zip(out, out[1:]):
@@ -94,8 +95,10 @@ class Arena:
                 raise BadList(f"free chunks overlap at {b0:#x}")
         return out
 
-    def _chunk(self, p: int, seen: set, top_chunk: bool = False) -> Tuple[int, int]:
-        """(chunksize, fd) of the chunk at ``p``, checked."""
+    def _chunk(self, p: int, seen: set) -> Tuple[int, int]:
+        """(chunksize, fd) of the chunk at ``p``, checked. (Run once per
+        free chunk: its reads go straight to /proc/PID/mem, counted against
+        the cap.)"""
         if p % 16:
             raise BadList(f"misaligned chunk pointer {p:#x}")
         if p in seen:
@@ -106,24 +109,22 @@ class Arena:
         k = bisect.bisect_right(self.starts, p) - 1
         if k < 0 or not p < self.heaps[k][1]:
             raise BadList(f"chunk {p:#x} lies outside the arena's heaps")
-        n = 16 if top_chunk else 24
-        if not self._readable(p, p + n):
+        i = bisect.bisect_right(self.present_starts, p & ~(PAGE - 1)) - 1
+        if i < 0 or self.present[i][1] < p + 24:
             raise BadList(f"chunk {p:#x} is on a page that is not present (swapped out?)")
-        data = self.maps.tgt.pread(p, n)
-        if data is None:
+        tgt = self.maps.tgt
+        tgt.charge(24)
+        try:
+            data = os.pread(tgt.mem, 24, p)
+        except OSError:
+            data = b""
+        if len(data) != 24:
             raise BadList(f"chunk {p:#x} went away")
-        if top_chunk:
-            data += bytes(8)
         _, size_word, fd = _CHUNK.unpack(data)
         size = size_word & ~SIZE_BITS
         if size < MINSIZE or size % 16 or p + size > self.heaps[k][1]:
             raise BadList(f"chunk {p:#x} has size word {size_word:#x}")
         return size, fd
-
-    def _readable(self, lo: int, hi: int) -> bool:
-        page = lo & ~(PAGE - 1)
-        i = bisect.bisect_right(self.present_starts, page) - 1
-        return i >= 0 and self.present[i][1] >= hi
 
     def _reveal(self, p: int, fd: int) -> int:
         if self.safe_linking is None:  # glibc version unknown: whichever is a pointer into the arena
