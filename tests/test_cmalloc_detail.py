@@ -212,3 +212,73 @@ def test_plot_has_a_c_malloc_panel(cprog, tmp_path):
     titles = [a.get_title() for a in fig.axes]
     assert titles[-1].startswith("c_malloc by the state"), titles
     assert plot.plot(path, str(tmp_path / "c.png")).endswith("c.png")
+
+
+class _File:
+    """A target memory that is a file: addresses are offsets in it."""
+
+    def __init__(self, path: str) -> None:
+        self.mem = os.open(path, os.O_RDONLY)
+        self.charged = 0
+
+    def present(self, lo: int, hi: int):  # type: ignore[no-untyped-def]
+        return [(lo, hi)]
+
+    def charge(self, n: int) -> None:
+        self.charged += n
+
+
+def _arena(tmp_path, chunks, fastbin0=0, unsorted=None, safe_linking=True):  # type: ignore[no-untyped-def]
+    """An arena at 0x1000 with one heap [0x10000, 0x20000) and a top chunk
+    at 0x1f000; ``chunks``: address -> (size word, fd)."""
+    import struct as st
+    from types import SimpleNamespace
+
+    from memscan.owners.c import bins, glibc
+
+    ar = 0x1000
+    state = [0] * (glibc.MS_SIZE // 8)
+    for j in range(glibc.NBINS_PAIRS):
+        state[glibc.MS_BINS // 8 + 2 * j] = state[glibc.MS_BINS // 8 + 2 * j + 1] = ar + glibc.MS_BINS + 16 * j - 16
+    state[bins.MS_FASTBINS // 8] = fastbin0
+    if unsorted is not None:
+        state[glibc.MS_BINS // 8] = unsorted
+    state[glibc.MS_TOP // 8] = 0x1F000
+    image = bytearray(0x20000)
+    for addr, (size_word, fd) in {**chunks, 0x1F000: (0x1001, 0)}.items():
+        st.pack_into("<QQQ", image, addr, 0, size_word, fd)
+    path = tmp_path / "mem"
+    path.write_bytes(bytes(image))
+    maps = SimpleNamespace(tgt=_File(str(path)))
+    return bins.Arena(maps, ar, state, [(0x10000, 0x20000)], safe_linking)  # type: ignore[arg-type]
+
+
+def _protect(pos: int, ptr: int) -> int:
+    return ((pos + 16) >> 12) ^ ptr  # glibc 2.32+ PROTECT_PTR of a chunk's fd
+
+
+def test_free_lists_of_a_synthetic_arena(tmp_path):
+    from memscan.owners.c import bins, glibc
+
+    head = 0x1000 + glibc.MS_BINS - 16
+    ok = {0x10000: (0x21, _protect(0x10000, 0x10040)), 0x10040: (0x21, _protect(0x10040, 0)),
+          0x10100: (0x201, head)}
+    a = _arena(tmp_path, ok, fastbin0=0x10000, unsorted=0x10100)
+    assert a.free_chunks() == [(0x10000, 0x10020), (0x10040, 0x10060), (0x10100, 0x10300), (0x1F000, 0x20000)]
+    assert a.maps.tgt.charged == 24 * 4  # one read per free chunk
+    bad = [
+        ({**ok, 0x10040: (0x31, _protect(0x10040, 0))}, "fastbin 0 holds a chunk of 48 bytes"),
+        ({**ok, 0x10000: (0x21, _protect(0x10000, 0x10000))}, "met twice"),
+        ({**ok, 0x10100: (0x201, 0x30000)}, "outside the arena's heaps"),
+        ({**ok, 0x10100: (0x201, 0x10108)}, "misaligned"),
+        ({**ok, 0x10100: (0x100001, head)}, "size word"),
+    ]
+    for chunks, why in bad:
+        with pytest.raises(bins.BadList, match=why):
+            _arena(tmp_path, chunks, fastbin0=0x10000, unsorted=0x10100).free_chunks()
+    # glibc before 2.32 stores fd as it is.
+    plain = {0x10000: (0x21, 0)}
+    assert _arena(tmp_path, plain, fastbin0=0x10000, safe_linking=False).free_chunks()[0] == (0x10000, 0x10020)
+    # Version unknown: whichever reading points into the arena.
+    assert _arena(tmp_path, ok, fastbin0=0x10000, unsorted=0x10100, safe_linking=None).free_chunks() == \
+        a.free_chunks()
