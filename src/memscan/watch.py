@@ -86,7 +86,7 @@ def view(samples: Sequence[Sample], window: float, heading: Sequence[str] = ()) 
             if cat == "c_malloc" and any(_c_detail(s) for s in samples):
                 # From the full scans' samples only (the ticks between count categories).
                 for state in C_DETAIL:
-                    row(f"  {state}", lambda s, d=state: None if _c_detail(s) is None else _c_detail(s)[d].rss, "dim")
+                    row(f"  {state}", lambda s, d=state: _c_state(s, d), "dim")
         table.add_section()
     row("total", lambda s: s.rss, "bold")
     return Group(*[Text(h, no_wrap=True, overflow="ellipsis") for h in heading], table)
@@ -94,6 +94,11 @@ def view(samples: Sequence[Sample], window: float, heading: Sequence[str] = ()) 
 
 def _c_detail(s: Sample) -> Optional[Dict[str, Counters]]:
     return None if s.snapshot is None else s.snapshot.c_malloc_detail
+
+
+def _c_state(s: Sample, state: str) -> Optional[int]:
+    d = _c_detail(s)
+    return None if d is None else d[state].rss
 
 
 def run(pid: int, *, interval: float, tier: str, window: float) -> int:

@@ -178,13 +178,12 @@ def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0) -
     regions = None
     if tier in ("exact", "auto"):
         try:
-            split = _split(pid, table, cats, lay, eng, warnings)
+            split, partial, owner = _split(pid, table, cats, lay, eng, warnings)
         except Error as err:
             if tier == "exact" or isinstance(err, NoSuchProcess):
                 raise
             warnings.append(f"layout tier shown: {err}")
         else:
-            split, partial, owner = split
             categories = exact.apply(categories, CATEGORIES, split)
             detail, done, regions = split.detail, "exact", split.regions
             if split.c_detail is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import os
 import struct
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 from ...kernel.linux import PAGE_SIZE as PAGE
 from .glibc import MS_BINS, MS_TOP, NBINS_PAIRS
@@ -64,7 +64,7 @@ class Arena:
         """Sorted, disjoint (start, end) of every free chunk and the top chunk.
         Raises BadList."""
         out: List[Tuple[int, int]] = []
-        seen = set()
+        seen: Set[int] = set()
         for i in range(NFASTBINS):
             head = self.state[MS_FASTBINS // 8 + i]
             p = head
@@ -95,7 +95,7 @@ class Arena:
                 raise BadList(f"free chunks overlap at {b0:#x}")
         return out
 
-    def _chunk(self, p: int, seen: set) -> Tuple[int, int]:
+    def _chunk(self, p: int, seen: Set[int]) -> Tuple[int, int]:
         """(chunksize, fd) of the chunk at ``p``, checked. (Run once per
         free chunk: its reads go straight to /proc/PID/mem, counted against
         the cap.)"""
