@@ -13,6 +13,7 @@ import sys
 import pytest
 
 import memscan
+from memscan import explain
 from memscan.owners import c as cmalloc
 
 from test_cmalloc import smaps
@@ -67,3 +68,6 @@ def test_arenas_match_debugmallocstats(python):
     d = snap.c_malloc_detail
     assert d["in_use"].rss >= allocated
     assert d["free"].size >= c["pymalloc_free_pools"] << 14
+    # explain names where the memory is: C memory, most of it pymalloc's pools in use.
+    found = {f.id: f for f in explain.explain(snap)}
+    assert "most_memory" in found and found["most_memory"].title.startswith("c_malloc holds"), found
