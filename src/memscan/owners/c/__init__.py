@@ -197,9 +197,7 @@ def arena_states(maps: Mappings, g: Glibc, arenas: ThreadArenas, valid: Dict[int
     complete = bool(main) and arenas.ring_complete
     for ar, state, heaps in todo:
         try:
-            if state is None:
-                raise BadList("its malloc_state is not readable")
-            free = Arena(maps, ar, state, heaps, safe_linking).free_chunks()
+            free = _free_chunks(maps, ar, state, heaps, safe_linking)
         except BadList as why:
             maps.warn(f"arena at {ar:#x}: its free lists do not validate ({why}): its memory is counted "
                       "as unassigned, not split into in use and free")
@@ -211,6 +209,28 @@ def arena_states(maps: Mappings, g: Glibc, arenas: ThreadArenas, valid: Dict[int
     if complete and "arena" in maps.counters:
         maps.counters["fordblks"] = fordblks
         maps.counters["uordblks"] = maps.counters["arena"] - fordblks
+
+
+#: Walks of an arena's free lists before they are called bad: the target
+#: runs on, and a list its thread changes mid-walk reads as broken.
+FREE_LIST_TRIES = 2
+
+
+def _free_chunks(maps: Mappings, ar: int, state: Optional[Sequence[int]], heaps: List[Tuple[int, int]],
+                 safe_linking: Optional[bool]) -> List[Tuple[int, int]]:
+    """The free chunks of the arena at ``ar``; a failed walk is tried again
+    with its malloc_state read afresh. Raises BadList."""
+    why = BadList("its malloc_state is not readable")
+    for attempt in range(FREE_LIST_TRIES):
+        if attempt:
+            state = maps.tgt.words_if_present(ar, MS_SIZE // 8)
+        if state is None:
+            break
+        try:
+            return Arena(maps, ar, state, heaps, safe_linking).free_chunks()
+        except BadList as err:
+            why = err
+    raise why
 
 
 def _run(maps: Mappings, g: Glibc, hint: Optional[str], stack_limit: Optional[int]) -> Optional[str]:
