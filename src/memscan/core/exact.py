@@ -16,7 +16,8 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from .._types import ANON_OTHER, C_MALLOC, CATEGORIES, COUNTER_FIELDS, GO_HEAP, GO_RUNTIME, NFIELDS, F, Counters, SmapsTable
+from .._types import (ANON_OTHER, C_MALLOC, CATEGORIES, COUNTER_FIELDS, GO_HEAP, GO_RUNTIME, NFIELDS, F, Counters,
+                      SmapsTable)
 
 PAGE = 4096
 DETAIL = ("objects", "stacks", "free", "released", "reserved")
