@@ -7,7 +7,7 @@ free chunk (prev_size, size, fd), on pages pagemap says are present. Chunks
 in a thread's tcache are marked in use and sit in no bin, so they count as
 in use, as in mallinfo2.
 
-Every step is checked: a chunk must be 16-aligned, lie inside one of the
+Every chunk met is checked: it must be 16-aligned, lie inside one of the
 arena's heaps with its whole size, have the size its bin holds (a fastbin
 one size, a small bin one size, a large bin at least MIN_LARGE_SIZE), and
 no chunk may be met twice or overlap another; a list longer than the arena
