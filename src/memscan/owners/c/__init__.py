@@ -24,7 +24,9 @@ nptl/allocatestack.c.) Each is found by its own reader, in this order:
 - :mod:`.arenas`: the thread arenas' heaps, validated through the arenas'
   ``next`` ring (which also finds ``main_arena`` when the signature scan
   did not); then ``[heap]`` for the main arena (:mod:`.glibc`);
+- :mod:`.bins`: the free chunks of every arena claimed (``CRegions.states``);
 - :mod:`.stacks`: pthread stacks, by their guard and their TCB;
+- :mod:`.pymalloc`: CPython's small-object arenas and their free pools;
 - :mod:`.preloaded`: jemalloc's or tcmalloc's regions, when one owns malloc;
 - :mod:`.chunks`: glibc's mmapped chunks, by a walk of the pages left.
 
@@ -42,8 +44,9 @@ read, pagemap must say that every page read is present: reading a
 non-present anonymous page would map the shared zero page into the target,
 and reading a swapped page would swap it in. Reads are small (16
 bytes per probed page, 48 per ``heap_info``, one ``malloc_state`` per arena,
-two pages per stack, libc's writable data) and their total is capped
-(``max_bytes``).
+24 per free chunk, two pages per stack, libc's writable data; in CPython
+its writable data, its arenas vector and 48 bytes per pool) and their total
+is capped (``max_bytes``).
 
 Nothing is guessed silently: whatever cannot be found or does not validate
 is left out of ``intervals`` and explained in ``warnings``.
