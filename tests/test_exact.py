@@ -80,6 +80,10 @@ def test_go_heap_detail_matches_memstats(go_program, version, cgo):
         mi = rep["mallinfo2"]
         c = snap.categories["c_malloc"].rss
         assert rep["c_touched"] - MIB <= c <= mi["arena"] + mi["hblkhd"] + 2 * MIB, (c, rep["c_touched"], mi)
+        # Its states as the program's own mallinfo2() counts them.
+        cd = snap.c_malloc_detail
+        assert close(cd["in_use"].size, mi["uordblks"] + mi["hblkhd"], 0.02, 0), (cd, mi)
+        assert close(cd["free"].size, mi["fordblks"], 0.02, 0), (cd, mi)
         # Every M runs on a glibc pthread stack.
         assert snap.categories["thread_stacks"].size >= 2 * 8 * MIB
     assert memscan.scan(prog.pid).tier == "exact"  # auto picks exact where permitted

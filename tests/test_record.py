@@ -19,7 +19,7 @@ import memscan
 from memscan import plot, record
 from memscan._types import CATEGORIES
 from memscan.core.sampler import Sampler
-from memscan.record import COLUMNS, DETAIL_COLUMNS, UNITS
+from memscan.record import C_DETAIL_COLUMNS, COLUMNS, DETAIL_COLUMNS, UNITS
 
 from helpers.cli import run_cli
 from helpers.processes import stop
@@ -267,8 +267,9 @@ def test_older_recordings_load(tmp_path, last):
     """Recordings from before "states_age" was a column read back with it
     None; those with a "stale" column instead (the age of states kept past a
     failed heap read) read it as seconds, and plot hatches what it marks."""
-    old = [*COLUMNS[:-1], *last]
-    rows = [f"{seq},1700000000.5,{mono},exact,0,4096" + ",0" * (len(COLUMNS) - 7) + "," * len(last) + age
+    before = [c for c in COLUMNS if c != "states_age" and c not in C_DETAIL_COLUMNS]
+    old = [*before, *last]
+    rows = [f"{seq},1700000000.5,{mono},exact,0,4096" + ",0" * (len(before) - 6) + "," * len(last) + age
             for seq, mono, age in ((0, "0.0", ""), (1, "0.5", "2.5" if last else ""), (2, "1.0", ""))]
     path = tmp_path / "old.csv"
     path.write_text('# memscan: "0.1.0"\n# format: 1\n' + "\n".join([",".join(old), *rows]) + "\n")

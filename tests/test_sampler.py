@@ -352,9 +352,12 @@ def test_maps_listed_twice_are_read_again(monkeypatch):
     of the kernel's reads) is read again; never counted twice."""
     from helpers.smapstext import OVERLAPPING
 
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # The interpreter settled (its start-up done): rss holds still between
+    # the tick's status read and its count.
+    child = subprocess.Popen([sys.executable, "-c", "import time; print(flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE)
     try:
-        _wait_exec(child.pid)
+        assert child.stdout is not None and child.stdout.readline() == b"\n"
         with Sampler(child.pid, full_every=3600) as s:
             s.sample()
             real = s._read_maps

@@ -132,8 +132,9 @@ def test_cli_scan_json_and_ps(go_program):
                          capture_output=True, text=True, check=True).stdout
     d = json.loads(out)
     assert set(d) == {"pid", "time", "source", "tier", "engine", "total", "categories", "go_heap_detail",
-                      "runtime", "warnings"}
+                      "c_malloc_detail", "runtime", "warnings"}
     assert d["tier"] == "exact" and set(d["go_heap_detail"]) == {"objects", "stacks", "free", "released", "reserved"}
+    assert d["c_malloc_detail"] is None  # a Go program without cgo has no C allocator
     assert d["runtime"]["go"]["version"] == prog.report["go_version"]
     table = subprocess.run([sys.executable, "-m", "memscan", "scan", str(prog.pid)],
                            capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "120"}).stdout

@@ -176,6 +176,70 @@ def c_memory(snap: Snapshot) -> Optional[Finding]:
          "go_heap_bytes": cats["go_heap"].rss, "rss_bytes": rss, "share": c / rss})
 
 
+#: What gives freed C memory back, per allocator (glibc 2.26+, jemalloc 5,
+#: gperftools' tcmalloc 2).
+C_REMEDIES = {
+    "glibc": "glibc keeps freed chunks in its arenas and returns only the top of each heap (above "
+             "M_TRIM_THRESHOLD, 128 KiB by default) to the OS. malloc_trim(0) returns the free pages inside the "
+             "arenas now; a lower M_TRIM_THRESHOLD (mallopt, or MALLOC_TRIM_THRESHOLD_) trims sooner; many "
+             "threads each fragment an arena of their own, which MALLOC_ARENA_MAX=2 limits.",
+    "jemalloc": "jemalloc returns dirty pages after dirty_decay_ms (10 s by default) and muzzy ones after "
+                "muzzy_decay_ms: MALLOC_CONF=dirty_decay_ms:1000,muzzy_decay_ms:0 returns them sooner, and "
+                "mallctl(\"arena.<i>.purge\") at once.",
+    "tcmalloc": "tcmalloc returns free spans at TCMALLOC_RELEASE_RATE; MallocExtension::ReleaseFreeMemory() "
+                "returns them at once.",
+}
+
+
+def c_fragmentation(snap: Snapshot) -> Optional[Finding]:
+    """Freed C memory the allocator keeps resident: fragmentation, not a leak."""
+    if snap.c_malloc_detail is None:
+        return None
+    rss = snap.total.rss
+    d = snap.c_malloc_detail
+    free, used = d["free"].rss, d["in_use"].rss
+    if not significant(free, rss):
+        return None
+    allocator = snap.allocator or "glibc"
+    return Finding(
+        "c_fragmentation", "notice", f"Freed C memory kept resident: {mib(free)}",
+        f"The C allocator ({allocator}) holds {mib(free)} ({free / rss:.0%} of RSS) of freed memory that is still "
+        f"resident, beside {mib(used)} in use: fragmentation, not a leak. "
+        + C_REMEDIES.get(allocator, "The allocator's own settings decide when freed memory goes back to the OS."),
+        {"free_rss_bytes": free, "in_use_rss_bytes": used, "rss_bytes": rss, "share": free / rss})
+
+
+#: A category holds most of the memory from this share of RSS on.
+MOST_SHARE = 0.5
+#: What each category is, for the finding that names the largest one.
+WHAT = {
+    "go_heap": "the Go heap", "c_malloc": "memory of the C allocator (malloc)",
+    "anon_other": "anonymous memory no allocator's structures claim (an mmap of the program's own, or of "
+                  "an allocator memscan does not read)",
+    "thread_stacks": "thread stacks", "go_runtime": "the Go runtime's own structures",
+    "binary": "the program's file mappings", "shared_libs": "shared libraries", "shmem": "shared memory",
+}
+
+
+def most_memory(snap: Snapshot) -> Optional[Finding]:
+    """The category that holds most of RSS, said when nothing else is."""
+    if snap.categories is None or not snap.total.rss:
+        return None
+    rss = snap.total.rss
+    cat = max(snap.categories, key=lambda c: snap.categories[c].rss)  # type: ignore[index]
+    part = snap.categories[cat].rss
+    if part < MOST_SHARE * rss:
+        return None
+    more = ""
+    if cat == "c_malloc" and snap.c_malloc_detail is not None:
+        more = " By its chunks: " + ", ".join(f"{s} {mib(c.rss)}" for s, c in snap.c_malloc_detail.items()
+                                               if c.rss) + "."
+    return Finding(
+        "most_memory", "info", f"{cat} holds {part / rss:.0%} of RSS: {mib(part)}",
+        f"{mib(part)} of {mib(rss)} is {WHAT.get(cat, cat)}.{more}",
+        {f"{cat}_bytes": part, "rss_bytes": rss, "share": part / rss})
+
+
 def thread_stacks(snap: Snapshot) -> Optional[Finding]:
     if snap.categories is None:
         return None
@@ -269,11 +333,14 @@ def _snake(name: str) -> str:
 def explain(snap: Snapshot, memstats: Optional[Mapping[str, int]] = None) -> List[Finding]:
     """The findings of one snapshot (and the runtime's MemStats of the same
     moment, if given), most urgent first."""
-    found = [freed_heap_kept(snap, memstats), released_lazyfree(snap), c_memory(snap), thread_stacks(snap),
-             runtime_metadata(snap), virt_reservations(snap)]
+    found = [freed_heap_kept(snap, memstats), released_lazyfree(snap), c_memory(snap), c_fragmentation(snap),
+             thread_stacks(snap), runtime_metadata(snap), virt_reservations(snap)]
     if memstats is not None:
         found.append(go_vs_os(snap, memstats))
-    return _ordered([f for f in found if f is not None])
+    out = [f for f in found if f is not None]
+    if not out:
+        out = [f for f in (most_memory(snap),) if f is not None]
+    return _ordered(out)
 
 
 def _ordered(findings: List[Finding]) -> List[Finding]:
@@ -324,9 +391,29 @@ def c_memory_growing(snaps: Sequence[Snapshot]) -> Optional[Finding]:
          "anon_other_growth_bytes": g["anon_other"], "go_heap_growth_bytes": go, "bytes_per_minute": per_min})
 
 
+def c_in_use_growing(snaps: Sequence[Snapshot]) -> Optional[Finding]:
+    """C memory in use (the allocator's chunks, not what it keeps free) that
+    grew over the watch: a likely leak. (A Go program's is c_memory_growing.)"""
+    first, last = snaps[0].c_malloc_detail, snaps[-1].c_malloc_detail
+    if len(snaps) < 2 or snaps[-1].go is not None or first is None or last is None:
+        return None
+    grew = last["in_use"].rss - first["in_use"].rss
+    if grew < GROWTH_MIN_BYTES:
+        return None
+    seconds = snaps[-1].time - snaps[0].time
+    per_min = grew / seconds * 60 if seconds > 0 else 0.0
+    return Finding(
+        "c_in_use_growing", "warning", f"C memory in use grew {mib(grew)} in {seconds:.0f} s",
+        f"The C allocator's chunks in use grew by {mib(grew)} in {seconds:.0f} s ({mib(per_min)} a minute), "
+        f"to {mib(last['in_use'].rss)}; its free memory moved {mib(last['free'].rss - first['free'].rss, sign=True)}. "
+        "Memory allocated and not freed: a likely leak if it keeps growing. A heap profiler (heaptrack, "
+        "valgrind's massif, jemalloc's prof) shows the call sites.",
+        {"seconds": seconds, "in_use_growth_bytes": grew, "bytes_per_minute": per_min})
+
+
 def trends(snaps: Sequence[Snapshot]) -> List[Finding]:
     """The findings of a series of snapshots of one process (oldest first)."""
-    return [f for f in (c_memory_growing(snaps),) if f is not None]
+    return [f for f in (c_memory_growing(snaps), c_in_use_growing(snaps)) if f is not None]
 
 
 # --------------------------------------------------------------------------

@@ -133,6 +133,11 @@ def families(scanned: Iterable[Scanned], failures: Dict[str, int]) -> List[Metri
         "Resident bytes of the Go heap by the runtime's page state (exact tier): objects, stacks, free "
         "(HeapIdle - HeapReleased), released (resident only as LazyFree under GODEBUG=madvdontneed=0), reserved.",
         labels=["pid", "comm", "state"])
+    c_detail = GaugeMetricFamily(
+        "memscan_c_malloc_detail_rss_bytes",
+        "Resident bytes of C allocator memory by state (exact tier): in_use, free (freed chunks the allocator "
+        "keeps: fragmentation), reserved, unassigned.",
+        labels=["pid", "comm", "state"])
     duration = GaugeMetricFamily("memscan_scan_duration_seconds", "Seconds the last scan of the process took.",
                                  labels=["pid", "comm"])
     for s in scanned:
@@ -145,13 +150,14 @@ def families(scanned: Iterable[Scanned], failures: Dict[str, int]) -> List[Metri
         for field, family in gauges.items():
             for cat in CATEGORIES:
                 family.add_metric([pid, s.comm, cat], getattr(cats[cat], field))
-        for state, counters in (s.snapshot.go_heap_detail or {}).items():
-            detail.add_metric([pid, s.comm, state], counters.rss)
+        for family, states in ((detail, s.snapshot.go_heap_detail), (c_detail, s.snapshot.c_malloc_detail)):
+            for state, counters in (states or {}).items():
+                family.add_metric([pid, s.comm, state], counters.rss)
     failed = CounterMetricFamily("memscan_scan_failures", "Scans that failed, by reason: a process given by pid "
                                  "exited, access was denied, or another error.", labels=["reason"])
     for reason in FAILURE_REASONS:
         failed.add_metric([reason], failures.get(reason, 0))
-    return [*gauges.values(), detail, duration, failed]
+    return [*gauges.values(), detail, c_detail, duration, failed]
 
 
 class MemscanCollector(Collector):

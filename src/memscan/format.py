@@ -60,12 +60,13 @@ def render(snap: Snapshot, console: Any = None) -> None:
         table.add_row(label, *(mib(v, unit=False) for v in (c.size, c.rss, c.pss, c.uss, c.swap)), f"{share:.1f}",
                       **style)
 
+    # The exact tier: the Go heap by the runtime's own page states, C
+    # allocator memory by the state of its chunks.
+    details = {"go_heap": snap.go_heap_detail, "c_malloc": snap.c_malloc_detail}
     for name, c in rows:
         add(name, c)
-        if name == "go_heap" and snap.go_heap_detail:
-            # The exact tier: the Go heap by the runtime's own page states.
-            for state, d in snap.go_heap_detail.items():
-                add(f"  {state}", d, style="dim")
+        for state, d in (details.get(name) or {}).items():
+            add(f"  {state}", d, style="dim")
     if rows:
         table.add_section()
     # Without smaps (the psutil tier) pss and uss are unknown: not zero.

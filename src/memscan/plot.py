@@ -19,11 +19,12 @@ from typing import Any, List, Optional, Sequence, Tuple
 from ._errors import Error
 from ._types import CATEGORIES
 from .format import MIB
-from .record import DETAIL_COLUMNS, STALE_AFTER, Recording, read
+from .record import C_DETAIL_COLUMNS, DETAIL_COLUMNS, STALE_AFTER, Recording, read
 
 # One fixed colour per category, the same in every plot (matplotlib's tab10).
 COLORS = dict(zip(CATEGORIES, (f"C{i}" for i in range(len(CATEGORIES)))))
 DETAIL_COLORS = ("#08519c", "#6baed6", "#fd8d3c", "#bdbdbd", "#f0f0f0")  # objects ... reserved
+C_DETAIL_COLORS = ("#a63603", "#fd8d3c", "#f0f0f0", "#bdbdbd")  # in_use, free, reserved, unassigned
 MARKED = {"exit": "exited", "interrupted": "interrupted"}
 
 
@@ -44,9 +45,14 @@ def _mib(values: Sequence[Optional[int]]) -> List[float]:
 def _stack(ax: Any, t: List[float], rec: Recording, columns: Sequence[str], labels: Sequence[str],
            colors: Sequence[str]) -> bool:
     """Stacked areas of the columns that are not zero throughout; False if there are none."""
-    kept = [i for i, c in enumerate(columns) if any(rec.column(c))]
+    return _stack_values(ax, t, [rec.column(c) for c in columns], labels, colors)
+
+
+def _stack_values(ax: Any, t: List[float], values: Sequence[Sequence[Optional[int]]], labels: Sequence[str],
+                  colors: Sequence[str]) -> bool:
+    kept = [i for i, v in enumerate(values) if any(v)]
     if kept:
-        ax.stackplot(t, *[_mib(rec.column(columns[i])) for i in kept], labels=[labels[i] for i in kept],
+        ax.stackplot(t, *[_mib(values[i]) for i in kept], labels=[labels[i] for i in kept],
                      colors=[colors[i] for i in kept], alpha=0.85, linewidth=0)
     return bool(kept)
 
@@ -77,10 +83,13 @@ def figure(rec: Recording) -> Any:
         raise Error(f"{rec.path}: no samples to plot")
     t = rec.column("mono")
     has_detail = any(v for c in DETAIL_COLUMNS for v in rec.column(c))
-    fig = Figure(figsize=(11, 8.5 if has_detail else 6), dpi=100, constrained_layout=True)
+    # c_malloc's states are measured by the full scans only: their rows.
+    c_rows = [i for i, v in enumerate(rec.column(C_DETAIL_COLUMNS[0])) if v is not None]
+    panels = 1 + has_detail + bool(c_rows)
+    fig = Figure(figsize=(11, 6 + 2.5 * (panels - 1)), dpi=100, constrained_layout=True)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(2 if has_detail else 1, 1, sharex=True, squeeze=False,
-                        gridspec_kw={"height_ratios": (3, 2)} if has_detail else None)[:, 0]
+    axes = fig.subplots(panels, 1, sharex=True, squeeze=False,
+                        gridspec_kw={"height_ratios": (3,) + (2,) * (panels - 1)} if panels > 1 else None)[:, 0]
     ax = axes[0]
     stacked = _stack(ax, t, rec, CATEGORIES, CATEGORIES, [COLORS[c] for c in CATEGORIES])
     ax.plot(t, _mib(rec.column("rss")), color="black", linewidth=0.8, label="rss (total)")
@@ -95,6 +104,13 @@ def figure(rec: Recording) -> Any:
         _stack(axes[1], t, rec, DETAIL_COLUMNS, states, DETAIL_COLORS)
         axes[1].set_ylabel("resident MiB")
         axes[1].set_title("go_heap by the Go runtime's page states")
+    if c_rows:
+        states = [c.split(".", 1)[1] for c in C_DETAIL_COLUMNS]
+        columns = [rec.column(c) for c in C_DETAIL_COLUMNS]
+        _stack_values(axes[-1], [t[i] for i in c_rows], [[col[i] for i in c_rows] for col in columns], states,
+                      C_DETAIL_COLORS)
+        axes[-1].set_ylabel("resident MiB")
+        axes[-1].set_title("c_malloc by the state of its chunks (full scans)")
     for k, (lo, hi) in enumerate(stale_stretches(rec)):
         for a in axes:
             a.axvspan(lo, hi, facecolor="none", edgecolor="0.5", hatch="//", linewidth=0,

@@ -43,7 +43,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ._errors import Error
 from ._types import CATEGORIES
 from ._version import __version__
-from .core.exact import DETAIL
+from .core.exact import C_DETAIL, DETAIL
 from .core.sampler import Sample, Sampler
 from .core.snapshot import Snapshot
 from .engine import engine as _engine
@@ -55,11 +55,14 @@ SUFFIXES = (".csv", ".jsonl")
 DETAIL_COLUMNS = tuple(f"go_heap.{state}" for state in DETAIL)
 # Totals of the full scans (every ``full_every`` seconds): empty on other rows.
 FULL_COLUMNS = ("pss", "swap", "uss")
+# c_malloc by state, from the full scans likewise (empty where no C allocator was read).
+C_DETAIL_COLUMNS = tuple(f"c_malloc.{state}" for state in C_DETAIL)
 # The reader goes by each file's own header: recordings written before
 # "states_age" was a column read back without it (and older ones with their
 # "stale" column, the age only of states kept past a failed heap read).
 COLUMNS: Tuple[str, ...] = (
     "seq", "wall", "mono", "tier", "missed", "rss", *CATEGORIES, *DETAIL_COLUMNS, *FULL_COLUMNS, "states_age",
+    *C_DETAIL_COLUMNS,
 )
 UNITS: Dict[str, str] = {
     "seq": "tick number",
@@ -67,7 +70,7 @@ UNITS: Dict[str, str] = {
     "mono": "seconds since the first sample (monotonic clock)",
     "tier": "exact, layout or psutil",
     "missed": "ticks skipped just before this sample",
-    **{c: "bytes resident" for c in ("rss", *CATEGORIES, *DETAIL_COLUMNS)},
+    **{c: "bytes resident" for c in ("rss", *CATEGORIES, *DETAIL_COLUMNS, *C_DETAIL_COLUMNS)},
     "pss": "bytes, proportional set size",
     "swap": "bytes swapped out",
     "uss": "bytes, unique set size",
@@ -174,6 +177,8 @@ class Writer:
             known = snap.source != "psutil"
             values += [t.pss if known else None, t.swap, t.uss if known else None]
         values.append(None if s.states_age is None else round(s.states_age, 6))
+        c_detail = None if snap is None else snap.c_malloc_detail
+        values += [None] * len(C_DETAIL) if c_detail is None else [c_detail[d].rss for d in C_DETAIL]
         if self.format == "csv":
             self._put(",".join("" if v is None else str(v) for v in values))
         else:

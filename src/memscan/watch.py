@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Deque, Sequence
+from typing import Any, Deque, Dict, Optional, Sequence
 
-from ._types import CATEGORIES
-from .core.exact import DETAIL
+from ._types import CATEGORIES, Counters
+from .core.exact import C_DETAIL, DETAIL
 from .core.sampler import Sample, Sampler
 from .format import MIB, mib
 from .record import STALE_AFTER, command_line
@@ -84,12 +84,25 @@ def view(samples: Sequence[Sample], window: float, heading: Sequence[str] = ()) 
                 for state in DETAIL:
                     row(f"  {state}", lambda s, d=state: None if s.go_heap_detail is None else s.go_heap_detail[d],
                         "dim")
+            if cat == "c_malloc" and any(_c_detail(s) for s in samples):
+                # From the full scans' samples only (the ticks between count categories).
+                for state in C_DETAIL:
+                    row(f"  {state}", lambda s, d=state: _c_state(s, d), "dim")
         table.add_section()
     row("total", lambda s: s.rss, "bold")
     lines = [Text(h, no_wrap=True, overflow="ellipsis") for h in heading]
     if last.states_age is not None and last.states_age > STALE_AFTER:
         table.title = Text(f"stale: owners and Go heap states {last.states_age:.1f} s old", style="bold yellow")
     return Group(*lines, table)
+
+
+def _c_detail(s: Sample) -> Optional[Dict[str, Counters]]:
+    return None if s.snapshot is None else s.snapshot.c_malloc_detail
+
+
+def _c_state(s: Sample, state: str) -> Optional[int]:
+    d = _c_detail(s)
+    return None if d is None else d[state].rss
 
 
 def run(pid: int, *, interval: float, tier: str, window: float) -> int:

@@ -16,16 +16,25 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from .._types import ANON_OTHER, CATEGORIES, COUNTER_FIELDS, GO_HEAP, GO_RUNTIME, NFIELDS, F, Counters, SmapsTable
+from .._types import (ANON_OTHER, C_MALLOC, CATEGORIES, COUNTER_FIELDS, GO_HEAP, GO_RUNTIME, NFIELDS, F, Counters,
+                      SmapsTable)
 
 PAGE = 4096
 DETAIL = ("objects", "stacks", "free", "released", "reserved")
 RELEASED = 3  # index in DETAIL (owners.go.heap's states are the same indices)
+# The C allocator's states (owners.c: CRegions.states), indexed by a
+# C_MALLOC region's detail: in use (tcache included, as mallinfo2 counts),
+# free (free chunks and top chunks), reserved (a thread-arena heap's
+# address space past its size) and unassigned (c_malloc memory no
+# allocator structure splits).
+C_DETAIL = ("in_use", "free", "reserved", "unassigned")
+C_IN_USE, C_FREE, C_RESERVED, C_UNASSIGNED = range(len(C_DETAIL))
 
 
 class Region(NamedTuple):
     """Memory an owner's structures say is theirs: [start, end) is
-    ``category``; ``detail`` indexes DETAIL for the Go heap, else -1."""
+    ``category``; ``detail`` indexes DETAIL for the Go heap, C_DETAIL for
+    c_malloc, else -1."""
 
     start: int
     end: int
@@ -163,6 +172,8 @@ class Split(NamedTuple):
     plus: Dict[int, Counters]
     detail: Optional[Dict[str, Counters]]
     regions: Sequence[Region] = ()
+    #: c_malloc's pieces by C_DETAIL state (those with a state only).
+    c_detail: Optional[Dict[str, Counters]] = None
 
 
 def cut_mappings(t: SmapsTable, cats: bytearray, regions: Sequence[Region], outside: int) -> List[Tuple[int, List[Piece]]]:
@@ -174,8 +185,8 @@ def cut_mappings(t: SmapsTable, cats: bytearray, regions: Sequence[Region], outs
     todo: List[Tuple[int, List[Piece]]] = []
     for i in range(len(t)):
         name = t.names[i]
-        if t.inodes[i] or (name and not name.startswith("[anon:")):
-            continue  # files, [heap], [stack], [vdso]: their layout category stands
+        if t.inodes[i] or (name and not name.startswith("[anon:") and name != "[heap]"):
+            continue  # files, [stack], [vdso]: their layout category stands
         start, end = t.starts[i], t.ends[i]
         k = bisect_right(ends, start)  # the first region ending after start
         touched = k < len(regions) and regions[k].start < end
@@ -206,6 +217,7 @@ def split(t: SmapsTable, cats: bytearray, regions: Sequence[Region], pagemap, ou
     minus: Dict[int, Counters] = {}
     plus: Dict[int, Counters] = {}
     detail = {name: Counters() for name in DETAIL}
+    c_detail = {name: Counters() for name in C_DETAIL}
     at = 0
     for i, pieces in todo:
         parts = split_counters(t, i, pieces, counts[4 * at : 4 * (at + len(pieces))])
@@ -215,7 +227,58 @@ def split(t: SmapsTable, cats: bytearray, regions: Sequence[Region], pagemap, ou
             plus[p.category] = plus.get(p.category, Counters()) + c
             if p.category == GO_HEAP and p.detail >= 0:
                 detail[DETAIL[p.detail]] = detail[DETAIL[p.detail]] + c
-    return Split(minus, plus, detail, regions)
+            elif p.category == C_MALLOC and p.detail >= 0:
+                c_detail[C_DETAIL[p.detail]] = c_detail[C_DETAIL[p.detail]] + c
+    return Split(minus, plus, detail, regions, c_detail)
+
+
+def free_pages(free: Sequence[Tuple[int, int]]) -> Tuple[List[Region], int]:
+    """The whole pages of free chunks (sorted byte ranges) as C_FREE regions,
+    and the bytes of free chunks outside whole pages (pagemap counts pages:
+    these are added to the free state by c_malloc_detail)."""
+    out: List[Region] = []
+    partial = 0
+    for lo, hi in free:
+        a, b = -(-lo // PAGE) * PAGE, hi // PAGE * PAGE
+        if a < b:
+            out.append(Region(a, b, C_MALLOC, C_FREE))
+        partial += hi - lo - max(b - a, 0)
+    return out, partial
+
+
+# What moves with the bytes of free chunks that share pages with chunks in
+# use: those pages are resident (a free chunk's header and its successor's
+# prev_size are written by free()), private and anonymous.
+_MOVED = ("size", "rss", "pss", "uss", "anonymous")
+
+
+def _move(out: Dict[str, Counters], src: str, dst: str, n: int, fields: Sequence[str]) -> None:
+    """Move ``n`` bytes of each of ``fields`` (at most what ``src`` has) from state ``src`` to ``dst``."""
+    a, b = out[src].to_dict(), out[dst].to_dict()
+    for f in fields:
+        m = min(n, a[f])
+        a[f] -= m
+        b[f] += m
+    out[src], out[dst] = Counters(**a), Counters(**b)
+
+
+def c_malloc_detail(pieces: Dict[str, Counters], c_malloc: Counters, partial: int,
+                    lazy_free: bool = False) -> Dict[str, Counters]:
+    """The c_malloc states: ``pieces`` (split.c_detail) with the ``partial``
+    bytes of free chunks moved from in_use to free, and what no other state
+    claims in ``unassigned``; they add up to ``c_malloc`` exactly.
+    ``lazy_free``: an allocator whose chunks are not read (jemalloc,
+    tcmalloc): the unassigned pages it purged with MADV_FREE (LazyFree) are
+    free all the same."""
+    out = dict(pieces)
+    _move(out, "in_use", "free", partial, _MOVED)
+    claimed = out["in_use"] + out["free"] + out["reserved"]
+    # Everything else of the category: the pieces marked unassigned, and
+    # c_malloc mappings no allocator structure reached.
+    out["unassigned"] = Counters(*(a - b for a, b in zip(c_malloc, claimed)))
+    if lazy_free:
+        _move(out, "unassigned", "free", out["unassigned"].lazyfree, _MOVED + ("lazyfree",))
+    return out
 
 
 def outside_category(go_only: bool) -> int:

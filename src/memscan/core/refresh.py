@@ -34,7 +34,7 @@ from typing import List, Optional
 
 from .._errors import AccessDenied, Error, NoSuchProcess
 from . import exact
-from .scanner import _layout_of, owner_regions
+from .scanner import Others, _layout_of, owner_regions
 
 __all__ = ["NEW_ANON", "Owners", "REFRESH_AFTER", "REFRESH_AFTER_C", "REFRESH_SHARE"]
 
@@ -65,7 +65,7 @@ class Owners:
         self.behind = False  # anonymous mappings grew since
         self.free_at = 0.0  # mono before which they are not read again
         self._anon = 0  # anon_bytes() of the mappings they were read for
-        self._others: Optional[List[List[exact.Region]]] = None  # every owner's regions but the Go heap's
+        self._others: "Optional[Others]" = None  # every owner's regions but the Go heap's
 
     def scanned(self, mono: float, table) -> None:  # type: ignore[no-untyped-def]
         """A full scan read every owner of the mappings in ``table`` at ``mono``."""

@@ -15,7 +15,7 @@ from ..engine import engine_name, get_engine
 from ..kernel import procfs
 from ..kernel.pagemap import Pagemap
 from ..layout.context import Layout, context
-from ..owners.c import c_regions
+from ..owners.c import SPLIT_KINDS, c_regions
 from ..owners.go.heap import read_heap
 from ..owners.go.runtime import runtime_regions
 from . import exact, fallback
@@ -173,12 +173,12 @@ def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0) -
     }
     total = Counters(*sums[9 * len(CATEGORIES) :])
     warnings = list(lay.warnings)
-    detail = None
+    detail = c_detail = None
     done = "layout"
     regions = None
     if tier in ("exact", "auto"):
         try:
-            split = _split(pid, table, cats, lay, eng, warnings)
+            split, partial, owner = _split(pid, table, cats, lay, eng, warnings)
         except Error as err:
             if tier == "exact" or isinstance(err, NoSuchProcess):
                 raise
@@ -186,12 +186,22 @@ def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0) -
         else:
             categories = exact.apply(categories, CATEGORIES, split)
             detail, done, regions = split.detail, "exact", split.regions
+            if split.c_detail is not None:
+                lazy = owner in PRELOADED
+                c_detail = exact.c_malloc_detail(split.c_detail, categories["c_malloc"], partial, lazy)
+                if lazy:
+                    warnings.append(f"{owner} owns malloc: its memory in use and free cannot be told apart "
+                                    "without its own structures (not read); only the pages it purged lazily "
+                                    "(MADV_FREE, LazyFree) are shown as free, the rest as unassigned")
     snap = Snapshot(
         pid, when, "smaps", done, engine_name, total, categories, go_heap_detail=detail,
-        go=lay.go, allocator=lay.allocator, warnings=warnings,
+        go=lay.go, allocator=lay.allocator, warnings=warnings, c_malloc_detail=c_detail,
     )
     return Parts(snap, table, cats, lay, regions)
 
+
+# Allocators that replace malloc whose chunks are not read.
+PRELOADED = ("jemalloc", "tcmalloc")
 
 # A heap read that races with the target (a structure changed mid-read) is
 # tried again this many times before the scan falls back.
@@ -214,31 +224,44 @@ def _read_structures(pid: int, what: str, read):  # type: ignore[no-untyped-def]
                                          "(the process's owner, or CAP_SYS_PTRACE)") from err
 
 
-def _split(pid: int, table, cats, lay: Layout, eng, warnings: List[str]) -> exact.Split:  # type: ignore[no-untyped-def]
-    """The exact tier's split of the mappings (``owner_regions``), or an
-    Error saying why it cannot be had."""
-    regions, _ = owner_regions(pid, table, lay, eng, warnings)
+def _split(pid: int, table, cats, lay: Layout, eng,  # type: ignore[no-untyped-def]
+           warnings: List[str]) -> Tuple[exact.Split, int, Optional[str]]:
+    """The exact tier's split of the mappings (``owner_regions``), the bytes
+    of free C chunks outside whole pages (exact.free_pages) and who owns
+    malloc (None: not read); or an Error saying why it cannot be had."""
+    regions, others = owner_regions(pid, table, lay, eng, warnings)
     with Pagemap(pid, eng) as pm:
         split = exact.split(table, cats, regions, pm, exact.outside_category(lay.context.go_only))
     # No Go runtime, no Go heap to detail: None, not a page state of zero bytes each.
-    return split if lay.go_module is not None else split._replace(detail=None)
+    if lay.go_module is None:
+        split = split._replace(detail=None)
+    # No C allocator read: None likewise.
+    if others.allocator is None:
+        return split._replace(c_detail=None), 0, None
+    return split, others.c_partial, others.allocator
 
 
-Sources = List[List[exact.Region]]
+class Others(NamedTuple):
+    """What the owners other than the Go heap claim, read once and reusable."""
+
+    sources: List[List[exact.Region]]
+    c_partial: int  # bytes of free C chunks outside whole pages (exact.free_pages)
+    allocator: Optional[str]  # who owns malloc; None: the C allocator was not read
 
 
 def owner_regions(pid: int, table, lay: Layout, eng, warnings: List[str],  # type: ignore[no-untyped-def]
-                  others: Optional[Sources] = None) -> Tuple[List[exact.Region], Sources]:
+                  others: Optional[Others] = None) -> Tuple[List[exact.Region], Others]:
     """The owners' regions of the mappings in ``table`` (smaps, or maps with
-    the VmFlags known), or an Error saying why they cannot be had; also the
-    regions of the owners other than the Go heap, which a later call may
-    pass as ``others`` to read the Go heap alone. Owners read, the first
-    winning where claims overlap: the Go heap (required where a Go runtime
-    is loaded), the C allocator (glibc's arenas, mmapped chunks and thread
-    stacks; jemalloc, tcmalloc) and the Go runtime's off-heap structures; a
-    part that cannot be read is attributed per mapping, with a warning."""
+    the VmFlags known), or an Error saying why they cannot be had; also what
+    the owners other than the Go heap claim, which a later call may pass as
+    ``others`` to read the Go heap alone. Owners read, the first winning
+    where claims overlap: the Go heap (required where a Go runtime is
+    loaded), the C allocator (glibc's arenas, mmapped chunks and thread
+    stacks; jemalloc, tcmalloc; pymalloc) and the Go runtime's off-heap
+    structures; a part that cannot be read is attributed per mapping, with
+    a warning."""
     mod = lay.go_module
-    heap_source: Sources = []
+    heap_source: List[List[exact.Region]] = []
     skip: List[Tuple[int, int]] = []
     if mod is not None:
         heap = _read_structures(pid, "the Go heap", lambda: read_heap(pid, mod.path, mod.bias, engine=eng))
@@ -246,17 +269,19 @@ def owner_regions(pid: int, table, lay: Layout, eng, warnings: List[str],  # typ
         heap_source.append([exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals])
         skip = [(a, a + heap.arena_bytes) for a in heap.arenas]
     if others is None:
-        others = _other_sources(pid, table, mod, eng, warnings, skip)
-    regions, conflict = exact.combine(heap_source + others)
+        others = _others(pid, table, mod, eng, warnings, skip)
+    regions, conflict = exact.combine(heap_source + others.sources)
     if conflict:
         warnings.append(f"{conflict} bytes were claimed by two owners; the first claim (Go heap, C allocator, "
                         "Go runtime) was kept")
     return regions, others
 
 
-def _other_sources(pid: int, table, mod, eng, warnings: List[str], skip: List[Tuple[int, int]]) -> Sources:  # type: ignore[no-untyped-def]
+def _others(pid: int, table, mod, eng, warnings: List[str], skip: List[Tuple[int, int]]) -> Others:  # type: ignore[no-untyped-def]
     """The C allocator's regions and the Go runtime's metadata, those that can be read."""
-    sources: Sources = []
+    sources: List[List[exact.Region]] = []
+    c = None
+    partial = 0
     try:
         c = _read_structures(pid, "the C allocator's structures", lambda: c_regions(pid, table, skip=skip, engine=eng))
     except (AccessDenied, NoSuchProcess):
@@ -265,7 +290,12 @@ def _other_sources(pid: int, table, mod, eng, warnings: List[str], skip: List[Tu
         warnings.append(f"C allocator attributed per mapping: {err}")
     else:
         warnings.extend(c.warnings)
-        sources.append([exact.Region(s, e, THREAD_STACKS if kind == "pthread stack" else C_MALLOC)
+        # The arenas' states first: they lie inside the arenas, whose other bytes are in use.
+        free, partial = exact.free_pages([(s, e) for s, e, st in c.states if st == "free"])
+        sources.append(free + [exact.Region(s, e, C_MALLOC, exact.C_DETAIL.index(st))
+                               for s, e, st in c.states if st != "free"])
+        sources.append([exact.Region(s, e, THREAD_STACKS, -1) if kind == "pthread stack"
+                        else exact.Region(s, e, C_MALLOC, exact.C_IN_USE if kind in SPLIT_KINDS else exact.C_UNASSIGNED)
                         for s, e, kind in c.intervals])
     if mod is not None:
         try:
@@ -277,7 +307,7 @@ def _other_sources(pid: int, table, mod, eng, warnings: List[str], skip: List[Tu
             warnings.append(f"Go runtime metadata attributed per mapping: {err}")
         else:
             sources.append([exact.Region(s, e, GO_RUNTIME) for s, e, _ in meta])
-    return sources
+    return Others(sources, partial, None if c is None else c.allocator)
 
 
 def _layout_of(pid: int, starttime: int, table) -> Layout:  # type: ignore[no-untyped-def]

@@ -28,6 +28,9 @@ class Snapshot:
     go: Optional[GoRuntime] = None
     allocator: Optional[str] = None
     warnings: List[str] = field(default_factory=list)
+    #: The states of c_malloc (core.exact.C_DETAIL: in_use, free, reserved,
+    #: unassigned), adding up to it; None where no C allocator was read.
+    c_malloc_detail: Optional[Dict[str, Counters]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The JSON form: exactly the documented keys, sizes in bytes."""
@@ -44,6 +47,9 @@ class Snapshot:
             "go_heap_detail": None
             if self.go_heap_detail is None
             else {k: v.to_dict() for k, v in self.go_heap_detail.items()},
+            "c_malloc_detail": None
+            if self.c_malloc_detail is None
+            else {k: v.to_dict() for k, v in self.c_malloc_detail.items()},
             "runtime": {
                 "go": None
                 if self.go is None

@@ -14,6 +14,7 @@ returns address intervals of kind
 ``pthread stack``  a glibc thread stack: guard page(s) + stack, TCB at the top
 ``jemalloc``       an anonymous region of a preloaded jemalloc
 ``tcmalloc``       ``[heap]`` and the library's static metadata under tcmalloc
+``pymalloc arena`` one of CPython's 1 MiB small-object arenas (:mod:`.pymalloc`)
 =================  ============================================================
 
 (The structures are glibc's own: malloc/malloc.c, malloc/arena.c and
@@ -23,7 +24,9 @@ nptl/allocatestack.c.) Each is found by its own reader, in this order:
 - :mod:`.arenas`: the thread arenas' heaps, validated through the arenas'
   ``next`` ring (which also finds ``main_arena`` when the signature scan
   did not); then ``[heap]`` for the main arena (:mod:`.glibc`);
+- :mod:`.bins`: the free chunks of every arena claimed (``CRegions.states``);
 - :mod:`.stacks`: pthread stacks, by their guard and their TCB;
+- :mod:`.pymalloc`: CPython's small-object arenas and their free pools;
 - :mod:`.preloaded`: jemalloc's or tcmalloc's regions, when one owns malloc;
 - :mod:`.chunks`: glibc's mmapped chunks, by a walk of the pages left.
 
@@ -41,8 +44,9 @@ read, pagemap must say that every page read is present: reading a
 non-present anonymous page would map the shared zero page into the target,
 and reading a swapped page would swap it in. Reads are small (16
 bytes per probed page, 48 per ``heap_info``, one ``malloc_state`` per arena,
-two pages per stack, libc's writable data) and their total is capped
-(``max_bytes``).
+24 per free chunk, two pages per stack, libc's writable data; in CPython
+its writable data, its arenas vector and 48 bytes per pool) and their total
+is capped (``max_bytes``).
 
 Nothing is guessed silently: whatever cannot be found or does not validate
 is left out of ``intervals`` and explained in ``warnings``.
@@ -59,14 +63,17 @@ from ..._types import SmapsTable
 from ...kernel import procfs
 from ..memory import TargetMemory
 from .arenas import ThreadArenas
+from .bins import Arena, BadList
 from .chunks import check_chunks, mmapped_chunk_len, walk_chunks
-from .glibc import MS_TOP, Glibc
+from .glibc import MS_SIZE, MS_TOP, Glibc
 from .mappings import LimitReached, Mappings
+from .pymalloc import Pymalloc
 from .preloaded import claim_jemalloc, claim_tcmalloc
 from .stacks import find_stacks
 
 __all__ = [
     "CRegions",
+    "SPLIT_KINDS",
     "KINDS",
     "MAX_READ_BYTES",
     "c_regions",
@@ -74,7 +81,10 @@ __all__ = [
 ]
 
 #: The kinds of ``CRegions.intervals``.
-KINDS = ("main arena", "arena", "mmapped chunk", "pthread stack", "jemalloc", "tcmalloc")
+KINDS = ("main arena", "arena", "mmapped chunk", "pthread stack", "jemalloc", "tcmalloc", "pymalloc arena")
+
+#: The kinds whose bytes are in use but for what CRegions.states says.
+SPLIT_KINDS = frozenset(("main arena", "arena", "mmapped chunk", "pymalloc arena"))
 
 #: Default cap on the bytes read from /proc/PID/mem by one call: 16 bytes a
 #: probed page make this 2M pages (8 GiB) of anonymous memory to walk.
@@ -111,6 +121,13 @@ class CRegions(NamedTuple):
     bytes_read: int
     #: (major, minor) of the glibc loaded, from its banner; None if unknown.
     glibc_version: Optional[Tuple[int, int]]
+    #: The states of glibc's arenas (:mod:`.bins`), sorted ``(start, end,
+    #: state)``: ``free`` (a free chunk or a top chunk, to the byte),
+    #: ``reserved`` (a thread-arena heap's address space past
+    #: ``heap_info.size``) and ``unassigned`` (an arena whose free lists did
+    #: not validate). What is in an arena or mmapped chunk and not here is
+    #: in use (tcache included, as in mallinfo2).
+    states: List[Tuple[int, int, str]] = []
 
 
 def c_regions(pid: int, table: SmapsTable, *, max_bytes: int = MAX_READ_BYTES,
@@ -162,7 +179,61 @@ def c_regions(pid: int, table: SmapsTable, *, max_bytes: int = MAX_READ_BYTES,
     for (a0, a1, k0), (b0, b1, k1) in zip(intervals, intervals[1:]):
         if b0 < a1:  # cannot happen: every claim checks what is claimed
             raise AssertionError(f"overlapping C regions {a0:#x}-{a1:#x} {k0} and {b0:#x}-{b1:#x} {k1}")
-    return CRegions(intervals, maps.counters, maps.warnings, allocator, maps.found, tgt.charged, glibc.version)
+    return CRegions(intervals, maps.counters, maps.warnings, allocator, maps.found, tgt.charged, glibc.version,
+                    sorted(maps.states))
+
+
+def arena_states(maps: Mappings, g: Glibc, arenas: ThreadArenas, valid: Dict[int, List[int]]) -> None:
+    """The free chunks of every arena claimed, and the thread arenas'
+    reserved address space, into ``maps.states``; ``fordblks`` and
+    ``uordblks`` as mallinfo2 counts them when every arena was read."""
+    safe_linking = None if g.version is None else g.version >= (2, 32)
+    todo: List[Tuple[int, Optional[Sequence[int]], List[Tuple[int, int]]]] = []
+    main = [(s, e) for s, e, k in maps.intervals if k == "main arena"]
+    if main:
+        todo.append((g.main_arena, maps.tgt.words_if_present(g.main_arena, MS_SIZE // 8), main))
+    for ar, bases in valid.items():
+        heaps = [(b, b + arenas.heap_cands[b][2]) for b in bases]
+        todo.append((ar, arenas.arena_state.get(ar), heaps))
+        maps.states.extend((e, b + g.heap_max, "reserved") for b, (_, e) in zip(bases, heaps) if e < b + g.heap_max)
+    fordblks = 0
+    complete = bool(main) and arenas.ring_complete
+    for ar, state, heaps in todo:
+        try:
+            free = _free_chunks(maps, ar, state, heaps, safe_linking)
+        except BadList as why:
+            maps.warn(f"arena at {ar:#x}: its free lists do not validate ({why}): its memory is counted "
+                      "as unassigned, not split into in use and free")
+            maps.states.extend((lo, hi, "unassigned") for lo, hi in heaps)
+            complete = False
+            continue
+        maps.states.extend((lo, hi, "free") for lo, hi in free)
+        fordblks += sum(hi - lo for lo, hi in free)
+    if complete and "arena" in maps.counters:
+        maps.counters["fordblks"] = fordblks
+        maps.counters["uordblks"] = maps.counters["arena"] - fordblks
+
+
+#: Walks of an arena's free lists before they are called bad: the target
+#: runs on, and a list its thread changes mid-walk reads as broken.
+FREE_LIST_TRIES = 2
+
+
+def _free_chunks(maps: Mappings, ar: int, state: Optional[Sequence[int]], heaps: List[Tuple[int, int]],
+                 safe_linking: Optional[bool]) -> List[Tuple[int, int]]:
+    """The free chunks of the arena at ``ar``; a failed walk is tried again
+    with its malloc_state read afresh. Raises BadList."""
+    why = BadList("its malloc_state is not readable")
+    for attempt in range(FREE_LIST_TRIES):
+        if attempt:
+            state = maps.tgt.words_if_present(ar, MS_SIZE // 8)
+        if state is None:
+            break
+        try:
+            return Arena(maps, ar, state, heaps, safe_linking).free_chunks()
+        except BadList as err:
+            why = err
+    raise why
 
 
 def _run(maps: Mappings, g: Glibc, hint: Optional[str], stack_limit: Optional[int]) -> Optional[str]:
@@ -219,7 +290,9 @@ def _run(maps: Mappings, g: Glibc, hint: Optional[str], stack_limit: Optional[in
                     maps.counters["arena"] = maps.counters["main_system_mem"] + size
             else:
                 maps.warn("main_arena not found in libc's data: [heap] and thread arenas not attributed")
+            arena_states(maps, g, arenas, valid)
         find_stacks(maps, stack_limit)
+        Pymalloc(maps).find()
         if owner == "jemalloc":
             claim_jemalloc(maps)
             if maps.heap_range:

@@ -94,6 +94,7 @@ class Mappings:
             "pthread_stacks": 0, "stacks_by_shape": 0, "pages_probed": 0,
         }
         self.intervals: List[Tuple[int, int, str]] = []
+        self.states: List[Tuple[int, int, str]] = []  # glibc arenas' states (CRegions.states)
         self.claimed: List[Tuple[int, int]] = []
         self.has_flags = any(r.flags for r in self.rows)
         self.heap_rows = [r for r in self.rows if r.name == "[heap]"]
