@@ -106,3 +106,20 @@ def test_without_matplotlib(recordings):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done
     assert done.stderr == "memscan: error: plotting needs matplotlib: pip install 'memscan[plot]'\n"
+
+
+def test_stale_stretches_are_hatched(tmp_path):
+    """Runs of samples whose states are older than STALE_AFTER: hatched on
+    both panels, to the sample that replaced them, labelled once."""
+    ages = [0.0, 0.5, 1.5, 2.0, 0.0, 0.4, 1.2, None]
+    rows = [{**dict.fromkeys(record.COLUMNS), "seq": i, "mono": i * 0.5, "tier": "exact", "missed": 0,
+             "rss": 8 << 20, **dict.fromkeys(CATEGORIES, 0), "go_heap": 8 << 20,
+             **dict.fromkeys(record.DETAIL_COLUMNS, 0), "go_heap.objects": 8 << 20, "states_age": age}
+            for i, age in enumerate(ages)]
+    rec = record.Recording(str(tmp_path / "r.csv"), {"pid": 1}, record.COLUMNS, rows, [])
+    assert plot.stale_stretches(rec) == [(1.0, 2.0), (3.0, 3.5)]
+    top, heap = plot.figure(rec).axes
+    for ax in (top, heap):
+        assert [p.get_hatch() for p in ax.patches] == ["//", "//"]
+    assert legend(top)[-1] == f"states > {plot.STALE_AFTER:g} s old"
+    assert not any("old" in label for label in legend(heap))

@@ -19,7 +19,7 @@ import memscan
 from memscan import plot, record
 from memscan._types import CATEGORIES
 from memscan.core.sampler import Sampler
-from memscan.record import COLUMNS, DETAIL_COLUMNS, UNITS
+from memscan.record import C_DETAIL_COLUMNS, COLUMNS, DETAIL_COLUMNS, UNITS
 
 from helpers.cli import run_cli
 from helpers.processes import stop
@@ -74,6 +74,11 @@ def check_rows(rec: record.Recording) -> None:
             # Other ticks count pages in pagemap, and take rss from VmRSS: the
             # kernel's per-CPU batched counters, which may lag by some pages.
             assert cats == r["rss"] if full else abs(cats - r["rss"]) <= VMRSS_LAG, r
+        # The age of the owners and Go heap states: 0 on a full scan, the exact tier's alone.
+        if r["tier"] == "exact":
+            assert r["states_age"] == 0 if full else r["states_age"] >= 0, r
+        else:
+            assert r["states_age"] is None, r
         if r["go_heap.objects"] is not None:
             heap = sum(r[c] for c in DETAIL_COLUMNS)
             assert heap == r["go_heap"] if full else heap <= r["go_heap"], r
@@ -255,3 +260,24 @@ def test_cli_errors_are_one_line(go_program, tmp_path):
         if code == 1:
             assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "run.csv").exists()  # nothing is created for a process that is not there
+
+
+@pytest.mark.parametrize("last", [(), ("stale",)])
+def test_older_recordings_load(tmp_path, last):
+    """Recordings from before "states_age" was a column read back with it
+    None; those with a "stale" column instead (the age of states kept past a
+    failed heap read) read it as seconds, and plot hatches what it marks."""
+    before = [c for c in COLUMNS if c != "states_age" and c not in C_DETAIL_COLUMNS]
+    old = [*before, *last]
+    rows = [f"{seq},1700000000.5,{mono},exact,0,4096" + ",0" * (len(before) - 6) + "," * len(last) + age
+            for seq, mono, age in ((0, "0.0", ""), (1, "0.5", "2.5" if last else ""), (2, "1.0", ""))]
+    path = tmp_path / "old.csv"
+    path.write_text('# memscan: "0.1.0"\n# format: 1\n' + "\n".join([",".join(old), *rows]) + "\n")
+    rec = record.read(str(path))
+    assert rec.columns == tuple(old) and rec.column("states_age") == [None] * 3
+    assert rec.column("rss") == [4096] * 3
+    if last:
+        assert rec.column("stale") == [None, 2.5, None]
+        assert plot.stale_stretches(rec) == [(0.5, 1.0)]
+    else:
+        assert plot.stale_stretches(rec) == []

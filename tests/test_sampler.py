@@ -116,11 +116,10 @@ def test_iteration_paces_and_counts(go_program):
     prog = go_program(version=GO, args=("-heap", 16))
     interval = 0.01
     with Sampler(prog.pid, interval=interval, full_every=0.25) as s:
-        t0 = time.monotonic()
         got = []
         for smp in s:
             got.append(smp)
-            if time.monotonic() - t0 >= 1.0:
+            if time.monotonic() - got[0].mono >= 1.0:
                 break
         assert not s.exited
         assert s.samples == len(got)
@@ -136,6 +135,12 @@ def test_iteration_paces_and_counts(go_program):
         fulls = [g for g in got if g.snapshot is not None]
         assert 1 <= len(fulls) <= 5
         assert got[0].snapshot is not None
+        # The grid starts after the first sample: its full scan's one-time
+        # work (DWARF, tables, the heap's structures) leaves no gap ...
+        assert got[0].seq == 0 and got[1].seq == 1 and got[1].missed == 0
+        # ... and is not charged to the full scans' share: the second comes
+        # full_every later, not a hundred times the first one's cost.
+        assert fulls[1].mono - got[0].mono < 0.25 + 0.15, [f.mono - got[0].mono for f in fulls]
 
 
 # Touches 64 KiB more of one reserved mapping every ~0.25 ms: its memory
@@ -347,9 +352,12 @@ def test_maps_listed_twice_are_read_again(monkeypatch):
     of the kernel's reads) is read again; never counted twice."""
     from helpers.smapstext import OVERLAPPING
 
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # The interpreter settled (its start-up done): rss holds still between
+    # the tick's status read and its count.
+    child = subprocess.Popen([sys.executable, "-c", "import time; print(flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE)
     try:
-        _wait_exec(child.pid)
+        assert child.stdout is not None and child.stdout.readline() == b"\n"
         with Sampler(child.pid, full_every=3600) as s:
             s.sample()
             real = s._read_maps

@@ -140,3 +140,23 @@ def test_cli_ctrl_c(go_program):
     code, out, err = watch_in_a_terminal(prog.pid, lambda proc: proc.send_signal(signal.SIGINT))
     assert code == 130 and err == "memscan: interrupted\n", err
     assert "go_heap" in out and prog.proc.poll() is None
+
+
+def test_view_marks_old_states():
+    """Owners and Go heap states older than STALE_AFTER are said to be, with their age."""
+    from rich.console import Console
+
+    from memscan._types import CATEGORIES
+    from memscan.core.exact import DETAIL
+    from memscan.core.sampler import Sample
+    from memscan.record import STALE_AFTER
+
+    def text(age):  # type: ignore[no-untyped-def]
+        cats = dict.fromkeys(CATEGORIES, MIB)
+        s = Sample(1, 0, 0.0, 0.0, "exact", 10 * MIB, cats, dict.fromkeys(DETAIL, 0), None, 0, age)
+        console = Console(record=True, width=120, color_system=None)
+        console.print(view([s], 10.0))
+        return console.export_text()
+
+    assert "stale" not in text(STALE_AFTER / 2) and "stale" not in text(None)
+    assert f"stale: owners and Go heap states {STALE_AFTER + 2.25:.1f} s old" in text(STALE_AFTER + 2.25)

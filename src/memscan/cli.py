@@ -155,7 +155,9 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds to record (default: until the process exits or Ctrl-C)")
     r.add_argument("--tier", choices=TIERS, default="auto")
     r.add_argument("--full-every", type=positive, default=1.0, metavar="SECONDS",
-                   help="seconds between full scans, which add pss, swap and uss (default 1)")
+                   help="seconds between full scans, which add pss, swap and uss (default 1); a full scan "
+                        "is also spaced so that scans last at most 1%% of the time (one taking 20 ms comes "
+                        "every 2 s at most), the first one's one-time work not counted")
     r.add_argument("--engine", choices=sorted(ENGINES), default=None, help="parser engine (default: fastest)")
     r.set_defaults(func=cmd_record)
 

@@ -5,7 +5,8 @@ zero throughout are left out), the total rss as a line and the full scans'
 pss as dots; a second panel splits the Go heap by the runtime's page states
 when the exact tier recorded them; the target's exit and an interruption are
 marked, and so are the phases of a scripted run (``phase`` events, as
-``memscan demo`` writes them). matplotlib (the ``plot`` extra) is imported only here, and drawn
+``memscan demo`` writes them) and the stretches where the owners and Go heap
+states counted were more than STALE_AFTER seconds old (hatched). matplotlib (the ``plot`` extra) is imported only here, and drawn
 with its Agg backend: no display is needed.
 """
 
@@ -18,7 +19,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 from ._errors import Error
 from ._types import CATEGORIES
 from .format import MIB
-from .record import C_DETAIL_COLUMNS, DETAIL_COLUMNS, Recording, read
+from .record import C_DETAIL_COLUMNS, DETAIL_COLUMNS, STALE_AFTER, Recording, read
 
 # One fixed colour per category, the same in every plot (matplotlib's tab10).
 COLORS = dict(zip(CATEGORIES, (f"C{i}" for i in range(len(CATEGORIES)))))
@@ -56,6 +57,25 @@ def _stack_values(ax: Any, t: List[float], values: Sequence[Sequence[Optional[in
     return bool(kept)
 
 
+def stale_stretches(rec: Recording) -> List[Tuple[float, float]]:
+    """(from, to) times of the runs of samples whose owners and Go heap
+    states were more than STALE_AFTER seconds old (recordings from before
+    "states_age" give the age in "stale", set only past a failed heap read)."""
+    ages = rec.column("states_age" if "states_age" in rec.columns else "stale")
+    out: List[Tuple[float, float]] = []
+    t = rec.column("mono")
+    for i, age in enumerate(ages):
+        if age is None or age <= STALE_AFTER:
+            continue
+        # A run reaches to the next sample, which is when the stale figure was replaced.
+        end = t[i + 1] if i + 1 < len(t) else t[i]
+        if out and out[-1][1] == t[i]:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((t[i], end))
+    return out
+
+
 def figure(rec: Recording) -> Any:
     """The matplotlib Figure of a recording (not saved: see :func:`plot`)."""
     Figure, FigureCanvasAgg = _matplotlib()
@@ -91,6 +111,10 @@ def figure(rec: Recording) -> Any:
                       C_DETAIL_COLORS)
         axes[-1].set_ylabel("resident MiB")
         axes[-1].set_title("c_malloc by the state of its chunks (full scans)")
+    for k, (lo, hi) in enumerate(stale_stretches(rec)):
+        for a in axes:
+            a.axvspan(lo, hi, facecolor="none", edgecolor="0.5", hatch="//", linewidth=0,
+                      label=None if k or a is not ax else f"states > {STALE_AFTER:g} s old")
     # Time runs a little past the last sample or event, so that an exit at
     # the end is not hidden in the frame.
     end = max([t[-1]] + [ev["mono"] for ev in rec.events if isinstance(ev.get("mono"), (int, float))])

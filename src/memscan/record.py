@@ -57,10 +57,11 @@ DETAIL_COLUMNS = tuple(f"go_heap.{state}" for state in DETAIL)
 FULL_COLUMNS = ("pss", "swap", "uss")
 # c_malloc by state, from the full scans likewise (empty where no C allocator was read).
 C_DETAIL_COLUMNS = tuple(f"c_malloc.{state}" for state in C_DETAIL)
-# Recordings written before "stale" was a column read back without it:
-# the reader goes by each file's own header.
+# The reader goes by each file's own header: recordings written before
+# "states_age" was a column read back without it (and older ones with their
+# "stale" column, the age only of states kept past a failed heap read).
 COLUMNS: Tuple[str, ...] = (
-    "seq", "wall", "mono", "tier", "missed", "rss", *CATEGORIES, *DETAIL_COLUMNS, *FULL_COLUMNS, "stale",
+    "seq", "wall", "mono", "tier", "missed", "rss", *CATEGORIES, *DETAIL_COLUMNS, *FULL_COLUMNS, "states_age",
     *C_DETAIL_COLUMNS,
 )
 UNITS: Dict[str, str] = {
@@ -73,12 +74,14 @@ UNITS: Dict[str, str] = {
     "pss": "bytes, proportional set size",
     "swap": "bytes swapped out",
     "uss": "bytes, unique set size",
-    "stale": "seconds: age of the Go heap states counted, kept from an earlier full scan because the last "
-             "one found the heap changing under every read; empty otherwise",
+    "states_age": "seconds since the Go heap page states and the owners counted were read (exact tier; "
+                  "0 on a full scan); empty in other tiers",
 }
+# States older than this are marked as such by watch and plot.
+STALE_AFTER = 1.0
 # Columns read back as text and as floats; every other one is an integer.
 _TEXT = ("tier",)
-_FLOAT = ("wall", "mono", "stale")
+_FLOAT = ("wall", "mono", "states_age", "stale")
 
 
 def command_line(pid: int) -> str:
@@ -173,7 +176,7 @@ class Writer:
             # The psutil tier cannot see pss and uss: unknown, not 0.
             known = snap.source != "psutil"
             values += [t.pss if known else None, t.swap, t.uss if known else None]
-        values.append(None if s.stale is None else round(s.stale, 6))
+        values.append(None if s.states_age is None else round(s.states_age, 6))
         c_detail = None if snap is None else snap.c_malloc_detail
         values += [None] * len(C_DETAIL) if c_detail is None else [c_detail[d].rss for d in C_DETAIL]
         if self.format == "csv":

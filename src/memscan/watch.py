@@ -11,7 +11,7 @@ from ._types import CATEGORIES, Counters
 from .core.exact import C_DETAIL, DETAIL
 from .core.sampler import Sample, Sampler
 from .format import MIB, mib
-from .record import command_line
+from .record import STALE_AFTER, command_line
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 24
@@ -56,8 +56,9 @@ def view(samples: Sequence[Sample], window: float, heading: Sequence[str] = ()) 
     oldest first, the last ``window`` seconds): the ``heading`` lines, each
     cut to the width of the terminal, then a table of each category's rss
     now, its change since the oldest sample and its sparkline; the Go heap's
-    states under go_heap when the exact tier gives them; the total. A rich
-    renderable."""
+    states under go_heap when the exact tier gives them; the total; a line
+    saying how old the owners and Go heap states are when older than
+    STALE_AFTER. A rich renderable."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -89,7 +90,10 @@ def view(samples: Sequence[Sample], window: float, heading: Sequence[str] = ()) 
                     row(f"  {state}", lambda s, d=state: _c_state(s, d), "dim")
         table.add_section()
     row("total", lambda s: s.rss, "bold")
-    return Group(*[Text(h, no_wrap=True, overflow="ellipsis") for h in heading], table)
+    lines = [Text(h, no_wrap=True, overflow="ellipsis") for h in heading]
+    if last.states_age is not None and last.states_age > STALE_AFTER:
+        table.title = Text(f"stale: owners and Go heap states {last.states_age:.1f} s old", style="bold yellow")
+    return Group(*lines, table)
 
 
 def _c_detail(s: Sample) -> Optional[Dict[str, Counters]]:

@@ -14,7 +14,8 @@ The contract::
         go_heap_detail: Optional[Dict[str, int]]  # rss bytes per state objects/stacks/free/released/reserved, or None
         snapshot: Optional[Snapshot]  # the full scan made on this tick (every Nth tick and the first): pss, swap, uss...
         missed: int              # ticks skipped just before this one because the previous read overran
-        stale: Optional[float]   # exact tier: age (s) of Go heap states kept past a failed heap read, or None
+        states_age: Optional[float]  # exact tier: seconds since the Go heap page states and the owners
+                                     # counted were read (0.0 on a full scan's tick); None in other tiers
 
     class Sampler:
         def __init__(self, pid: int, interval: float = 0.01, tier: str = "auto", *,
@@ -33,7 +34,9 @@ The contract::
         for smp in s:
             print(smp.seq, smp.rss, smp.categories["go_heap"])
 
-Ticks are on a fixed grid (tick ``seq`` is due at start + seq * interval);
+Ticks are on a fixed grid (tick ``seq`` is due at start + seq * interval,
+where start is when the first sample, a full scan, was made: its one-time
+work, DWARF and tables, is no gap in the grid);
 a tick that cannot start within half an interval of its time because the
 previous one overran (or, polite, because the target's lock budget is
 spent) is skipped, and the next sample says how many were (``missed``);
@@ -61,17 +64,19 @@ Where each figure comes from, and how fresh it is:
   are per-CPU since kernel 6.2) shows at the next
   count, at most that much later.
 - ``go_heap_detail`` (exact tier): this tick's resident pages of the Go
-  heap's page-state intervals, but the intervals (which spans hold objects,
-  are free, released...) are those read from the Go runtime at the last
-  full scan: a span that changed state since counts in its old state. A
-  full scan that finds the heap changing under every read (a program
-  allocating flat out on all cores) is a count with the last good states,
-  whose age is ``stale`` until a full scan reads the heap again (a warning
-  says so once); with none yet, the tick is skipped (``missed``).
+  heap's page-state intervals; the intervals (which spans hold objects,
+  are free, released...) and the other owners' regions are those last
+  read, by a full scan or by a refresh between two (``core.refresh``: the
+  Go heap every 0.1 s, every owner when anonymous mappings grew, within
+  2 % of the time). ``states_age`` says how old they
+  are, on every exact sample. A read that finds the heap changing under
+  every try (a program allocating flat out on all cores) keeps the last
+  good states, which keep ageing (a full scan's failure is a warning,
+  once); with none yet, the tick is skipped (``missed``).
 - ``snapshot``: a full ``scan()`` (smaps, and in the exact tier the Go and C
   allocators' structures), on the first tick and then every ``full_every``
   seconds: pss, uss, swap and the rest are that fresh. It also refreshes
-  the classification and the exact regions.
+  the classification (the smaps VmFlags) and the exact regions.
 
 Politeness (``polite=True``, the default): smaps, pagemap and PAGEMAP_SCAN
 walk the page tables under the target's mmap_lock, stalling its mmap,
@@ -87,7 +92,9 @@ allocators' structures piece by piece), often after waiting for the
 target's own mmap, and stalls the target about as long as it lasts
 (measured: a 30 ms scan of a 1,000-mapping mmap loop cost it ~30 ms of
 work): full scans are spaced to ``FULL_SCAN_SHARE`` (1 %) of their wall
-time when that is longer than ``full_every``, and sleep ``SMAPS_PAUSE``
+time when that is longer than ``full_every`` (a 20 ms scan: every 2 s at
+most), the first scan excepted (its one-time work, reading DWARF, tables
+and searching for the heap's structures, is not charged), and sleep ``SMAPS_PAUSE``
 between the ~4 KiB read() chunks of smaps, so that a waiting mmap gets the
 lock between them (rwsem readers otherwise take it again first).
 ``polite=False`` counts on every tick and scans every ``full_every``
@@ -119,6 +126,7 @@ from ..engine import engine_name, get_engine
 from ..kernel import procfs
 from ..kernel.pagemap import Pagemap
 from . import exact, fallback
+from .refresh import Owners
 from .scanner import TIERS, _layout_of, scan_parts
 from .snapshot import Snapshot
 
@@ -156,7 +164,7 @@ class Sample:
     go_heap_detail: Optional[Dict[str, int]]
     snapshot: Optional[Snapshot]
     missed: int
-    stale: Optional[float] = None
+    states_age: Optional[float] = None
 
 
 class _LockBudgetSpent(Exception):
@@ -209,7 +217,9 @@ class Sampler:
         self._status_buf = bytearray()  # only for a status longer than _STATUS_READ
         self._maps_buf = bytearray()
         self._maps_seen: Optional[bytes] = None
-        self._classified: "LRU[bytes, exact.Intervals]" = LRU(_CLASSIFIED_KEPT)
+        # maps text -> its table (VmFlags filled in), layout categories and intervals.
+        self._classified: "LRU[bytes, Tuple[SmapsTable, bytearray, exact.Intervals]]" = LRU(_CLASSIFIED_KEPT)
+        self._basis: Optional[Tuple[SmapsTable, bytearray]] = None  # the table and categories of _intervals
         self._flags: Dict[Tuple[int, int], int] = {}
         self._intervals: Optional[exact.Intervals] = None
         self._regions: Optional[Sequence[exact.Region]] = None
@@ -217,9 +227,9 @@ class Sampler:
         self._go_heap = False  # the last full scan read a Go heap (has a go_heap_detail)
         self._counted: Optional[Tuple[Tuple[int, ...], List[int], float]] = None  # status key, pages, when
         self._next_full = 0.0
+        self._scanned = False  # a full scan succeeded: the one-time work is done
         self._lock_free_at = 0.0
-        self._heap_read_at: Optional[float] = None  # mono of the full scan that read the heap states in use
-        self._stale = False  # a full scan since then could not read them
+        self._owners = Owners()  # when the owners and heap states in use were read
 
     # ------------------------------------------------------------ lifecycle
 
@@ -343,6 +353,7 @@ class Sampler:
         start = time.monotonic()
         k = 0  # grid index of the tick being made, counted from ``start``
         missed = 0
+        first = True
         while True:
             due = start + k * self.interval
             now = time.monotonic()
@@ -364,6 +375,11 @@ class Sampler:
                 yield smp
                 ready = time.monotonic()
                 missed = 0
+                if first:
+                    # The grid starts after the first sample: its full scan's
+                    # one-time work leaves no run of missed ticks behind it.
+                    start = ready - k * self.interval
+                    first = False
             # The next tick on the grid that can start on time, or less than
             # half an interval late.
             k += 1
@@ -482,14 +498,17 @@ class Sampler:
             if self._intervals is None:
                 raise
             parts = None
-            why = f"{err}: samples carry the last good Go heap states, flagged stale"
+            why = f"{err}: samples carry the last good Go heap states, their age in states_age"
             self.warnings += [why] if why not in self.warnings else []
         cost = time.monotonic() - t0
-        self._next_full = mono + max(self.full_every, cost / FULL_SCAN_SHARE if self.polite else 0.0)
-        self._stale = parts is None
+        # The first scan's cost is mostly one-time work (DWARF, tables, the
+        # search for mheap_): the next scan's cost is the one to go by.
+        charged = self.polite and self._scanned
+        self._next_full = mono + max(self.full_every, cost / FULL_SCAN_SHARE if charged else 0.0)
+        self._scanned = self._scanned or parts is not None
         if parts is None:
             return self._count_tick(seq, mono, wall, missed, False)
-        self._heap_read_at = mono
+        self._owners.scanned(mono, parts.table)
         snap = parts.snapshot
         snap.pid = self.pid
         for w in snap.warnings:
@@ -501,19 +520,21 @@ class Sampler:
         self._outside = exact.outside_category(parts.layout.context.go_only)
         self._go_heap = snap.go_heap_detail is not None
         self._classified.clear()
+        self._basis = t, parts.cats
         self._intervals = exact.Intervals(t, parts.cats, parts.regions, self._outside)
         # The classification stands for the maps read just before, if the
         # scan saw the same mappings; else the next tick rebuilds it.
         if _same_mappings(self._eng.parse_smaps(maps), t):
             self._maps_seen = maps
-            self._classified.put(maps, self._intervals)
+            self._classified.put(maps, (t, parts.cats, self._intervals))
         else:
             self._maps_seen = None
         self._counted = None
         assert snap.categories is not None
         cats = {name: c.rss for name, c in snap.categories.items()}
         detail = None if snap.go_heap_detail is None else {k: c.rss for k, c in snap.go_heap_detail.items()}
-        return Sample(self.pid, seq, mono, wall, snap.tier, snap.total.rss, cats, detail, snap, missed)
+        return Sample(self.pid, seq, mono, wall, snap.tier, snap.total.rss, cats, detail, snap, missed,
+                      0.0 if snap.tier == "exact" else None)
 
     def _read_maps(self) -> bytes:
         p = procfs.path(self._via, "maps")
@@ -527,9 +548,10 @@ class Sampler:
         Kept for the last few maps texts seen since the full scan: a program
         that maps and unmaps the same buffer flips between two of them."""
         self._maps_seen = maps
-        iv = self._classified.get(maps)
-        if iv is not None:
-            self._intervals = iv
+        kept = self._classified.get(maps)
+        if kept is not None:
+            self._basis, self._intervals = kept[:2], kept[2]
+            self._owners.mapped(kept[0])
             return
         first = [maps]  # the text just read, then fresh ones
 
@@ -546,8 +568,24 @@ class Sampler:
             t.vmflags[i] = flags.get((t.starts[i], t.ends[i]), 0)
         lay = _layout_of(self._via, self._starttime, t)
         cats = self._eng.classify(t, lay.context)
+        self._basis = t, cats
         self._intervals = exact.Intervals(t, cats, self._regions, self._outside)
-        self._classified.put(maps, self._intervals)
+        self._classified.put(maps, (t, cats, self._intervals))
+        self._owners.mapped(t)
+
+    def _refresh_owners(self, mono: float) -> None:
+        """Read the owners again for the mappings counted now (core.refresh)."""
+        assert self._basis is not None
+        t, cats = self._basis
+        regions = self._owners.read(self._via, self._starttime, t, self._eng, self._go_heap, mono)
+        if regions is None:
+            return
+        self._regions = regions
+        self._classified.clear()
+        self._intervals = exact.Intervals(t, cats, regions, self._outside)
+        if self._maps_seen is not None:
+            self._classified.put(self._maps_seen, (t, cats, self._intervals))
+        self._counted = None
 
     def _count_tick(self, seq: int, mono: float, wall: float, missed: int, polite: bool) -> Sample:
         rss, key = self._status()
@@ -555,6 +593,8 @@ class Sampler:
         if maps != self._maps_seen:
             self._reclassify(maps)
             self._counted = None
+        if self._regions is not None and self._owners.due(mono, self._go_heap):
+            self._refresh_owners(mono)
         iv = self._intervals
         assert iv is not None and self._pagemap is not None
         counted = self._counted
@@ -572,13 +612,12 @@ class Sampler:
             counted = self._counted = (key, pages, mono)
         pages = counted[1]
         cats = {name: pages[i] * PAGE for i, name in enumerate(CATEGORIES)}
-        detail = stale = None
+        detail = None
         if iv.tier == "exact" and self._go_heap:
             detail = {name: pages[exact.NCAT + i] * PAGE for i, name in enumerate(exact.DETAIL)}
             cats[CATEGORIES[GO_HEAP]] += sum(detail.values())
-            if self._stale and self._heap_read_at is not None:
-                stale = mono - self._heap_read_at
-        return Sample(self.pid, seq, mono, wall, iv.tier, rss, cats, detail, None, missed, stale)
+        age = mono - self._owners.read_at if iv.tier == "exact" else None
+        return Sample(self.pid, seq, mono, wall, iv.tier, rss, cats, detail, None, missed, age)
 
 
 def _same_mappings(a: SmapsTable, b: SmapsTable) -> bool:

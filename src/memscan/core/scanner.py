@@ -226,21 +226,60 @@ def _read_structures(pid: int, what: str, read):  # type: ignore[no-untyped-def]
 
 def _split(pid: int, table, cats, lay: Layout, eng,  # type: ignore[no-untyped-def]
            warnings: List[str]) -> Tuple[exact.Split, int, Optional[str]]:
-    """The exact tier's split of the mappings, the bytes of free C chunks
-    outside whole pages (exact.free_pages) and who owns malloc (None: not
-    read); or an Error saying why it cannot be had. Owners read, the first winning where claims overlap: the
-    Go heap (required where a Go runtime is loaded), the C allocator (glibc's
-    arenas, mmapped chunks and thread stacks; jemalloc, tcmalloc) and the Go
-    runtime's off-heap structures; a part that cannot be read is attributed
-    per mapping, with a warning."""
+    """The exact tier's split of the mappings (``owner_regions``), the bytes
+    of free C chunks outside whole pages (exact.free_pages) and who owns
+    malloc (None: not read); or an Error saying why it cannot be had."""
+    regions, others = owner_regions(pid, table, lay, eng, warnings)
+    with Pagemap(pid, eng) as pm:
+        split = exact.split(table, cats, regions, pm, exact.outside_category(lay.context.go_only))
+    # No Go runtime, no Go heap to detail: None, not a page state of zero bytes each.
+    if lay.go_module is None:
+        split = split._replace(detail=None)
+    # No C allocator read: None likewise.
+    if others.allocator is None:
+        return split._replace(c_detail=None), 0, None
+    return split, others.c_partial, others.allocator
+
+
+class Others(NamedTuple):
+    """What the owners other than the Go heap claim, read once and reusable."""
+
+    sources: List[List[exact.Region]]
+    c_partial: int  # bytes of free C chunks outside whole pages (exact.free_pages)
+    allocator: Optional[str]  # who owns malloc; None: the C allocator was not read
+
+
+def owner_regions(pid: int, table, lay: Layout, eng, warnings: List[str],  # type: ignore[no-untyped-def]
+                  others: Optional[Others] = None) -> Tuple[List[exact.Region], Others]:
+    """The owners' regions of the mappings in ``table`` (smaps, or maps with
+    the VmFlags known), or an Error saying why they cannot be had; also what
+    the owners other than the Go heap claim, which a later call may pass as
+    ``others`` to read the Go heap alone. Owners read, the first winning
+    where claims overlap: the Go heap (required where a Go runtime is
+    loaded), the C allocator (glibc's arenas, mmapped chunks and thread
+    stacks; jemalloc, tcmalloc; pymalloc) and the Go runtime's off-heap
+    structures; a part that cannot be read is attributed per mapping, with
+    a warning."""
     mod = lay.go_module
-    sources = []
+    heap_source: List[List[exact.Region]] = []
     skip: List[Tuple[int, int]] = []
     if mod is not None:
         heap = _read_structures(pid, "the Go heap", lambda: read_heap(pid, mod.path, mod.bias, engine=eng))
         warnings.extend(heap.warnings)
-        sources.append([exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals])
+        heap_source.append([exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals])
         skip = [(a, a + heap.arena_bytes) for a in heap.arenas]
+    if others is None:
+        others = _others(pid, table, mod, eng, warnings, skip)
+    regions, conflict = exact.combine(heap_source + others.sources)
+    if conflict:
+        warnings.append(f"{conflict} bytes were claimed by two owners; the first claim (Go heap, C allocator, "
+                        "Go runtime) was kept")
+    return regions, others
+
+
+def _others(pid: int, table, mod, eng, warnings: List[str], skip: List[Tuple[int, int]]) -> Others:  # type: ignore[no-untyped-def]
+    """The C allocator's regions and the Go runtime's metadata, those that can be read."""
+    sources: List[List[exact.Region]] = []
     c = None
     partial = 0
     try:
@@ -268,19 +307,7 @@ def _split(pid: int, table, cats, lay: Layout, eng,  # type: ignore[no-untyped-d
             warnings.append(f"Go runtime metadata attributed per mapping: {err}")
         else:
             sources.append([exact.Region(s, e, GO_RUNTIME) for s, e, _ in meta])
-    regions, conflict = exact.combine(sources)
-    if conflict:
-        warnings.append(f"{conflict} bytes were claimed by two owners; the first claim (Go heap, C allocator, "
-                        "Go runtime) was kept")
-    with Pagemap(pid, eng) as pm:
-        split = exact.split(table, cats, regions, pm, exact.outside_category(lay.context.go_only))
-    # No Go runtime, no Go heap to detail: None, not a page state of zero bytes each.
-    if mod is None:
-        split = split._replace(detail=None)
-    # No C allocator read: None likewise.
-    if c is None or c.allocator is None:
-        return split._replace(c_detail=None), 0, None
-    return split, partial, c.allocator
+    return Others(sources, partial, None if c is None else c.allocator)
 
 
 def _layout_of(pid: int, starttime: int, table) -> Layout:  # type: ignore[no-untyped-def]

@@ -1,0 +1,102 @@
+"""The exact tier's owners between a Sampler's full scans.
+
+A full scan reads every owner's structures (``scanner.owner_regions``);
+between two, the owners are read again (the refresh) when they are older
+than ``REFRESH_AFTER`` (``REFRESH_AFTER_C`` without a Go heap) and when
+anonymous mappings grew by ``NEW_ANON`` or more since they were read:
+
+- the mappings the same: the Go heap alone, its page allocator's chunk
+  bitmaps and scavenged bits and the spans of the arenas whose bitmaps
+  changed (``owners.go.heap`` keeps what it decoded of the other arenas),
+  with the C allocator's and the Go runtime's regions as last read;
+- after anonymous mappings grew, or first after a full scan, or in a
+  process without a Go heap: every owner, so that a new C chunk (its
+  header), heap arena (the arena index) or thread stack (its guard page)
+  has its owner at once rather than ``anon_other``. Smaller changes (a
+  program mapping and unmapping a buffer in a loop) wait for the periodic
+  refresh: reading the owners of a mapping gone by then is lock time spent
+  for nothing.
+
+Refreshes are spaced so that their CPU time stays within ``REFRESH_SHARE``
+(2 %) of wall time, polite or not: each read of the target's memory holds
+its mmap_lock for a moment (access_remote_vm() in mm/memory.c), and the
+decoding, also counted, does not; CPU time overstates the lock's share,
+never understates it. Measured on a small cgo program: ~1.5 ms for the heap
+alone, ~5 ms for every owner, so at most 13 and 4 refreshes a second. A
+read that finds the heap changing under every try keeps the states in use,
+which go on ageing (``Sample.states_age``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import List, Optional
+
+from .._errors import AccessDenied, Error, NoSuchProcess
+from . import exact
+from .scanner import Others, _layout_of, owner_regions
+
+__all__ = ["NEW_ANON", "Owners", "REFRESH_AFTER", "REFRESH_AFTER_C", "REFRESH_SHARE"]
+
+# Seconds after which the owners are read again (with a Go heap, whose page
+# states change without a change of mappings; without one), the growth of
+# anonymous mappings that has them read at once (glibc's mmap threshold is
+# 128 KiB to 32 MiB, a Go arena 64 MiB, a thread stack 8 MiB by default),
+# and the share of wall time (CPU time) those reads may take (the same as a
+# count's, LOCK_SHARE).
+REFRESH_AFTER = 0.1
+REFRESH_AFTER_C = 0.5
+NEW_ANON = 1 << 20
+REFRESH_SHARE = 0.02
+
+
+def anon_bytes(table) -> int:  # type: ignore[no-untyped-def]
+    """Bytes of address space in anonymous mappings (no file behind them)."""
+    return sum(e - s for s, e, ino in zip(table.starts, table.ends, table.inodes) if ino == 0)
+
+
+class Owners:
+    """When the owners counted were read, and when they may be read again."""
+
+    __slots__ = ("read_at", "behind", "free_at", "_anon", "_others")
+
+    def __init__(self) -> None:
+        self.read_at = 0.0  # mono of the read of the owners in use
+        self.behind = False  # anonymous mappings grew since
+        self.free_at = 0.0  # mono before which they are not read again
+        self._anon = 0  # anon_bytes() of the mappings they were read for
+        self._others: "Optional[Others]" = None  # every owner's regions but the Go heap's
+
+    def scanned(self, mono: float, table) -> None:  # type: ignore[no-untyped-def]
+        """A full scan read every owner of the mappings in ``table`` at ``mono``."""
+        self.read_at, self.behind, self._anon, self._others = mono, False, anon_bytes(table), None
+
+    def mapped(self, table) -> None:  # type: ignore[no-untyped-def]
+        """The mappings are now those in ``table``."""
+        self.behind = self.behind or anon_bytes(table) - self._anon >= NEW_ANON
+
+    def due(self, mono: float, go_heap: bool) -> bool:
+        """The owners are to be read again now."""
+        after = REFRESH_AFTER if go_heap else REFRESH_AFTER_C
+        return mono >= self.free_at and (self.behind or mono - self.read_at >= after)
+
+    def read(self, pid: int, starttime: int, table, eng, go_heap: bool,  # type: ignore[no-untyped-def]
+             mono: float) -> Optional[List[exact.Region]]:
+        """The owners' regions of the mappings in ``table`` (a maps table, the
+        VmFlags known filled in) read now, or None if the heap kept changing
+        or a part failed: the regions in use stand."""
+        lay = _layout_of(pid, starttime, table)
+        others = None if self.behind or not go_heap else self._others
+        t0 = time.thread_time()
+        try:
+            regions, self._others = owner_regions(pid, table, lay, eng, [], others)
+        except (AccessDenied, NoSuchProcess):
+            raise
+        except Error:
+            return None
+        finally:
+            self.free_at = time.monotonic() + (time.thread_time() - t0) * (1 / REFRESH_SHARE - 1)
+        self.read_at = mono
+        if others is None:  # every owner read: the mappings' growth counts from here
+            self.behind, self._anon = False, anon_bytes(table)
+        return regions
