@@ -1,4 +1,4 @@
-"""The ``memscan`` command: scan, ps, demo, record, plot, watch, export, explain.
+"""The ``memscan`` command: scan, ps, demo, record, plot, watch, export, explain, cgroup.
 
 Every failure ends with one line on stderr and a non-zero exit status:
 1 for a memscan error (no such process, access denied, malformed procfs),
@@ -111,6 +111,19 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cgroup(args: argparse.Namespace) -> int:
+    from . import cgroups
+
+    if (args.target is None) == (args.pid is None):
+        args.usage_error("give one cgroup: a PATH or --pid PID")
+    doc = cgroups.ledger(cgroups.target(args.target, args.pid), args.tier)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        cgroups.render(doc)
+    return 0
+
+
 def regex(text: str) -> str:
     """argparse type: a valid regular expression."""
     try:
@@ -198,6 +211,15 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true", help="the findings as JSON")
     x.add_argument("--tier", choices=TIERS, default="auto")
     x.set_defaults(func=cmd_explain)
+
+    c = sub.add_parser("cgroup", help="the ledger of a memory cgroup's charge (limit, usage, working set, page "
+                                      "cache, kernel memory, events) beside a scan of each of its processes")
+    c.add_argument("target", nargs="?", metavar="PATH",
+                   help="the cgroup: its directory, or its path inside the memory hierarchy")
+    c.add_argument("--pid", type=int, help="the memory cgroup of this process instead")
+    c.add_argument("--json", action="store_true", help="the ledger as JSON")
+    c.add_argument("--tier", choices=TIERS, default="auto")
+    c.set_defaults(func=cmd_cgroup, usage_error=c.error)
     return ap
 
 
