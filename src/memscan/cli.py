@@ -59,6 +59,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    if args.ring is not None:
+        from . import ring
+
+        return ring.run(args.pid, args.output, seconds=args.ring, trigger=args.trigger, hz=args.hz,
+                        duration=args.duration, tier=args.tier, engine=args.engine, full_every=args.full_every)
+    if args.trigger is not None:
+        args.usage_error("--trigger needs --ring")
     from .record import run
 
     return run(args.pid, args.output, hz=args.hz, duration=args.duration, tier=args.tier, engine=args.engine,
@@ -124,6 +131,12 @@ def cmd_cgroup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trigger(text: str):  # type: ignore[no-untyped-def]
+    from .ring import parse_trigger
+
+    return parse_trigger(text)
+
+
 def regex(text: str) -> str:
     """argparse type: a valid regular expression."""
     try:
@@ -170,7 +183,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--full-every", type=positive, default=1.0, metavar="SECONDS",
                    help="seconds between full scans, which add pss, swap and uss (default 1)")
     r.add_argument("--engine", choices=sorted(ENGINES), default=None, help="parser engine (default: fastest)")
-    r.set_defaults(func=cmd_record)
+    r.add_argument("--ring", type=positive, metavar="SECONDS",
+                   help="flight recorder: keep only the last SECONDS in memory and write them when the process "
+                        "exits, --trigger fires or on Ctrl-C")
+    r.add_argument("--trigger", type=_trigger, metavar="EXPR",
+                   help="with --ring: write when this holds, e.g. rss>1GiB, go_heap>512MiB, cgroup>90%%")
+    r.set_defaults(func=cmd_record, usage_error=r.error)
 
     pl = sub.add_parser("plot", help="draw a recording: memory by category over time (needs memscan[plot])")
     pl.add_argument("recording", help="a file written by memscan record")

@@ -380,3 +380,23 @@ def container(path: str) -> Dict[str, str]:
                 if i > 0 and parts[i - 1] == "docker":
                     out["runtime"] = "docker"
     return out
+
+
+def oom_kills(cg: Cgroup) -> Optional[int]:
+    """The cgroup's OOM-kill counter (v2 memory.events, hierarchical; v1
+    memory.oom_control, local, Linux 4.13+); None once the cgroup is gone
+    (container runtimes remove it when the container exits) or without one.
+    The kernel counts a kill before it sends the SIGKILL (mm/oom_kill.c
+    __oom_kill_process), so a reader that saw the victim die sees the count."""
+    try:
+        return _flat(cg.directory, "memory.events" if cg.version == 2 else "memory.oom_control").get("oom_kill")
+    except NoSuchCgroup:
+        return None
+
+
+def usage_and_limit(cg: Cgroup) -> Tuple[Optional[int], Optional[int]]:
+    """The page counter and the hard limit (None: no limit), two small reads."""
+    if cg.version == 2:
+        return _number(cg.directory, "memory.current"), _number(cg.directory, "memory.max")
+    limit = _number(cg.directory, "memory.limit_in_bytes")
+    return _number(cg.directory, "memory.usage_in_bytes"), None if limit is None or limit >= _V1_UNLIMITED else limit
