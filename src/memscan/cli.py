@@ -99,12 +99,14 @@ def positive(text: str) -> float:
 def cmd_export(args: argparse.Namespace) -> int:
     from . import export
 
-    if not args.pid and args.match is None and not args.go:
-        args.usage_error("give the processes to export: --pid PID, --match REGEX or --go")
+    processes = bool(args.pid or args.match is not None or args.go)
+    if not processes and not args.cgroup:
+        args.usage_error("give the processes to export: --pid PID, --match REGEX or --go (or cgroups: --cgroup PATH)")
     if args.once and args.textfile is None:
         args.usage_error("--once needs --textfile")
-    targets = export.Targets(args.pid, args.match, args.go)
-    return export.run(targets, args.tier, args.listen, args.textfile, args.interval, args.once)
+    targets = export.Targets(args.pid, args.match, args.go) if processes else None
+    cgroups = None if args.cgroup is None else [p for p in args.cgroup if p]
+    return export.run(targets, args.tier, args.listen, args.textfile, args.interval, args.once, cgroups)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -210,6 +212,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--pid", type=int, action="append", default=[], help="a process to export (repeatable)")
     e.add_argument("--match", type=regex, metavar="REGEX", help="export the processes whose command line matches")
     e.add_argument("--go", action="store_true", help="export every Go process memscan can see")
+    e.add_argument("--cgroup", nargs="?", const="", action="append", metavar="PATH",
+                   help="also export memory cgroup series: of PATH (repeatable), or without PATH of the exported "
+                        "processes' cgroups, with each process's container and pod")
     out = e.add_mutually_exclusive_group()
     out.add_argument("--listen", metavar="HOST:PORT",
                      help="serve /metrics here (default 127.0.0.1:9573; 0.0.0.0:9573 for every interface)")

@@ -41,7 +41,7 @@ except ImportError as err:  # pragma: no cover - exercised in a subprocess by th
     raise Error("memscan export needs prometheus-client: pip install 'memscan[prometheus]'") from err
 
 __all__ = ["DEFAULT_LISTEN", "CACHE_SECONDS", "FAILURE_REASONS", "GAUGES", "Scanned", "Targets", "MemscanCollector",
-           "families", "registry", "listen_address", "start_server", "write_textfile", "run"]
+           "families", "registry", "listen_address", "start_server", "write_textfile", "run", "comm_of"]
 
 #: Loopback unless told otherwise: the metrics name every process and its
 #: command, which is not for the whole network to read.
@@ -77,7 +77,7 @@ class Scanned(NamedTuple):
     seconds: float
 
 
-def _comm(pid: int) -> str:
+def comm_of(pid: int) -> str:
     """The process's command name (/proc/PID/comm, 15 bytes at most)."""
     return bytes(procfs.read(pid, "comm", bytearray(), engine)).decode(errors="replace").rstrip("\n")
 
@@ -181,7 +181,7 @@ class MemscanCollector(Collector):
             start = time.perf_counter()
             try:
                 self.targets.check(pid)
-                comm = _comm(pid)
+                comm = comm_of(pid)
                 snap = scan(pid, tier=self.tier)
             except NoSuchProcess:
                 # A process found by match or go that exits before its scan
@@ -262,12 +262,18 @@ def write_textfile(reg: CollectorRegistry, path: str, interval: float, once: boo
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
-def run(targets: Targets, tier: str = "auto", listen: Optional[str] = None, textfile: Optional[str] = None,
-        interval: float = 15.0, once: bool = False) -> int:
+def run(targets: Optional[Targets], tier: str = "auto", listen: Optional[str] = None,
+        textfile: Optional[str] = None, interval: float = 15.0, once: bool = False,
+        cgroups: Optional[Sequence[str]] = None) -> int:
     """``memscan export``: write the textfile (every ``interval`` seconds, or
     ``once``), or serve /metrics on ``listen`` (DEFAULT_LISTEN if None)
-    until interrupted, printing the bound address first."""
-    reg = registry(MemscanCollector(targets, tier))
+    until interrupted, printing the bound address first. ``cgroups``: also
+    the series of these memory cgroups (an empty list: the targets')."""
+    reg = registry(MemscanCollector(targets, tier)) if targets is not None else CollectorRegistry(auto_describe=False)
+    if cgroups is not None:
+        from .cgroup_export import CgroupCollector
+
+        reg.register(CgroupCollector(cgroups, targets))
     if textfile is not None:
         write_textfile(reg, textfile, interval, once)
         return 0
