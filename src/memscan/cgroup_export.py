@@ -11,14 +11,13 @@ bounded by the targets.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ._errors import Error
-from .export import Targets, comm_of
-from .kernel import cgroup
+from .kernel import cgroup, procfs
 
 __all__ = ["CgroupCollector", "KINDS", "LABELS"]
 
@@ -32,11 +31,12 @@ EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill", "sock_throt
 
 
 class CgroupCollector(Collector):
-    """The cgroups at ``paths`` (an empty list: those of ``targets``' processes).
+    """The cgroups at ``paths`` (an empty list: those of the processes of
+    ``targets``, an ``export.Targets``).
     A path that names no memory cgroup is an error at start (NoSuchCgroup),
     not a series that never appears."""
 
-    def __init__(self, paths: Sequence[str], targets: Optional[Targets] = None) -> None:
+    def __init__(self, paths: Sequence[str], targets: Any = None) -> None:
         self.named = [cgroup.at(p) for p in paths]
         self.targets = targets
 
@@ -47,7 +47,7 @@ class CgroupCollector(Collector):
         for pid in self.targets.pids() if self.targets is not None else ():
             try:
                 cg = cgroup.of_pid(pid)
-                comm = comm_of(pid)
+                comm = procfs.comm(pid)
             except Error:
                 continue  # gone, or in no memory cgroup: no series
             found.setdefault(cg.directory, cg)

@@ -29,7 +29,6 @@ from ._errors import AccessDenied, Error, NoSuchProcess
 from ._types import CATEGORIES
 from .core.scanner import scan
 from .core.snapshot import Snapshot
-from .engine import engine
 from .kernel import procfs
 from .processes import go_processes
 
@@ -41,7 +40,7 @@ except ImportError as err:  # pragma: no cover - exercised in a subprocess by th
     raise Error("memscan export needs prometheus-client: pip install 'memscan[prometheus]'") from err
 
 __all__ = ["DEFAULT_LISTEN", "CACHE_SECONDS", "FAILURE_REASONS", "GAUGES", "Scanned", "Targets", "MemscanCollector",
-           "families", "registry", "listen_address", "start_server", "write_textfile", "run", "comm_of"]
+           "families", "registry", "listen_address", "start_server", "write_textfile", "run"]
 
 #: Loopback unless told otherwise: the metrics name every process and its
 #: command, which is not for the whole network to read.
@@ -75,11 +74,6 @@ class Scanned(NamedTuple):
     comm: str
     snapshot: Snapshot
     seconds: float
-
-
-def comm_of(pid: int) -> str:
-    """The process's command name (/proc/PID/comm, 15 bytes at most)."""
-    return bytes(procfs.read(pid, "comm", bytearray(), engine)).decode(errors="replace").rstrip("\n")
 
 
 class Targets:
@@ -181,7 +175,7 @@ class MemscanCollector(Collector):
             start = time.perf_counter()
             try:
                 self.targets.check(pid)
-                comm = comm_of(pid)
+                comm = procfs.comm(pid)
                 snap = scan(pid, tier=self.tier)
             except NoSuchProcess:
                 # A process found by match or go that exits before its scan

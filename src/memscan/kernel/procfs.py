@@ -309,3 +309,10 @@ def exit_code(pid: int, starttime: int) -> Optional[int]:
         return int(rest[49])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def comm(pid: int) -> str:
+    """The process's command name (/proc/PID/comm, 15 bytes at most)."""
+    with translated(pid, path(pid, "comm")):
+        with open(path(pid, "comm"), "rb") as f:
+            return f.read().decode(errors="replace").rstrip("\n")
