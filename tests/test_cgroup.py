@@ -90,6 +90,14 @@ def test_mounts_of_a_hybrid_host():
     assert v2 == cgroup.Mount(2, "/", "/sys/fs/cgroup/unified")
 
 
+def test_the_mount_showing_the_whole_hierarchy_wins():
+    # Inside a container (a private cgroup namespace entered as the host's):
+    # its own /sys/fs/cgroup shows its subtree, the host's bind mount all of it.
+    text = ("1200 1100 0:26 /kubepods.slice/x.scope /sys/fs/cgroup ro - cgroup2 cgroup2 rw\n"
+            "1300 1100 0:26 / /host/sys/fs/cgroup ro - cgroup2 cgroup2 rw\n")
+    assert cgroup.memory_mounts(text) == (None, cgroup.Mount(2, "/", "/host/sys/fs/cgroup"))
+
+
 @pytest.mark.parametrize("name, text, offset", [
     ("memory.stat", "anon 1\nfile\n", 7),
     ("memory.stat", "anon 1\nfile -3\n", 7),

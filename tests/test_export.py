@@ -16,6 +16,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Dict, FrozenSet, Iterator, Tuple
 
 import psutil
@@ -403,6 +404,13 @@ def test_prometheus_scrapes_cgroup_series(go_program, tmp_path):
             joined = query(port, 'memscan_rss_bytes{category="go_heap"} * on(pid) group_left(cgroup) '
                                  'memscan_process_cgroup_info')
             assert [r["metric"]["cgroup"] for r in joined] == [cg.path]
+            # Every query of the shipped Grafana dashboard runs, and those
+            # without a rate have data already.
+            dashboard = json.loads((Path(__file__).parents[1] / "deploy" / "grafana-dashboard.json").read_text())
+            for panel in dashboard["panels"]:
+                for target in panel["targets"]:
+                    result = query(port, target["expr"].replace("$cgroup", ".*"))
+                    assert result or "increase(" in target["expr"], (panel["title"], target["expr"])
 
 
 def test_cgroup_export_bad_input(tmp_path):

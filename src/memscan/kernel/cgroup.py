@@ -129,19 +129,25 @@ def parse_pressure(text: str, path: str) -> Dict[str, Dict[str, float]]:
 def memory_mounts(mountinfo: str) -> Tuple[Optional[Mount], Optional[Mount]]:
     """The v1 mount carrying the memory controller and the cgroup2 mount, from
     /proc/self/mountinfo text (proc(5): the fields after ' - ' are fstype,
-    source and super options)."""
-    v1 = v2 = None
+    source and super options). Of several mounts of one hierarchy, the one
+    showing the most of it (the shortest root) wins: a container's own
+    /sys/fs/cgroup shows its subtree only, a host's bind-mounted one all."""
+    found: Dict[int, Mount] = {}
     for line in mountinfo.splitlines():
         fields, sep, tail = line.partition(" - ")
         parts, rest = fields.split(), tail.split()
         if not sep or len(parts) < 5 or len(rest) < 3:
             continue
         root, point = _unescape(parts[3]), _unescape(parts[4])
-        if rest[0] == "cgroup2" and v2 is None:
-            v2 = Mount(2, root, point)
-        elif rest[0] == "cgroup" and "memory" in rest[2].split(",") and v1 is None:
-            v1 = Mount(1, root, point)
-    return v1, v2
+        if rest[0] == "cgroup2":
+            mount = Mount(2, root, point)
+        elif rest[0] == "cgroup" and "memory" in rest[2].split(","):
+            mount = Mount(1, root, point)
+        else:
+            continue
+        if mount.version not in found or len(root) < len(found[mount.version].root):
+            found[mount.version] = mount
+    return found.get(1), found.get(2)
 
 
 def _unescape(text: str) -> str:
