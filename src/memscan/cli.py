@@ -112,7 +112,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from . import explain
 
+    from .explain_container import add
+
     doc = explain.run(args.pid, args.tier, args.seconds, args.memstats)
+    add(doc, args.pid, args.tier)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
