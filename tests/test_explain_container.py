@@ -24,7 +24,7 @@ def in_cgroup(cg, script: str) -> "subprocess.Popen[str]":
 
 @pytest.mark.slow
 def test_container_findings(go_program, tmp_path):
-    prog = go_program(cgo=True, args=("-goroutines", "4"))
+    prog = go_program(cgo=True, args=("-goroutines", "4"), env={"GOMEMLIMIT": "300MiB"})
     with memory_cgroup(limit=256 * MIB) as cg:
         cg.add(prog.pid)
         prog.command("alloc 48")
@@ -52,8 +52,19 @@ def test_container_findings(go_program, tmp_path):
             assert limit["suggested_gomemlimit_bytes"] == int(256 * MIB * 0.9) - limit["other_charge_bytes"]
             assert f"GOMEMLIMIT to about {limit['suggested_gomemlimit_bytes'] >> 20}MiB" in \
                 found["cgroup_gomemlimit"]["text"]
+            # Read from the runtime's structures: above the cgroup's limit.
+            assert limit["runtime_memory_limit_bytes"] == 300 * MIB
+            assert "above the cgroup's limit" in found["cgroup_gomemlimit"]["text"]
             assert found["cgroup_top_process"]["numbers"]["pid"] == prog.pid
             text = run_cli("explain", str(prog.pid))
             assert text.returncode == 0 and "OOM kill" in text.stdout and "GOMEMLIMIT" in text.stdout
         finally:
             stop(sleeper)
+
+
+@pytest.mark.slow
+def test_runtime_memory_limit(go_program):
+    from memscan.owners.go.memlimit import memory_limit
+
+    assert memory_limit(go_program().pid) is None
+    assert memory_limit(go_program(env={"GOMEMLIMIT": "1GiB"}).pid) == 1 << 30

@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any, Dict, List, Optional
 
-from ._errors import NoSuchCgroup
+from ._errors import Error, NoSuchCgroup
 from ._types import CATEGORIES
 from .cgroups import ledger
 from .explain import MIN_BYTES, MIN_SHARE, Finding
 from .format import mib
 from .kernel import cgroup
+from .owners.go.memlimit import memory_limit
 
 __all__ = ["container_findings", "add"]
 
@@ -29,8 +30,10 @@ __all__ = ["container_findings", "add"]
 GOMEMLIMIT_HEADROOM = 0.10
 
 
-def container_findings(doc: Dict[str, Any], pid: int) -> List[Finding]:
-    """The findings of a :func:`cgroups.ledger` document for process ``pid``."""
+def container_findings(doc: Dict[str, Any], pid: int, runtime_limit: Any = False) -> List[Finding]:
+    """The findings of a :func:`cgroups.ledger` document for process ``pid``;
+    ``runtime_limit``: the Go runtime's memory limit (None: none set; False:
+    not read)."""
     limit, usage = doc["limit"], doc["usage"]
     out: List[Finding] = []
     file, shmem = doc["file"] or 0, doc["shmem"] or 0
@@ -63,9 +66,17 @@ def container_findings(doc: Dict[str, Any], pid: int) -> List[Finding]:
                      "kills (10% below what the limit leaves the heap).")
         else:
             text += "The rest of the charge alone nearly fills the limit: a GOMEMLIMIT cannot make room."
-        out.append(Finding("cgroup_gomemlimit", "notice", f"GOMEMLIMIT for a {mib(limit)} limit", text,
-                           {"limit_bytes": limit, "go_heap_bytes": heap, "go_heap_free_bytes": free,
-                            "other_charge_bytes": others, "suggested_gomemlimit_bytes": max(0, suggest)}))
+        numbers = {"limit_bytes": limit, "go_heap_bytes": heap, "go_heap_free_bytes": free,
+                   "other_charge_bytes": others, "suggested_gomemlimit_bytes": max(0, suggest)}
+        if runtime_limit is not False:
+            if runtime_limit is None:
+                text += " The runtime has no memory limit now (neither GOMEMLIMIT nor debug.SetMemoryLimit)."
+            else:
+                numbers["runtime_memory_limit_bytes"] = runtime_limit
+                text += f" The runtime's memory limit is {mib(runtime_limit)} now"
+                text += " (above the cgroup's limit: it cannot act before the kernel does)." \
+                    if runtime_limit >= limit else "."
+        out.append(Finding("cgroup_gomemlimit", "notice", f"GOMEMLIMIT for a {mib(limit)} limit", text, numbers))
     procs = [p for p in doc["processes"] if p["categories"] is not None]
     if len(procs) > 1:
         top = max(procs, key=lambda p: p["total"]["pss"])
@@ -96,7 +107,13 @@ def add(report: Dict[str, Any], pid: int, tier: str = "auto") -> Optional[Dict[s
         doc = ledger(cg, tier)
     except NoSuchCgroup:
         return None
-    found = container_findings(doc, pid)
+    runtime_limit: Any = False
+    if tier in ("auto", "exact"):
+        try:
+            runtime_limit = memory_limit(pid)
+        except Error:
+            pass  # not Go 1.19+ with DWARF, or no ptrace rights: the finding goes without it
+    found = container_findings(doc, pid, runtime_limit)
     report["cgroup"] = {k: doc[k] for k in ("version", "path", "container", "limit", "usage", "working_set",
                                             "file", "events")}
     report["findings"] = [asdict(f) for f in found if f.severity == "warning"] + report["findings"] + \
