@@ -5,6 +5,7 @@ program driven past its real v1 cgroup's limit until the kernel OOM-kills it."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from memscan.ring import RingWriter, Trigger
 
 from helpers.cgroups import memory_cgroup
 from helpers.goprogram import GoProgramError
+from helpers.processes import stop
 
 MIB = 1 << 20
 
@@ -98,6 +100,23 @@ def test_exit_by_signal_and_trigger(tmp_path):
         target.wait()
 
 
+def test_exit_of_a_process_its_parent_reaps_at_once(tmp_path):
+    # The parent waits on the target, so /proc never shows it a zombie: the
+    # proc connector tells how it ended.
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys; p = subprocess.Popen(['sleep', '30']); "
+                               "print(p.pid, flush=True); sys.exit(p.wait() and 0)"], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        out = str(tmp_path / "reaped.jsonl")
+        rec = ring_cli(str(pid), "--ring", "2", "--hz", "20", "-o", out)
+        time.sleep(1.5)
+        os.kill(pid, signal.SIGUSR1)
+        assert finish(rec) == 0
+        assert record.read(out).end["signal"] == "SIGUSR1"
+    finally:
+        stop(parent)
+
+
 def test_trigger_needs_ring():
     proc = subprocess.run([sys.executable, "-m", "memscan", "record", "1", "-o", "x.csv", "--trigger", "rss>1GiB"],
                           capture_output=True, text=True)
@@ -129,3 +148,21 @@ def test_oom_kill_in_a_real_cgroup(go_program, tmp_path):
     assert max(rss) > 100 * MIB and rss[-1] > rss[0]
     png = plot.plot(out)
     assert png.endswith(".png")
+
+
+def test_exit_watch_sees_the_wait_status():
+    from memscan.kernel.exits import ExitWatch
+
+    for argv, status in ((["sleep", "30"], signal.SIGKILL), (["sh", "-c", "sleep 0.3; exit 3"], 3 << 8)):
+        child = subprocess.Popen(argv)
+        watch = ExitWatch(child.pid)
+        if not watch.available:
+            stop(child)
+            pytest.skip("the proc connector needs CAP_NET_ADMIN")
+        try:
+            if status == signal.SIGKILL:
+                child.kill()
+            child.wait()
+            assert watch.status(timeout=5) == status
+        finally:
+            watch.close()

@@ -23,6 +23,7 @@ from ._errors import Error, NoSuchCgroup
 from ._types import CATEGORIES
 from .core.sampler import Sample, Sampler
 from .kernel import cgroup, procfs
+from .kernel.exits import ExitWatch
 from .record import Writer, _Interrupt, format_of, header, record
 
 __all__ = ["RingWriter", "Trigger", "run"]
@@ -149,20 +150,21 @@ class _CgroupWatch:
         return after > (before[-1] if before else known[0][1])
 
 
-def _exit_fields(pid: int, starttime: int, watch: _CgroupWatch) -> Dict[str, Any]:
-    """How the target ended: its wait status, read from /proc while it is
-    exiting or a zombie (its exit_code is final once it is a zombie)."""
-    code = None
+def _exit_fields(pid: int, starttime: int, watch: _CgroupWatch, exits: ExitWatch) -> Dict[str, Any]:
+    """How the target ended: its wait status, from the proc connector (any
+    process, even one its parent reaped at once), else from /proc while it
+    is exiting or a zombie (its exit_code is final once it is a zombie)."""
+    code = exits.status(timeout=0.5)
     deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline:
+    while code is None and time.monotonic() < deadline:
         try:
             st = procfs.stat(pid)
         except Error:
             break
         if st.starttime != starttime:
             break
-        code = procfs.exit_code(pid, starttime)
         if st.state in "ZXx":
+            code = procfs.exit_code(pid, starttime)
             break
         time.sleep(0.005)
     fields: Dict[str, Any] = {"status": None, "signal": None}
@@ -188,6 +190,7 @@ def run(pid: int, output: str, *, seconds: float, trigger: Optional[Trigger], hz
         meta["trigger"] = trigger.text
     starttime = procfs.stat(pid).starttime
     watch = _CgroupWatch(pid, trigger is not None and trigger.what == "cgroup")
+    exits = ExitWatch(pid)
     # Twice the lines the rate allows, plus room for events: bounded even if
     # the clock stalls.
     limit = int(seconds * hz * 2) + 1000
@@ -203,8 +206,11 @@ def run(pid: int, output: str, *, seconds: float, trigger: Optional[Trigger], hz
         def stop() -> Optional[str]:
             return "trigger" if fired else ("interrupted" if interrupt.asked else None)
 
-        end = record(sampler, writer, duration=duration, stop=stop, each=each,
-                     exit_fields=lambda: _exit_fields(pid, starttime, watch))
+        try:
+            end = record(sampler, writer, duration=duration, stop=stop, each=each,
+                         exit_fields=lambda: _exit_fields(pid, starttime, watch, exits))
+        finally:
+            exits.close()
         kept = writer.flush()
     say = {"exit": f"pid {pid} exited", "duration": "done", "interrupted": "interrupted",
            "trigger": f"{trigger.text if trigger else ''} fired"}[end.get("reason", "exit")]
