@@ -78,6 +78,9 @@ class RingWriter(Writer):
         self._in_head = False
         self.flushed = 0
 
+    def __enter__(self) -> "RingWriter":
+        return self
+
     def _start(self, *args: Any, **kwargs: Any) -> None:
         self._in_head = True
         try:

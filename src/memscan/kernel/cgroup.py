@@ -233,7 +233,7 @@ def at(target: str) -> Cgroup:
     (absolute), or a path inside that hierarchy (``/kubepods/...`` or
     ``kubepods/...``)."""
     v1, v2 = _mounts()
-    mount = v1 if v1 is not None else (v2 if _v2_memory(v2) else None)
+    mount: Optional[Mount] = v1 if v1 is not None else (v2 if _v2_memory(v2) else None)
     if mount is None:
         raise NoSuchCgroup("no memory controller is mounted (neither cgroup v1 memory nor cgroup2 with memory)")
     point = mount.point.rstrip("/")

@@ -13,6 +13,7 @@ import struct
 from typing import Any, Optional
 
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 from ..._errors import Error, NoRuntimeInfo
 from ...elf import module_info
@@ -53,7 +54,7 @@ def memory_limit(pid: int) -> Optional[int]:
     with open(exe, "rb") as f:
         elf = ELFFile(f)
         symtab = elf.get_section_by_name(".symtab")
-        sym = None if symtab is None else find_symbol(symtab, VARIABLE)
+        sym = find_symbol(symtab, VARIABLE) if isinstance(symtab, SymbolTableSection) else None
         if sym is None or elf.get_section_by_name(".debug_info") is None:
             raise NoRuntimeInfo(f"pid {pid}'s executable has no symbol and DWARF for {VARIABLE}")
         d = _GcControllerDwarf(elf, exe)
