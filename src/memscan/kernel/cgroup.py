@@ -214,7 +214,7 @@ def of_pid(pid: int) -> Cgroup:
         pressure = _join(v2, v2_path.removesuffix(" (deleted)"))
     if v1 is not None and v1_path is not None:
         version, mount, cg_path = 1, v1, v1_path
-    elif _v2_memory(v2) and v2_path is not None:
+    elif v2 is not None and _v2_memory(v2) and v2_path is not None:
         version, mount, cg_path, pressure = 2, v2, v2_path, None
     else:
         raise NoSuchCgroup(f"process {pid} is in no memory cgroup (no memory controller is mounted)")
