@@ -153,10 +153,12 @@ class _CgroupWatch:
         return after > (before[-1] if before else known[0][1])
 
 
-def _exit_fields(pid: int, starttime: int, watch: _CgroupWatch, exits: ExitWatch) -> Dict[str, Any]:
+def _exit_fields(pid: int, starttime: int, watch: _CgroupWatch, exits: ExitWatch, t0: float) -> Dict[str, Any]:
     """How the target ended: its wait status, from the proc connector (any
     process, even one its parent reaped at once), else from /proc while it
-    is exiting or a zombie (its exit_code is final once it is a zombie)."""
+    is exiting or a zombie (its exit_code is final once it is a zombie).
+    ``died``: when, on the recording's clock (time 0 at ``t0``), where the
+    connector said."""
     code = exits.status(timeout=0.5)
     deadline = time.monotonic() + 1.0
     while code is None and time.monotonic() < deadline:
@@ -170,7 +172,8 @@ def _exit_fields(pid: int, starttime: int, watch: _CgroupWatch, exits: ExitWatch
             code = procfs.exit_code(pid, starttime)
             break
         time.sleep(0.005)
-    fields: Dict[str, Any] = {"status": None, "signal": None}
+    fields: Dict[str, Any] = {"status": None, "signal": None,
+                              "died": None if exits.when is None else round(exits.when - t0, 6)}
     if code is not None:
         if code & 0x7F:
             fields["signal"] = signal.Signals(code & 0x7F).name if code & 0x7F in signal.valid_signals() \
@@ -211,7 +214,7 @@ def run(pid: int, output: str, *, seconds: float, trigger: Optional[Trigger], hz
 
         try:
             end = record(sampler, writer, duration=duration, stop=stop, each=each,
-                         exit_fields=lambda: _exit_fields(pid, starttime, watch, exits))
+                         exit_fields=lambda: _exit_fields(pid, starttime, watch, exits, writer.t0[0] if writer.t0 else 0.0))
         finally:
             exits.close()
         kept = writer.flush()

@@ -41,6 +41,8 @@ class ExitWatch:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self._status: Optional[int] = None
+        #: CLOCK_MONOTONIC seconds of the exit (the event's ktime_get_ns()), once seen.
+        self.when: Optional[float] = None
         self._seen = threading.Event()
         self.available = False
         try:
@@ -67,12 +69,13 @@ class ExitWatch:
                 return  # closed
             if len(data) < head + _EVENT.size + _EXIT.size:
                 continue
-            what = _EVENT.unpack_from(data, head)[0]
+            what, _, ns = _EVENT.unpack_from(data, head)
             if what != PROC_EVENT_EXIT:
                 continue
             tid, tgid, code, _ = _EXIT.unpack_from(data, head + _EVENT.size)
             if tid == tgid == self.pid:
                 self._status = code
+                self.when = ns / 1e9
                 self._seen.set()
 
     def status(self, timeout: float = 0.0) -> Optional[int]:
