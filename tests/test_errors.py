@@ -177,6 +177,7 @@ EXAMPLES = [
     memscan.ReadLimitExceeded("reading the Go heap would exceed 256 MiB"),
     memscan.ToolchainMissing("no Go toolchain found"),
     memscan.BuildError("go build failed (exit 1)", "main.go:1:1: expected 'package'", 1),
+    memscan.NoSuchCgroup("no such cgroup: /kubepods/x (under /sys/fs/cgroup/memory)"),
 ]
 
 

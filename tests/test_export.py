@@ -4,6 +4,7 @@ Prometheus server, served over HTTP and written as a textfile."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,7 +16,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from typing import Dict, FrozenSet, Tuple
+from pathlib import Path
+from typing import Dict, FrozenSet, Iterator, Tuple
 
 import psutil
 import pytest
@@ -25,8 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 import memscan
 from memscan import cli, export
 from memscan._types import CATEGORIES
+from memscan.cgroup_export import KINDS, CgroupCollector
 from memscan.core.exact import DETAIL
 
+from helpers.cgroups import memory_cgroup
 from helpers.cli import assert_one_line_error, dead_pid, run_cli
 from helpers.processes import free_port, stop
 
@@ -305,14 +309,11 @@ def query(port: int, expr: str) -> list:
     return doc["data"]["result"]
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.access(PROMETHEUS, os.X_OK),
-                    reason="Debian's prometheus binary is absent (.ci/run installs it: apt-get install prometheus)")
-def test_prometheus_scrapes_the_exporter(go_program, tmp_path):
-    prog = go_program(args=HEAP_ARGS)
-    ms = prog.command("stats")["memstats"]
-    server = export.start_server(export.registry(export.MemscanCollector(export.Targets([prog.pid]), "exact")),
-                                 "127.0.0.1", 0)
+@contextlib.contextmanager
+def prometheus(tmp_path, reg, ready: str, count: int) -> Iterator[int]:
+    """A real Prometheus server scraping the registry ``reg`` every second,
+    once the query ``ready`` has ``count`` series; yields its port."""
+    server = export.start_server(reg, "127.0.0.1", 0)
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
@@ -326,14 +327,34 @@ def test_prometheus_scrapes_the_exporter(go_program, tmp_path):
         deadline = time.monotonic() + 30
         while True:
             assert prom.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "no memscan series in Prometheus within 30 s"
+            assert time.monotonic() < deadline, f"no {ready} in Prometheus within 30 s"
             try:
-                rss = query(port, f'memscan_rss_bytes{{pid="{prog.pid}"}}')
-                if len(rss) == len(CATEGORIES):
+                if len(query(port, ready)) == count:
                     break
             except (urllib.error.URLError, ConnectionError):
                 pass  # not listening yet
             time.sleep(0.25)
+        yield port
+    finally:
+        prom.terminate()
+        prom.wait(timeout=30)
+        log.close()
+        server.shutdown()
+        server.server_close()
+
+
+needs_prometheus = pytest.mark.skipif(
+    not os.access(PROMETHEUS, os.X_OK),
+    reason="Debian's prometheus binary is absent (.ci/run installs it: apt-get install prometheus)")
+
+
+@pytest.mark.slow
+@needs_prometheus
+def test_prometheus_scrapes_the_exporter(go_program, tmp_path):
+    prog = go_program(args=HEAP_ARGS)
+    ms = prog.command("stats")["memstats"]
+    reg = export.registry(export.MemscanCollector(export.Targets([prog.pid]), "exact"))
+    with prometheus(tmp_path, reg, f'memscan_rss_bytes{{pid="{prog.pid}"}}', len(CATEGORIES)) as port:
         snap = memscan.scan(prog.pid, tier="exact")
         values = {}
         for field, name, _ in export.GAUGES:
@@ -351,9 +372,48 @@ def test_prometheus_scrapes_the_exporter(go_program, tmp_path):
         assert {r["metric"]["reason"]: float(r["value"][1]) for r in query(port, "memscan_scan_failures_total")} \
             == {"exited": 0, "access_denied": 0, "error": 0}
         assert [float(r["value"][1]) for r in query(port, 'up{job="memscan"}')] == [1.0]
-    finally:
-        prom.terminate()
-        prom.wait(timeout=30)
-        log.close()
-        server.shutdown()
-        server.server_close()
+
+
+@pytest.mark.slow
+@needs_prometheus
+def test_prometheus_scrapes_cgroup_series(go_program, tmp_path):
+    prog = go_program(cgo=True)
+    with memory_cgroup(limit=256 * MIB) as cg:
+        cg.add(prog.pid)
+        prog.command("alloc 32")
+        targets = export.Targets([prog.pid])
+        reg = export.registry(export.MemscanCollector(targets, "layout"))
+        reg.register(CgroupCollector([], targets))
+        own = {"cgroup": cg.path, "container_id": "", "pod_uid": ""}
+        # Directly: the series of the targets' cgroup, and its process.
+        samples = parse(generate_latest(reg).decode())
+        assert samples[("memscan_process_cgroup_info", frozenset({"pid": str(prog.pid), "comm": "memscandemo",
+                                                                   **own}.items()))] == 1
+        assert samples[("memscan_cgroup_limit_bytes", frozenset(own.items()))] == 256 * MIB
+        assert samples[("memscan_cgroup_processes", frozenset(own.items()))] == 1
+        assert samples[("memscan_cgroup_events_total", frozenset({**own, "event": "oom_kill"}.items()))] == 0
+        kinds = {dict(k)["kind"] for (name, k) in samples if name == "memscan_cgroup_memory_bytes"}
+        assert kinds == {kind for kind, _ in KINDS}
+        ready = f'memscan_cgroup_usage_bytes{{cgroup="{cg.path}"}}'
+        with prometheus(tmp_path, reg, ready, 1) as port:
+            usage = float(query(port, ready)[0]["value"][1])
+            assert abs(usage - cg.number("memory.usage_in_bytes")) < 4 * MIB and usage >= 32 * MIB
+            ws = float(query(port, f'memscan_cgroup_working_set_bytes{{cgroup="{cg.path}"}}')[0]["value"][1])
+            assert abs(ws - (cg.number("memory.usage_in_bytes") - cg.stat()["total_inactive_file"])) < 4 * MIB
+            # A process's series joined with its cgroup's labels.
+            joined = query(port, 'memscan_rss_bytes{category="go_heap"} * on(pid) group_left(cgroup) '
+                                 'memscan_process_cgroup_info')
+            assert [r["metric"]["cgroup"] for r in joined] == [cg.path]
+            # Every query of the shipped Grafana dashboard runs, and those
+            # without a rate have data already.
+            dashboard = json.loads((Path(__file__).parents[1] / "deploy" / "grafana-dashboard.json").read_text())
+            for panel in dashboard["panels"]:
+                for target in panel["targets"]:
+                    result = query(port, target["expr"].replace("$cgroup", ".*"))
+                    assert result or "increase(" in target["expr"], (panel["title"], target["expr"])
+
+
+def test_cgroup_export_bad_input(tmp_path):
+    assert_one_line_error(run_cli("export", "--cgroup", "/no/such/memscan/cgroup", "--textfile",
+                                  str(tmp_path / "x.prom"), "--once"), "no such cgroup")
+

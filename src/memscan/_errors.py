@@ -16,6 +16,7 @@ __all__ = [
     "ReadLimitExceeded",
     "ToolchainMissing",
     "BuildError",
+    "NoSuchCgroup",
 ]
 
 
@@ -143,3 +144,11 @@ class BuildError(Error):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (type(self), (self.msg, self.output, self.returncode))
+
+
+class NoSuchCgroup(Error):
+    """No memory cgroup to read: the path names no cgroup, the cgroup has no
+    memory controller, or the process is in no memory cgroup (no memory
+    hierarchy mounted, or its path lies outside this cgroup namespace)."""
+
+    __module__ = "memscan"

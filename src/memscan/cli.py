@@ -1,4 +1,4 @@
-"""The ``memscan`` command: scan, ps, demo, record, plot, watch, export, explain.
+"""The ``memscan`` command: scan, ps, demo, record, plot, watch, export, explain, cgroup.
 
 Every failure ends with one line on stderr and a non-zero exit status:
 1 for a memscan error (no such process, access denied, malformed procfs),
@@ -59,6 +59,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    if args.ring is not None:
+        from . import ring
+
+        return ring.run(args.pid, args.output, seconds=args.ring, trigger=args.trigger, hz=args.hz,
+                        duration=args.duration, tier=args.tier, engine=args.engine, full_every=args.full_every)
+    if args.trigger is not None:
+        args.usage_error("--trigger needs --ring")
     from .record import run
 
     return run(args.pid, args.output, hz=args.hz, duration=args.duration, tier=args.tier, engine=args.engine,
@@ -92,23 +99,47 @@ def positive(text: str) -> float:
 def cmd_export(args: argparse.Namespace) -> int:
     from . import export
 
-    if not args.pid and args.match is None and not args.go:
-        args.usage_error("give the processes to export: --pid PID, --match REGEX or --go")
+    processes = bool(args.pid or args.match is not None or args.go)
+    if not processes and not args.cgroup:
+        args.usage_error("give the processes to export: --pid PID, --match REGEX or --go (or cgroups: --cgroup PATH)")
     if args.once and args.textfile is None:
         args.usage_error("--once needs --textfile")
-    targets = export.Targets(args.pid, args.match, args.go)
-    return export.run(targets, args.tier, args.listen, args.textfile, args.interval, args.once)
+    targets = export.Targets(args.pid, args.match, args.go) if processes else None
+    cgroups = None if args.cgroup is None else [p for p in args.cgroup if p]
+    return export.run(targets, args.tier, args.listen, args.textfile, args.interval, args.once, cgroups)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from . import explain
 
+    from .explain_container import add
+
     doc = explain.run(args.pid, args.tier, args.seconds, args.memstats)
+    add(doc, args.pid, args.tier)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
         explain.render(doc)
     return 0
+
+
+def cmd_cgroup(args: argparse.Namespace) -> int:
+    from . import cgroups
+
+    if (args.target is None) == (args.pid is None):
+        args.usage_error("give one cgroup: a PATH or --pid PID")
+    doc = cgroups.ledger(cgroups.target(args.target, args.pid), args.tier)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        cgroups.render(doc)
+    return 0
+
+
+def _trigger(text: str):  # type: ignore[no-untyped-def]
+    from .ring import parse_trigger
+
+    return parse_trigger(text)
 
 
 def regex(text: str) -> str:
@@ -159,7 +190,12 @@ def parser() -> argparse.ArgumentParser:
                         "is also spaced so that scans last at most 1%% of the time (one taking 20 ms comes "
                         "every 2 s at most), the first one's one-time work not counted")
     r.add_argument("--engine", choices=sorted(ENGINES), default=None, help="parser engine (default: fastest)")
-    r.set_defaults(func=cmd_record)
+    r.add_argument("--ring", type=positive, metavar="SECONDS",
+                   help="flight recorder: keep only the last SECONDS in memory and write them when the process "
+                        "exits, --trigger fires or on Ctrl-C")
+    r.add_argument("--trigger", type=_trigger, metavar="EXPR",
+                   help="with --ring: write when this holds, e.g. rss>1GiB, go_heap>512MiB, cgroup>90%%")
+    r.set_defaults(func=cmd_record, usage_error=r.error)
 
     pl = sub.add_parser("plot", help="draw a recording: memory by category over time (needs memscan[plot])")
     pl.add_argument("recording", help="a file written by memscan record")
@@ -181,6 +217,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--pid", type=int, action="append", default=[], help="a process to export (repeatable)")
     e.add_argument("--match", type=regex, metavar="REGEX", help="export the processes whose command line matches")
     e.add_argument("--go", action="store_true", help="export every Go process memscan can see")
+    e.add_argument("--cgroup", nargs="?", const="", action="append", metavar="PATH",
+                   help="also export memory cgroup series: of PATH (repeatable), or without PATH of the exported "
+                        "processes' cgroups, with each process's container and pod")
     out = e.add_mutually_exclusive_group()
     out.add_argument("--listen", metavar="HOST:PORT",
                      help="serve /metrics here (default 127.0.0.1:9573; 0.0.0.0:9573 for every interface)")
@@ -200,6 +239,15 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--json", action="store_true", help="the findings as JSON")
     x.add_argument("--tier", choices=TIERS, default="auto")
     x.set_defaults(func=cmd_explain)
+
+    c = sub.add_parser("cgroup", help="the ledger of a memory cgroup's charge (limit, usage, working set, page "
+                                      "cache, kernel memory, events) beside a scan of each of its processes")
+    c.add_argument("target", nargs="?", metavar="PATH",
+                   help="the cgroup: its directory, or its path inside the memory hierarchy")
+    c.add_argument("--pid", type=int, help="the memory cgroup of this process instead")
+    c.add_argument("--json", action="store_true", help="the ledger as JSON")
+    c.add_argument("--tier", choices=TIERS, default="auto")
+    c.set_defaults(func=cmd_cgroup, usage_error=c.error)
     return ap
 
 

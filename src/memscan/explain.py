@@ -545,6 +545,10 @@ def render(doc: Mapping[str, Any], console: Any = None) -> None:
     if cats:
         top = [c for c in sorted(cats, key=lambda c: -cats[c]) if cats[c] >= doc["rss"] / 100]
         console.print("  " + " · ".join(f"{c} {mib(cats[c])}" for c in top))
+    cg = doc.get("cgroup")
+    if cg:
+        console.print(f"memory cgroup {escape(cg['path'])}: usage {mib(cg['usage'])} of a {mib(cg['limit'])} limit, "
+                      f"working set {mib(cg['working_set'])}")
     w = doc["watch"]
     if w:
         moved = [c for c in w["growth"] if abs(w["growth"][c]) >= SHOWN_BYTES]

@@ -29,7 +29,6 @@ from ._errors import AccessDenied, Error, NoSuchProcess
 from ._types import CATEGORIES
 from .core.scanner import scan
 from .core.snapshot import Snapshot
-from .engine import engine
 from .kernel import procfs
 from .processes import go_processes
 
@@ -75,11 +74,6 @@ class Scanned(NamedTuple):
     comm: str
     snapshot: Snapshot
     seconds: float
-
-
-def _comm(pid: int) -> str:
-    """The process's command name (/proc/PID/comm, 15 bytes at most)."""
-    return bytes(procfs.read(pid, "comm", bytearray(), engine)).decode(errors="replace").rstrip("\n")
 
 
 class Targets:
@@ -187,7 +181,7 @@ class MemscanCollector(Collector):
             start = time.perf_counter()
             try:
                 self.targets.check(pid)
-                comm = _comm(pid)
+                comm = procfs.comm(pid)
                 snap = scan(pid, tier=self.tier)
             except NoSuchProcess:
                 # A process found by match or go that exits before its scan
@@ -268,12 +262,18 @@ def write_textfile(reg: CollectorRegistry, path: str, interval: float, once: boo
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
 
 
-def run(targets: Targets, tier: str = "auto", listen: Optional[str] = None, textfile: Optional[str] = None,
-        interval: float = 15.0, once: bool = False) -> int:
+def run(targets: Optional[Targets], tier: str = "auto", listen: Optional[str] = None,
+        textfile: Optional[str] = None, interval: float = 15.0, once: bool = False,
+        cgroups: Optional[Sequence[str]] = None) -> int:
     """``memscan export``: write the textfile (every ``interval`` seconds, or
     ``once``), or serve /metrics on ``listen`` (DEFAULT_LISTEN if None)
-    until interrupted, printing the bound address first."""
-    reg = registry(MemscanCollector(targets, tier))
+    until interrupted, printing the bound address first. ``cgroups``: also
+    the series of these memory cgroups (an empty list: the targets')."""
+    reg = registry(MemscanCollector(targets, tier)) if targets is not None else CollectorRegistry(auto_describe=False)
+    if cgroups is not None:
+        from .cgroup_export import CgroupCollector
+
+        reg.register(CgroupCollector(cgroups, targets))
     if textfile is not None:
         write_textfile(reg, textfile, interval, once)
         return 0

@@ -25,7 +25,7 @@ from .record import C_DETAIL_COLUMNS, DETAIL_COLUMNS, STALE_AFTER, Recording, re
 COLORS = dict(zip(CATEGORIES, (f"C{i}" for i in range(len(CATEGORIES)))))
 DETAIL_COLORS = ("#08519c", "#6baed6", "#fd8d3c", "#bdbdbd", "#f0f0f0")  # objects ... reserved
 C_DETAIL_COLORS = ("#a63603", "#fd8d3c", "#f0f0f0", "#bdbdbd")  # in_use, free, reserved, unassigned
-MARKED = {"exit": "exited", "interrupted": "interrupted"}
+MARKED = {"exit": "exited", "interrupted": "interrupted", "trigger": "trigger fired"}
 
 
 def _matplotlib() -> Tuple[Any, Any]:
@@ -138,7 +138,7 @@ def figure(rec: Recording) -> Any:
                         xytext=(3, -3), textcoords="offset points", ha="left", va="top", color="0.3",
                         fontsize="small")
             continue
-        label = MARKED.get(str(ev.get("reason", ev.get("event"))))
+        label = "OOM-killed" if ev.get("oom_kill") else MARKED.get(str(ev.get("reason", ev.get("event"))))
         if label is None or ev.get("mono") is None:
             continue
         for a in axes:

@@ -205,14 +205,16 @@ def record(
     writer: Writer,
     *,
     duration: Optional[float] = None,
-    stop: Callable[[], bool] = lambda: False,
+    stop: Callable[[], Any] = lambda: False,
     stop_reason: str = "interrupted",
     each: Callable[[Sample], None] = lambda s: None,
+    exit_fields: Callable[[], Dict[str, Any]] = dict,
 ) -> Dict[str, Any]:
     """Write ``sampler``'s samples until the target exits, ``duration``
     seconds have passed since the first sample, or ``stop()`` is true (asked
     after each sample, which is written first; the stop event then gives
-    ``stop_reason``); ``each(sample)`` after every
+    ``stop_reason``, or what ``stop()`` returned if that is a string);
+    ``exit_fields()`` adds to the exit event; ``each(sample)`` after every
     write. The sampler's warnings (a tier given up, a part read per
     mapping) are written as they appear. The file ends with the event saying
     which, also returned."""
@@ -224,13 +226,16 @@ def record(
             writer.event("warning", message=w)
         warned = len(sampler.warnings)
         each(s)
-        if stop():
-            end = {"event": "stop", "reason": stop_reason}
+        asked = stop()
+        if asked:
+            end = {"event": "stop", "reason": asked if isinstance(asked, str) else stop_reason}
             break
         assert writer.t0 is not None
         if duration is not None and s.mono - writer.t0[0] >= duration:
             end = {"event": "stop", "reason": "duration"}
             break
+    if end["event"] == "exit":
+        end.update(exit_fields())
     summary: Dict[str, Any] = {"samples": writer.samples, "missed": sampler.missed, "rate": round(sampler.rate, 3)}
     return writer.event(**end, **summary)
 

@@ -294,3 +294,25 @@ def stack_limit(pid: int) -> Optional[int]:
                     soft = line[26:].split()[0]
                     return None if soft == b"unlimited" else int(soft)
     raise ParseError("no 'Max stack size' line", 0, p)
+
+
+def exit_code(pid: int, starttime: int) -> Optional[int]:
+    """The wait status of ``pid`` as it exits or lies a zombie (field 52 of
+    /proc/PID/stat, Linux 3.5+: the task's exit_code, set in do_exit); None
+    once it was reaped, or if the pid now names another process."""
+    try:
+        with open(path(pid, "stat"), "rb") as f:
+            data = f.read()
+        rest = data[data.rindex(b")") + 2 :].split()
+        if int(rest[19]) != starttime or len(rest) < 50:
+            return None
+        return int(rest[49])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def comm(pid: int) -> str:
+    """The process's command name (/proc/PID/comm, 15 bytes at most)."""
+    with translated(pid, path(pid, "comm")):
+        with open(path(pid, "comm"), "rb") as f:
+            return f.read().decode(errors="replace").rstrip("\n")
