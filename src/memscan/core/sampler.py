@@ -120,7 +120,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._cache import LRU
-from .._errors import AccessDenied, HeapChanged, NoSuchProcess
+from .._errors import AccessDenied, Error, HeapChanged, NoSuchProcess
 from .._types import CATEGORIES, GO_HEAP, SmapsTable
 from ..engine import engine_name, get_engine
 from ..kernel import procfs
@@ -428,6 +428,8 @@ class Sampler:
                 # A target exiting mid-scan fails the step reading it in that
                 # step's terms (scanner._scan_alive): gone, it is NoSuchProcess.
                 self._check_alive()
+                if self._dying():
+                    raise NoSuchProcess(self.pid, "process exited during the tick") from None
                 raise
         except NoSuchProcess as err:
             self._gone = err
@@ -460,6 +462,17 @@ class Sampler:
         st = procfs.stat(self._via, self._dir_fd)
         if st.gone or st.exiting:
             raise NoSuchProcess(self.pid, "process exited during the tick")
+
+    def _dying(self) -> bool:
+        """The thread read through is gone or exiting, and no other thread
+        lives: a multi-threaded process being killed. Its pidfd turns
+        readable only once its last thread is gone (pidfd_poll: exit_state
+        and thread_group_empty), its leader is a zombie before that."""
+        try:
+            st = procfs.stat(self._via)
+        except Error:
+            st = None
+        return (st is None or st.gone or st.exiting) and procfs.live_thread(self.pid) is None
 
     def _status(self) -> Tuple[int, Tuple[int, ...]]:
         """VmRSS and the counters that change whenever a page is mapped or unmapped."""
