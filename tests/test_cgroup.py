@@ -1,5 +1,7 @@
-"""Memory cgroups: the reader on captured cgroup v2 files (a Kubernetes pod
-under containerd with the systemd driver) and on real v1 cgroups created
+"""Memory cgroups: the reader on a cgroup v2 tree written for the test in
+the kernel's formats (laid out as a Kubernetes pod under containerd with the
+systemd driver: this machine's memory controller is bound to v1, so no real
+v2 memory cgroup can be made here) and on real v1 cgroups created
 here, and ``memscan cgroup`` on a real v1 cgroup with a memory limit running
 a Go + cgo program, checked against the cgroup's own files."""
 
@@ -116,7 +118,7 @@ def test_malformed_pressure(text):
         cgroup.parse_pressure(text, "memory.pressure")
 
 
-def test_malformed_capture_names_the_file(tmp_path):
+def test_malformed_file_is_named(tmp_path):
     d = tmp_path / "bad"
     d.mkdir()
     (d / "memory.stat").write_text("anon 1\nfile 2 3\n")
@@ -140,7 +142,7 @@ def test_cgroup_outside_the_namespace(tmp_path, monkeypatch):
 
 
 def test_cgroup_without_memory_controller(tmp_path, monkeypatch):
-    # An intermediate slice of the capture holds no memory files.
+    # An intermediate slice of the tree holds no memory files.
     pid = fake_proc(tmp_path, monkeypatch, v2_mountinfo(), "0::/kubepods.slice\n")
     with pytest.raises(memscan.NoSuchCgroup, match="no memory controller"):
         cgroup.of_pid(pid)
