@@ -58,13 +58,16 @@ class Exporter:
         self.errors: List[str] = []
         self.failed_scans = 0.0
         self._stop = threading.Event()
+        # Held through each scrape: its socket is open only then, and the
+        # file descriptors counted while none runs are memscan's alone.
+        self.idle = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             try:
-                with urllib.request.urlopen(self.url, timeout=10) as r:
+                with self.idle, urllib.request.urlopen(self.url, timeout=10) as r:
                     body = r.read().decode()
                     if r.status != 200:
                         self.errors.append(f"HTTP {r.status}")
@@ -82,8 +85,9 @@ class Exporter:
         self.proc.wait(10)
 
 
-def footprint(p: psutil.Process) -> Dict[str, int]:
-    return {"rss": p.memory_info().rss, "fds": p.num_fds()}
+def footprint(p: psutil.Process, exporter: "Exporter") -> Dict[str, int]:
+    with exporter.idle:
+        return {"rss": p.memory_info().rss, "fds": p.num_fds()}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -116,11 +120,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if s.categories is None or s.rss <= 0:
                     errors.append(f"sample {s.seq}: no figures")
                 if n == warm:
-                    base = {"me": footprint(me), "exporter": footprint(exp)}
+                    base = {"me": footprint(me, exporter), "exporter": footprint(exp, exporter)}
                 now = time.monotonic()
                 if n >= warm and (now - last_print >= 10 or n == args.samples):
                     last_print = now
-                    cur = {"me": footprint(me), "exporter": footprint(exp)}
+                    cur = {"me": footprint(me, exporter), "exporter": footprint(exp, exporter)}
                     for who in cur:
                         for k in cur[who]:
                             peak[who][k] = max(peak[who][k], cur[who][k])

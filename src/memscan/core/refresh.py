@@ -89,7 +89,10 @@ class Owners:
         others = None if self.behind or not go_heap else self._others
         t0 = time.thread_time()
         try:
-            regions, self._others = owner_regions(pid, table, lay, eng, [], others)
+            # Not glibc's free lists: a sample counts c_malloc whole, and a
+            # fragmented heap's walk (a read per free chunk) would hold the
+            # owners of new mappings back by seconds of refresh budget.
+            regions, self._others = owner_regions(pid, table, lay, eng, [], others, free_lists=False)
         except (AccessDenied, NoSuchProcess):
             raise
         except Error:

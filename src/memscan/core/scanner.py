@@ -250,7 +250,7 @@ class Others(NamedTuple):
 
 
 def owner_regions(pid: int, table, lay: Layout, eng, warnings: List[str],  # type: ignore[no-untyped-def]
-                  others: Optional[Others] = None) -> Tuple[List[exact.Region], Others]:
+                  others: Optional[Others] = None, free_lists: bool = True) -> Tuple[List[exact.Region], Others]:
     """The owners' regions of the mappings in ``table`` (smaps, or maps with
     the VmFlags known), or an Error saying why they cannot be had; also what
     the owners other than the Go heap claim, which a later call may pass as
@@ -259,7 +259,8 @@ def owner_regions(pid: int, table, lay: Layout, eng, warnings: List[str],  # typ
     loaded), the C allocator (glibc's arenas, mmapped chunks and thread
     stacks; jemalloc, tcmalloc; pymalloc) and the Go runtime's off-heap
     structures; a part that cannot be read is attributed per mapping, with
-    a warning."""
+    a warning. ``free_lists``: split glibc's arenas into the chunks in use
+    and free (``c_regions``), as a full scan does."""
     mod = lay.go_module
     heap_source: List[List[exact.Region]] = []
     skip: List[Tuple[int, int]] = []
@@ -269,7 +270,7 @@ def owner_regions(pid: int, table, lay: Layout, eng, warnings: List[str],  # typ
         heap_source.append([exact.Region(s, e, GO_HEAP, st) for s, e, st in heap.intervals])
         skip = [(a, a + heap.arena_bytes) for a in heap.arenas]
     if others is None:
-        others = _others(pid, table, mod, eng, warnings, skip)
+        others = _others(pid, table, mod, eng, warnings, skip, free_lists)
     regions, conflict = exact.combine(heap_source + others.sources)
     if conflict:
         warnings.append(f"{conflict} bytes were claimed by two owners; the first claim (Go heap, C allocator, "
@@ -277,13 +278,15 @@ def owner_regions(pid: int, table, lay: Layout, eng, warnings: List[str],  # typ
     return regions, others
 
 
-def _others(pid: int, table, mod, eng, warnings: List[str], skip: List[Tuple[int, int]]) -> Others:  # type: ignore[no-untyped-def]
+def _others(pid: int, table, mod, eng, warnings: List[str], skip: List[Tuple[int, int]],  # type: ignore[no-untyped-def]
+            free_lists: bool) -> Others:
     """The C allocator's regions and the Go runtime's metadata, those that can be read."""
     sources: List[List[exact.Region]] = []
     c = None
     partial = 0
     try:
-        c = _read_structures(pid, "the C allocator's structures", lambda: c_regions(pid, table, skip=skip, engine=eng))
+        c = _read_structures(pid, "the C allocator's structures",
+                             lambda: c_regions(pid, table, skip=skip, engine=eng, free_lists=free_lists))
     except (AccessDenied, NoSuchProcess):
         raise
     except Error as err:

@@ -132,7 +132,7 @@ class CRegions(NamedTuple):
 
 def c_regions(pid: int, table: SmapsTable, *, max_bytes: int = MAX_READ_BYTES,
               stack_limit: Optional[int] = -1, skip: Sequence[Tuple[int, int]] = (),
-              engine: Optional[ModuleType] = None) -> CRegions:
+              engine: Optional[ModuleType] = None, free_lists: bool = True) -> CRegions:
     """The C allocator's regions of process ``pid``.
 
     ``table``: the process's parsed smaps (``engine.parse_smaps``; a maps
@@ -147,7 +147,10 @@ def c_regions(pid: int, table: SmapsTable, *, max_bytes: int = MAX_READ_BYTES,
     mmap can land inside them): not walked for chunk headers, and no chunk
     may extend into them. Only a speed-up; should a range be wrong, a chunk
     missed shows in the ``mp_`` cross-check. ``engine``: the engine that
-    parses and counts what is read (None: the default one).
+    parses and counts what is read (None: the default one). ``free_lists``:
+    walk glibc's free lists into ``CRegions.states`` (one read per free
+    chunk, the bulk of the reads of a fragmented heap); without, the arenas
+    are claimed whole and ``states`` is empty.
 
     Raises NoSuchProcess, AccessDenied (reading another process's memory
     needs ptrace-read access) as every /proc read does.
@@ -165,7 +168,7 @@ def c_regions(pid: int, table: SmapsTable, *, max_bytes: int = MAX_READ_BYTES,
         try:
             maps = Mappings(pid, table, tgt, skip)
             glibc = Glibc(maps)
-            allocator = _run(maps, glibc, hint, stack_limit)
+            allocator = _run(maps, glibc, hint, stack_limit, free_lists)
         except ProcessLookupError as err:
             raise NoSuchProcess(pid) from err
         finally:
@@ -236,7 +239,7 @@ def _free_chunks(maps: Mappings, ar: int, state: Optional[Sequence[int]], heaps:
     raise why
 
 
-def _run(maps: Mappings, g: Glibc, hint: Optional[str], stack_limit: Optional[int]) -> Optional[str]:
+def _run(maps: Mappings, g: Glibc, hint: Optional[str], stack_limit: Optional[int], free_lists: bool) -> Optional[str]:
     """Every reader in turn; who owns malloc."""
     libc = g.find_libc()
     if not libc:
@@ -290,7 +293,8 @@ def _run(maps: Mappings, g: Glibc, hint: Optional[str], stack_limit: Optional[in
                     maps.counters["arena"] = maps.counters["main_system_mem"] + size
             else:
                 maps.warn("main_arena not found in libc's data: [heap] and thread arenas not attributed")
-            arena_states(maps, g, arenas, valid)
+            if free_lists:
+                arena_states(maps, g, arenas, valid)
         find_stacks(maps, stack_limit)
         Pymalloc(maps).find()
         if owner == "jemalloc":
