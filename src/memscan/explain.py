@@ -112,6 +112,12 @@ def freed_heap_kept(snap: Snapshot, memstats: Optional[Mapping[str, int]] = None
         free = go_view  # the layout tier cannot split the heap: the runtime's word
     else:
         return None
+    return freed_heap_finding(free, rss, go_view)
+
+
+def freed_heap_finding(free: int, rss: int, go_view: Optional[int] = None) -> Optional[Finding]:
+    """freed_heap_kept from its figures: the freed heap pages resident, RSS,
+    and the runtime's HeapIdle − HeapReleased if known."""
     if not significant(free, rss):
         return None
     numbers: Dict[str, float] = {"free_bytes": free, "rss_bytes": rss, "share": free / rss}
@@ -195,12 +201,16 @@ def c_fragmentation(snap: Snapshot) -> Optional[Finding]:
     """Freed C memory the allocator keeps resident: fragmentation, not a leak."""
     if snap.c_malloc_detail is None:
         return None
-    rss = snap.total.rss
     d = snap.c_malloc_detail
-    free, used = d["free"].rss, d["in_use"].rss
+    return c_fragmentation_finding(d["free"].rss, d["in_use"].rss, snap.total.rss, snap.allocator)
+
+
+def c_fragmentation_finding(free: int, used: int, rss: int, allocator: Optional[str]) -> Optional[Finding]:
+    """c_fragmentation from its figures: the allocator's free and in-use
+    chunks resident, RSS, and the allocator's name (glibc if not known)."""
     if not significant(free, rss):
         return None
-    allocator = snap.allocator or "glibc"
+    allocator = allocator or "glibc"
     return Finding(
         "c_fragmentation", "notice", f"Freed C memory kept resident: {mib(free)}",
         f"The C allocator ({allocator}) holds {mib(free)} ({free / rss:.0%} of RSS) of freed memory that is still "
@@ -373,11 +383,16 @@ def c_memory_growing(snaps: Sequence[Snapshot]) -> Optional[Finding]:
     g = growth(snaps)
     if "go_heap" not in g:
         return None
+    return c_growth_finding(g, snaps[-1].time - snaps[0].time)
+
+
+def c_growth_finding(g: Mapping[str, int], seconds: float) -> Optional[Finding]:
+    """c_memory_growing from its figures: a Go program's growth by category
+    (:func:`growth`) over ``seconds``."""
     c = g["c_malloc"] + g["anon_other"]
     go = g["go_heap"]
     if c < GROWTH_MIN_BYTES or abs(go) >= max(GO_FLAT_BYTES, GO_FLAT_SHARE * c):
         return None
-    seconds = snaps[-1].time - snaps[0].time
     per_min = c / seconds * 60 if seconds > 0 else 0.0
     parts = ", ".join(_signed(g, cat) for cat in ("c_malloc", "anon_other") if abs(g[cat]) >= SHOWN_BYTES)
     return Finding(
@@ -397,15 +412,21 @@ def c_in_use_growing(snaps: Sequence[Snapshot]) -> Optional[Finding]:
     first, last = snaps[0].c_malloc_detail, snaps[-1].c_malloc_detail
     if len(snaps) < 2 or snaps[-1].go is not None or first is None or last is None:
         return None
-    grew = last["in_use"].rss - first["in_use"].rss
+    return c_in_use_finding({s: c.rss for s, c in first.items()}, {s: c.rss for s, c in last.items()},
+                            snaps[-1].time - snaps[0].time)
+
+
+def c_in_use_finding(first: Mapping[str, int], last: Mapping[str, int], seconds: float) -> Optional[Finding]:
+    """c_in_use_growing from its figures: the C allocator's resident bytes by
+    state ("in_use", "free") at the start and at the end of ``seconds``."""
+    grew = last["in_use"] - first["in_use"]
     if grew < GROWTH_MIN_BYTES:
         return None
-    seconds = snaps[-1].time - snaps[0].time
     per_min = grew / seconds * 60 if seconds > 0 else 0.0
     return Finding(
         "c_in_use_growing", "warning", f"C memory in use grew {mib(grew)} in {seconds:.0f} s",
         f"The C allocator's chunks in use grew by {mib(grew)} in {seconds:.0f} s ({mib(per_min)} a minute), "
-        f"to {mib(last['in_use'].rss)}; its free memory moved {mib(last['free'].rss - first['free'].rss, sign=True)}. "
+        f"to {mib(last['in_use'])}; its free memory moved {mib(last['free'] - first['free'], sign=True)}. "
         "Memory allocated and not freed: a likely leak if it keeps growing. A heap profiler (heaptrack, "
         "valgrind's massif, jemalloc's prof) shows the call sites.",
         {"seconds": seconds, "in_use_growth_bytes": grew, "bytes_per_minute": per_min})
@@ -539,6 +560,8 @@ def render(doc: Mapping[str, Any], console: Any = None) -> None:
     console = console or Console()
     go = doc["go"]
     head = f"pid {doc['pid']}"
+    if doc.get("recording"):
+        head = f"{escape(doc['recording']['path'])} · recorded {head}"
     head += f" · {go['version']}{' cgo' if go['cgo'] else ''}" if go else " · no Go runtime found"
     console.print(f"[bold]{head} · tier {doc['tier']} · RSS {mib(doc['rss'])}[/bold]")
     cats = doc["categories"]
