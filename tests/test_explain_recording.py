@@ -170,3 +170,8 @@ def test_cgo_leak_recorded(go_program, tmp_path):
     assert n["c_growth_bytes"] == g["c_malloc"] + g["anon_other"] >= 16 * MIB
     assert n["go_heap_growth_bytes"] == g["go_heap"] == rec.rows[-1]["go_heap"] - rec.rows[0]["go_heap"]
     assert doc["go"]["version"] == rec.meta["go"]
+    # The rules of one scan, on the last row: its figures, not the live process's.
+    c = by_id(doc)["c_memory"]["numbers"]
+    last = rec.rows[-1]
+    assert (c["c_malloc_bytes"], c["go_heap_bytes"], c["rss_bytes"]) == (last["c_malloc"], last["go_heap"], last["rss"])
+    assert doc["categories"] == {k: last[k] for k in CATEGORIES}

@@ -163,23 +163,27 @@ def c_memory(snap: Snapshot) -> Optional[Finding]:
     """A Go program's C memory, which MemStats and pprof do not see."""
     if snap.categories is None or snap.go is None:
         return None
-    rss = snap.total.rss
-    c = _c_memory(snap)
+    return c_memory_finding({c: k.rss for c, k in snap.categories.items()}, snap.total.rss, snap.allocator)
+
+
+def c_memory_finding(cats: Mapping[str, int], rss: int, allocator: Optional[str]) -> Optional[Finding]:
+    """c_memory from its figures: a Go program's rss by category, RSS, and
+    its C allocator's name if known."""
+    c = cats["c_malloc"] + cats["anon_other"]
     if not significant(c, rss, C_LARGE_SHARE):
         return None
-    cats = snap.categories
-    parts = [f"c_malloc {mib(cats['c_malloc'].rss)} ({snap.allocator or 'the C allocator'})"]
-    if cats["anon_other"].rss >= MiB:
+    parts = [f"c_malloc {mib(cats['c_malloc'])} ({allocator or 'the C allocator'})"]
+    if cats["anon_other"] >= MiB:
         # In the layout tier the large malloc chunks of a cgo program are here.
-        parts.append(f"anon_other {mib(cats['anon_other'].rss)} (anonymous memory no Go structure claims)")
+        parts.append(f"anon_other {mib(cats['anon_other'])} (anonymous memory no Go structure claims)")
     return Finding(
         "c_memory", "info", f"C memory outside the Go heap: {mib(c)}",
         f"{mib(c)} ({c / rss:.0%} of RSS) is C memory: {' and '.join(parts)}, beside "
-        f"{mib(cats['go_heap'].rss)} of Go heap. runtime.MemStats and "
+        f"{mib(cats['go_heap'])} of Go heap. runtime.MemStats and "
         "pprof's heap profile see none of it: it was allocated through cgo or by C libraries. If it grows while "
         "the Go heap does not, it is a likely cgo leak; `memscan explain PID --for 60s` watches for that.",
-        {"c_bytes": c, "c_malloc_bytes": cats["c_malloc"].rss, "anon_other_bytes": cats["anon_other"].rss,
-         "go_heap_bytes": cats["go_heap"].rss, "rss_bytes": rss, "share": c / rss})
+        {"c_bytes": c, "c_malloc_bytes": cats["c_malloc"], "anon_other_bytes": cats["anon_other"],
+         "go_heap_bytes": cats["go_heap"], "rss_bytes": rss, "share": c / rss})
 
 
 #: What gives freed C memory back, per allocator (glibc 2.26+, jemalloc 5,
@@ -233,17 +237,25 @@ WHAT = {
 
 def most_memory(snap: Snapshot) -> Optional[Finding]:
     """The category that holds most of RSS, said when nothing else is."""
-    if snap.categories is None or not snap.total.rss:
+    if snap.categories is None:
         return None
-    rss = snap.total.rss
-    cat = max(snap.categories, key=lambda c: snap.categories[c].rss)  # type: ignore[index]
-    part = snap.categories[cat].rss
+    detail = None if snap.c_malloc_detail is None else {s: c.rss for s, c in snap.c_malloc_detail.items()}
+    return most_memory_finding({c: k.rss for c, k in snap.categories.items()}, snap.total.rss, detail)
+
+
+def most_memory_finding(cats: Mapping[str, int], rss: int,
+                        c_detail: Optional[Mapping[str, int]] = None) -> Optional[Finding]:
+    """most_memory from its figures: rss by category, RSS, and the C
+    allocator's resident bytes by state if known."""
+    if not rss:
+        return None
+    cat = max(cats, key=cats.__getitem__)
+    part = cats[cat]
     if part < MOST_SHARE * rss:
         return None
     more = ""
-    if cat == "c_malloc" and snap.c_malloc_detail is not None:
-        more = " By its chunks: " + ", ".join(f"{s} {mib(c.rss)}" for s, c in snap.c_malloc_detail.items()
-                                               if c.rss) + "."
+    if cat == "c_malloc" and c_detail is not None:
+        more = " By its chunks: " + ", ".join(f"{s} {mib(b)}" for s, b in c_detail.items() if b) + "."
     return Finding(
         "most_memory", "info", f"{cat} holds {part / rss:.0%} of RSS: {mib(part)}",
         f"{mib(part)} of {mib(rss)} is {WHAT.get(cat, cat)}.{more}",
@@ -271,8 +283,11 @@ def thread_stacks(snap: Snapshot) -> Optional[Finding]:
 def runtime_metadata(snap: Snapshot) -> Optional[Finding]:
     if snap.categories is None or snap.go is None:
         return None
-    rss = snap.total.rss
-    meta = snap.categories["go_runtime"].rss
+    return runtime_metadata_finding(snap.categories["go_runtime"].rss, snap.total.rss)
+
+
+def runtime_metadata_finding(meta: int, rss: int) -> Optional[Finding]:
+    """runtime_metadata from its figures: go_runtime's rss and RSS."""
     if not significant(meta, rss):
         return None
     return Finding(

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from ._errors import Error
 from ._types import CATEGORIES
 from .explain import (Finding, _ordered, c_fragmentation_finding, c_growth_finding, c_in_use_finding,
-                      freed_heap_finding)
+                      c_memory_finding, freed_heap_finding, most_memory_finding, runtime_metadata_finding)
 from .record import C_DETAIL_COLUMNS, Recording, read
 
 __all__ = ["findings", "report", "run"]
@@ -59,26 +59,41 @@ def _is_go(rec: Recording) -> Optional[bool]:
 
 
 def figure_findings(rec: Recording) -> List[Finding]:
-    """The rules of :mod:`explain` that a recording's figures feed."""
-    out: List[Optional[Finding]] = []
+    """The rules of :mod:`explain` that a recording's figures feed: the
+    trends over its rows, then the rules of one scan on the last row that
+    carries each one's figures."""
+    trend: List[Optional[Finding]] = []
     go = _is_go(rec)
     cats = _with(rec.rows, CATEGORIES)
     if go and len(cats) >= 2:
-        g = growth(rec)
-        out.append(c_growth_finding(g, _seconds(cats[0], cats[-1])))
+        trend.append(c_growth_finding(growth(rec), _seconds(cats[0], cats[-1])))
     c_rows = _with(rec.rows, C_DETAIL_COLUMNS)
-    state = {"in_use": "c_malloc.in_use", "free": "c_malloc.free"}
     if go is False and len(c_rows) >= 2:
-        first, last = ({s: r[c] for s, c in state.items()} for r in (c_rows[0], c_rows[-1]))
-        out.append(c_in_use_finding(first, last, _seconds(c_rows[0], c_rows[-1])))
+        first, last = (_c_states(r) for r in (c_rows[0], c_rows[-1]))
+        trend.append(c_in_use_finding(first, last, _seconds(c_rows[0], c_rows[-1])))
+    one: List[Optional[Finding]] = []
     if c_rows:
         last = c_rows[-1]
-        out.append(c_fragmentation_finding(last["c_malloc.free"], last["c_malloc.in_use"], last["rss"],
+        one.append(c_fragmentation_finding(last["c_malloc.free"], last["c_malloc.in_use"], last["rss"],
                                            rec.meta.get("allocator")))
     heap = _with(rec.rows, ("go_heap.free",))
     if go and heap:
-        out.append(freed_heap_finding(heap[-1]["go_heap.free"], heap[-1]["rss"]))
-    return [f for f in out if f is not None]
+        one.append(freed_heap_finding(heap[-1]["go_heap.free"], heap[-1]["rss"]))
+    if cats:
+        row = cats[-1]
+        figures = {c: row[c] for c in CATEGORIES}
+        if go:
+            one += [c_memory_finding(figures, row["rss"], rec.meta.get("allocator")),
+                    runtime_metadata_finding(row["go_runtime"], row["rss"])]
+        if not any(one):
+            detail = _c_states(row) if row.get(C_DETAIL_COLUMNS[0]) is not None else None
+            one.append(most_memory_finding(figures, row["rss"], detail))
+    return [f for f in trend + one if f is not None]
+
+
+def _c_states(row: Row) -> Dict[str, int]:
+    """The C allocator's resident bytes by state on a full-scan row."""
+    return {c.partition(".")[2]: row[c] for c in C_DETAIL_COLUMNS}
 
 
 def event_findings(rec: Recording) -> List[Finding]:
