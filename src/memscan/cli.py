@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sys
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from ._errors import Error
 from ._version import __version__
@@ -149,7 +149,7 @@ def _trigger(text: str):  # type: ignore[no-untyped-def]
     return parse_trigger(text)
 
 
-def pid_or_path(text: str) -> "int | str":
+def pid_or_path(text: str) -> Union[int, str]:
     """argparse type of ``explain``'s target: digits are a pid, anything
     else the path of a recording."""
     return int(text) if text.isdigit() else text
