@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sys
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from ._errors import Error
 from ._version import __version__
@@ -114,8 +114,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from .explain_container import add
 
-    doc = explain.run(args.pid, args.tier, args.seconds, args.memstats)
-    add(doc, args.pid, args.tier)
+    if isinstance(args.target, str):
+        if args.seconds or args.memstats or args.tier != "auto":
+            args.usage_error("--for, --memstats and --tier are for a live process, not a recording")
+        from . import explain_recording
+
+        doc = explain_recording.run(args.target)
+    else:
+        doc = explain.run(args.target, args.tier, args.seconds, args.memstats)
+        add(doc, args.target, args.tier)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -140,6 +147,12 @@ def _trigger(text: str):  # type: ignore[no-untyped-def]
     from .ring import parse_trigger
 
     return parse_trigger(text)
+
+
+def pid_or_path(text: str) -> Union[int, str]:
+    """argparse type of ``explain``'s target: digits are a pid, anything
+    else the path of a recording."""
+    return int(text) if text.isdigit() else text
 
 
 def regex(text: str) -> str:
@@ -231,14 +244,15 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export, usage_error=e.error)
 
     x = sub.add_parser("explain", help="what a process's memory figures mean, in plain words")
-    x.add_argument("pid", type=int)
+    x.add_argument("target", type=pid_or_path, metavar="PID|FILE",
+                   help="a process, or a recording of one (memscan record's .csv or .jsonl)")
     x.add_argument("--for", dest="seconds", type=duration, metavar="DURATION",
                    help="watch for this long (e.g. 30s, 2m), one scan a second, and report growth")
     x.add_argument("--memstats", metavar="URL", help="an expvar endpoint (http://HOST:PORT/debug/vars) of the "
                                                       "process, to set the Go runtime's figures beside the OS's")
     x.add_argument("--json", action="store_true", help="the findings as JSON")
     x.add_argument("--tier", choices=TIERS, default="auto")
-    x.set_defaults(func=cmd_explain)
+    x.set_defaults(func=cmd_explain, usage_error=x.error)
 
     c = sub.add_parser("cgroup", help="the ledger of a memory cgroup's charge (limit, usage, working set, page "
                                       "cache, kernel memory, events) beside a scan of each of its processes")

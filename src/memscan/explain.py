@@ -112,6 +112,12 @@ def freed_heap_kept(snap: Snapshot, memstats: Optional[Mapping[str, int]] = None
         free = go_view  # the layout tier cannot split the heap: the runtime's word
     else:
         return None
+    return freed_heap_finding(free, rss, go_view)
+
+
+def freed_heap_finding(free: int, rss: int, go_view: Optional[int] = None) -> Optional[Finding]:
+    """freed_heap_kept from its figures: the freed heap pages resident, RSS,
+    and the runtime's HeapIdle − HeapReleased if known."""
     if not significant(free, rss):
         return None
     numbers: Dict[str, float] = {"free_bytes": free, "rss_bytes": rss, "share": free / rss}
@@ -157,23 +163,27 @@ def c_memory(snap: Snapshot) -> Optional[Finding]:
     """A Go program's C memory, which MemStats and pprof do not see."""
     if snap.categories is None or snap.go is None:
         return None
-    rss = snap.total.rss
-    c = _c_memory(snap)
+    return c_memory_finding({c: k.rss for c, k in snap.categories.items()}, snap.total.rss, snap.allocator)
+
+
+def c_memory_finding(cats: Mapping[str, int], rss: int, allocator: Optional[str]) -> Optional[Finding]:
+    """c_memory from its figures: a Go program's rss by category, RSS, and
+    its C allocator's name if known."""
+    c = cats["c_malloc"] + cats["anon_other"]
     if not significant(c, rss, C_LARGE_SHARE):
         return None
-    cats = snap.categories
-    parts = [f"c_malloc {mib(cats['c_malloc'].rss)} ({snap.allocator or 'the C allocator'})"]
-    if cats["anon_other"].rss >= MiB:
+    parts = [f"c_malloc {mib(cats['c_malloc'])} ({allocator or 'the C allocator'})"]
+    if cats["anon_other"] >= MiB:
         # In the layout tier the large malloc chunks of a cgo program are here.
-        parts.append(f"anon_other {mib(cats['anon_other'].rss)} (anonymous memory no Go structure claims)")
+        parts.append(f"anon_other {mib(cats['anon_other'])} (anonymous memory no Go structure claims)")
     return Finding(
         "c_memory", "info", f"C memory outside the Go heap: {mib(c)}",
         f"{mib(c)} ({c / rss:.0%} of RSS) is C memory: {' and '.join(parts)}, beside "
-        f"{mib(cats['go_heap'].rss)} of Go heap. runtime.MemStats and "
+        f"{mib(cats['go_heap'])} of Go heap. runtime.MemStats and "
         "pprof's heap profile see none of it: it was allocated through cgo or by C libraries. If it grows while "
         "the Go heap does not, it is a likely cgo leak; `memscan explain PID --for 60s` watches for that.",
-        {"c_bytes": c, "c_malloc_bytes": cats["c_malloc"].rss, "anon_other_bytes": cats["anon_other"].rss,
-         "go_heap_bytes": cats["go_heap"].rss, "rss_bytes": rss, "share": c / rss})
+        {"c_bytes": c, "c_malloc_bytes": cats["c_malloc"], "anon_other_bytes": cats["anon_other"],
+         "go_heap_bytes": cats["go_heap"], "rss_bytes": rss, "share": c / rss})
 
 
 #: What gives freed C memory back, per allocator (glibc 2.26+, jemalloc 5,
@@ -195,12 +205,16 @@ def c_fragmentation(snap: Snapshot) -> Optional[Finding]:
     """Freed C memory the allocator keeps resident: fragmentation, not a leak."""
     if snap.c_malloc_detail is None:
         return None
-    rss = snap.total.rss
     d = snap.c_malloc_detail
-    free, used = d["free"].rss, d["in_use"].rss
+    return c_fragmentation_finding(d["free"].rss, d["in_use"].rss, snap.total.rss, snap.allocator)
+
+
+def c_fragmentation_finding(free: int, used: int, rss: int, allocator: Optional[str]) -> Optional[Finding]:
+    """c_fragmentation from its figures: the allocator's free and in-use
+    chunks resident, RSS, and the allocator's name (glibc if not known)."""
     if not significant(free, rss):
         return None
-    allocator = snap.allocator or "glibc"
+    allocator = allocator or "glibc"
     return Finding(
         "c_fragmentation", "notice", f"Freed C memory kept resident: {mib(free)}",
         f"The C allocator ({allocator}) holds {mib(free)} ({free / rss:.0%} of RSS) of freed memory that is still "
@@ -223,17 +237,25 @@ WHAT = {
 
 def most_memory(snap: Snapshot) -> Optional[Finding]:
     """The category that holds most of RSS, said when nothing else is."""
-    if snap.categories is None or not snap.total.rss:
+    if snap.categories is None:
         return None
-    rss = snap.total.rss
-    cat = max(snap.categories, key=lambda c: snap.categories[c].rss)  # type: ignore[index]
-    part = snap.categories[cat].rss
+    detail = None if snap.c_malloc_detail is None else {s: c.rss for s, c in snap.c_malloc_detail.items()}
+    return most_memory_finding({c: k.rss for c, k in snap.categories.items()}, snap.total.rss, detail)
+
+
+def most_memory_finding(cats: Mapping[str, int], rss: int,
+                        c_detail: Optional[Mapping[str, int]] = None) -> Optional[Finding]:
+    """most_memory from its figures: rss by category, RSS, and the C
+    allocator's resident bytes by state if known."""
+    if not rss:
+        return None
+    cat = max(cats, key=cats.__getitem__)
+    part = cats[cat]
     if part < MOST_SHARE * rss:
         return None
     more = ""
-    if cat == "c_malloc" and snap.c_malloc_detail is not None:
-        more = " By its chunks: " + ", ".join(f"{s} {mib(c.rss)}" for s, c in snap.c_malloc_detail.items()
-                                               if c.rss) + "."
+    if cat == "c_malloc" and c_detail is not None:
+        more = " By its chunks: " + ", ".join(f"{s} {mib(b)}" for s, b in c_detail.items() if b) + "."
     return Finding(
         "most_memory", "info", f"{cat} holds {part / rss:.0%} of RSS: {mib(part)}",
         f"{mib(part)} of {mib(rss)} is {WHAT.get(cat, cat)}.{more}",
@@ -261,8 +283,11 @@ def thread_stacks(snap: Snapshot) -> Optional[Finding]:
 def runtime_metadata(snap: Snapshot) -> Optional[Finding]:
     if snap.categories is None or snap.go is None:
         return None
-    rss = snap.total.rss
-    meta = snap.categories["go_runtime"].rss
+    return runtime_metadata_finding(snap.categories["go_runtime"].rss, snap.total.rss)
+
+
+def runtime_metadata_finding(meta: int, rss: int) -> Optional[Finding]:
+    """runtime_metadata from its figures: go_runtime's rss and RSS."""
     if not significant(meta, rss):
         return None
     return Finding(
@@ -373,11 +398,16 @@ def c_memory_growing(snaps: Sequence[Snapshot]) -> Optional[Finding]:
     g = growth(snaps)
     if "go_heap" not in g:
         return None
+    return c_growth_finding(g, snaps[-1].time - snaps[0].time)
+
+
+def c_growth_finding(g: Mapping[str, int], seconds: float) -> Optional[Finding]:
+    """c_memory_growing from its figures: a Go program's growth by category
+    (:func:`growth`) over ``seconds``."""
     c = g["c_malloc"] + g["anon_other"]
     go = g["go_heap"]
     if c < GROWTH_MIN_BYTES or abs(go) >= max(GO_FLAT_BYTES, GO_FLAT_SHARE * c):
         return None
-    seconds = snaps[-1].time - snaps[0].time
     per_min = c / seconds * 60 if seconds > 0 else 0.0
     parts = ", ".join(_signed(g, cat) for cat in ("c_malloc", "anon_other") if abs(g[cat]) >= SHOWN_BYTES)
     return Finding(
@@ -397,15 +427,21 @@ def c_in_use_growing(snaps: Sequence[Snapshot]) -> Optional[Finding]:
     first, last = snaps[0].c_malloc_detail, snaps[-1].c_malloc_detail
     if len(snaps) < 2 or snaps[-1].go is not None or first is None or last is None:
         return None
-    grew = last["in_use"].rss - first["in_use"].rss
+    return c_in_use_finding({s: c.rss for s, c in first.items()}, {s: c.rss for s, c in last.items()},
+                            snaps[-1].time - snaps[0].time)
+
+
+def c_in_use_finding(first: Mapping[str, int], last: Mapping[str, int], seconds: float) -> Optional[Finding]:
+    """c_in_use_growing from its figures: the C allocator's resident bytes by
+    state ("in_use", "free") at the start and at the end of ``seconds``."""
+    grew = last["in_use"] - first["in_use"]
     if grew < GROWTH_MIN_BYTES:
         return None
-    seconds = snaps[-1].time - snaps[0].time
     per_min = grew / seconds * 60 if seconds > 0 else 0.0
     return Finding(
         "c_in_use_growing", "warning", f"C memory in use grew {mib(grew)} in {seconds:.0f} s",
         f"The C allocator's chunks in use grew by {mib(grew)} in {seconds:.0f} s ({mib(per_min)} a minute), "
-        f"to {mib(last['in_use'].rss)}; its free memory moved {mib(last['free'].rss - first['free'].rss, sign=True)}. "
+        f"to {mib(last['in_use'])}; its free memory moved {mib(last['free'] - first['free'], sign=True)}. "
         "Memory allocated and not freed: a likely leak if it keeps growing. A heap profiler (heaptrack, "
         "valgrind's massif, jemalloc's prof) shows the call sites.",
         {"seconds": seconds, "in_use_growth_bytes": grew, "bytes_per_minute": per_min})
@@ -539,6 +575,8 @@ def render(doc: Mapping[str, Any], console: Any = None) -> None:
     console = console or Console()
     go = doc["go"]
     head = f"pid {doc['pid']}"
+    if doc.get("recording"):
+        head = f"{escape(doc['recording']['path'])} · recorded {head}"
     head += f" · {go['version']}{' cgo' if go['cgo'] else ''}" if go else " · no Go runtime found"
     console.print(f"[bold]{head} · tier {doc['tier']} · RSS {mib(doc['rss'])}[/bold]")
     cats = doc["categories"]

@@ -352,8 +352,12 @@ def read(path: str) -> Recording:
     reader = _read_jsonl if lines[0].startswith("{") else _read_csv
     meta, columns, rows, events = reader(path, lines)
     if "memscan" not in meta or not {"seq", "mono", "rss"} <= set(columns):
-        raise Error(f"{path}: not a memscan recording (no memscan header)")
+        raise _not_ours(path)
     return Recording(path, meta, columns, rows, events, partial)
+
+
+def _not_ours(path: str) -> Error:
+    return Error(f"{path}: not a memscan recording (no memscan header)")
 
 
 def _bad(path: str, lineno: int, why: str) -> Error:
@@ -379,6 +383,8 @@ def _read_csv(path: str, lines: List[str]):  # type: ignore[no-untyped-def]
             elif key == "event":
                 events.append(parsed)
         elif not columns:
+            if "memscan" not in meta:  # before its rows are read as numbers
+                raise _not_ours(path)
             columns = tuple(line.split(","))
             meta["columns"] = list(columns)
         else:
@@ -414,6 +420,8 @@ def _read_jsonl(path: str, lines: List[str]):  # type: ignore[no-untyped-def]
             raise _bad(path, lineno, "not a JSON object") from None
         if not isinstance(obj, dict):
             raise _bad(path, lineno, "not a JSON object")
+        if lineno == 1 and "memscan" not in obj:
+            raise _not_ours(path)
         objs.append(obj)
     meta = objs[0]
     columns = tuple(meta.get("columns", ()))
