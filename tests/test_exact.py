@@ -107,7 +107,11 @@ def test_madv_free_released_pages_stay_resident(go_program, version):
     released = snap.go_heap_detail["released"]
     # The kernel keeps MADV_FREE'd pages until it needs them: in RSS, as LazyFree.
     assert released.rss >= 60 * MIB
-    assert released.lazyfree == snap.categories["go_heap"].lazyfree == snap.total.lazyfree
+    assert snap.categories["go_heap"].lazyfree == snap.total.lazyfree
+    # All of it released, but for the pages the runtime took back meanwhile
+    # (its background work allocates): a page reused but not yet written is
+    # still LazyFree (mm/madvise.c clears it only when the page is dirtied).
+    assert 0 <= snap.categories["go_heap"].lazyfree - released.lazyfree <= 64 * 1024
     assert close(released.lazyfree, released.rss, 0.02, 2 * MIB)
 
 
