@@ -20,6 +20,7 @@ from ._version import __version__
 from .core.scanner import TIERS, scan
 from .engine import ENGINES
 from .format import mib, render
+from .kernel import procfs
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -83,6 +84,36 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from .watch import run
 
     return run(args.pid, interval=args.interval, tier=args.tier, window=args.window)
+
+
+def pid_number(text: str) -> int:
+    """argparse type: a process id, 1 or more (0 and negative numbers name
+    process groups to kill(2), never one process)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a process id is 1 or more, not {text!r}")
+    return value
+
+
+def never_existed(pid: int) -> bool:
+    """No process ``pid``, and none had it as far as memscan can tell: the
+    kernel hands out pids in rising order up to pid_max, then wraps
+    (kernel/pid.c, alloc_pid), so a pid above the last one given
+    (ns_last_pid, Linux 3.3+) or above pid_max was not used since the last
+    wrap. A missing pid below is a process that exited: "no longer exists"."""
+    if os.path.exists(procfs.path(pid, "")):
+        return False
+    try:
+        with open(f"{procfs.PROCFS_PATH}/sys/kernel/pid_max") as f:
+            pid_max = int(f.read())
+        with open(f"{procfs.PROCFS_PATH}/sys/kernel/ns_last_pid") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        return False
+    return pid > last or pid > pid_max
 
 
 def positive(text: str) -> float:
@@ -160,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("scan", help="attribute one process's memory to categories")
-    s.add_argument("pid", type=int)
+    s.add_argument("pid", type=pid_number)
     s.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     s.add_argument("--compact", action="store_true", help="with --json: one line")
     s.add_argument("--tier", choices=TIERS, default="auto")
@@ -179,7 +210,7 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("record", help="record a process's memory by category over time (CSV or JSON Lines)")
-    r.add_argument("pid", type=int)
+    r.add_argument("pid", type=pid_number)
     r.add_argument("-o", "--output", required=True, help="file to write: NAME.csv or NAME.jsonl")
     r.add_argument("--hz", type=positive, default=100.0, help="samples per second (default 100)")
     r.add_argument("--duration", type=positive, default=None,
@@ -203,7 +234,7 @@ def parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plot)
 
     w = sub.add_parser("watch", help="a live table of a process's memory by category")
-    w.add_argument("pid", type=int)
+    w.add_argument("pid", type=pid_number)
     w.add_argument("--interval", type=positive, default=0.1, help="seconds between samples (default 0.1)")
     w.add_argument("--tier", choices=TIERS, default="auto")
     w.add_argument("--window", type=positive, default=10.0, metavar="SECONDS",
@@ -214,7 +245,7 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="Prometheus metrics of processes, served or for node_exporter's textfile "
                                       "collector (needs memscan[prometheus])")
-    e.add_argument("--pid", type=int, action="append", default=[], help="a process to export (repeatable)")
+    e.add_argument("--pid", type=pid_number, action="append", default=[], help="a process to export (repeatable)")
     e.add_argument("--match", type=regex, metavar="REGEX", help="export the processes whose command line matches")
     e.add_argument("--go", action="store_true", help="export every Go process memscan can see")
     e.add_argument("--cgroup", nargs="?", const="", action="append", metavar="PATH",
@@ -231,7 +262,7 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export, usage_error=e.error)
 
     x = sub.add_parser("explain", help="what a process's memory figures mean, in plain words")
-    x.add_argument("pid", type=int)
+    x.add_argument("pid", type=pid_number)
     x.add_argument("--for", dest="seconds", type=duration, metavar="DURATION",
                    help="watch for this long (e.g. 30s, 2m), one scan a second, and report growth")
     x.add_argument("--memstats", metavar="URL", help="an expvar endpoint (http://HOST:PORT/debug/vars) of the "
@@ -244,7 +275,7 @@ def parser() -> argparse.ArgumentParser:
                                       "cache, kernel memory, events) beside a scan of each of its processes")
     c.add_argument("target", nargs="?", metavar="PATH",
                    help="the cgroup: its directory, or its path inside the memory hierarchy")
-    c.add_argument("--pid", type=int, help="the memory cgroup of this process instead")
+    c.add_argument("--pid", type=pid_number, help="the memory cgroup of this process instead")
     c.add_argument("--json", action="store_true", help="the ledger as JSON")
     c.add_argument("--tier", choices=TIERS, default="auto")
     c.set_defaults(func=cmd_cgroup, usage_error=c.error)
@@ -254,6 +285,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
+        pid = getattr(args, "pid", None)
+        if isinstance(pid, int) and never_existed(pid):
+            raise Error(f"no such process (pid {pid})")
         return int(args.func(args))
     except Error as err:
         print(f"memscan: error: {err}", file=sys.stderr)

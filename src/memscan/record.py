@@ -379,6 +379,10 @@ def _read_csv(path: str, lines: List[str]):  # type: ignore[no-untyped-def]
             elif key == "event":
                 events.append(parsed)
         elif not columns:
+            # The header comes first: without it this is someone else's CSV
+            # (or /etc/passwd), not a recording with a bad line.
+            if "memscan" not in meta:
+                raise Error(f"{path}: not a memscan recording (no memscan header)")
             columns = tuple(line.split(","))
             meta["columns"] = list(columns)
         else:
@@ -411,8 +415,10 @@ def _read_jsonl(path: str, lines: List[str]):  # type: ignore[no-untyped-def]
         try:
             obj = json.loads(line)
         except ValueError:
-            raise _bad(path, lineno, "not a JSON object") from None
-        if not isinstance(obj, dict):
+            obj = None
+        if not isinstance(obj, dict) or (lineno == 1 and "memscan" not in obj):
+            if lineno == 1:
+                raise Error(f"{path}: not a memscan recording (no memscan header)")
             raise _bad(path, lineno, "not a JSON object")
         objs.append(obj)
     meta = objs[0]

@@ -1,0 +1,46 @@
+"""The ``memscan`` command as people meet it first, on real processes:
+what it says of a pid or a file it cannot use, where warnings go, output
+that is never cut, and help for every argument."""
+
+from __future__ import annotations
+
+import pytest
+
+from memscan import cli
+
+from helpers.cli import assert_one_line_error, dead_pid, run_cli
+
+PID_COMMANDS = (("scan",), ("record", "-o", "x.csv"), ("watch",), ("explain",))
+
+
+def test_pid_that_never_existed():
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid = int(f.read()) + 1
+    for command in PID_COMMANDS:
+        assert_one_line_error(run_cli(command[0], str(pid), *command[1:]), f"no such process (pid {pid})")
+    assert_one_line_error(run_cli("cgroup", "--pid", str(pid)), f"no such process (pid {pid})")
+
+
+def test_pid_that_exited():
+    assert_one_line_error(run_cli("scan", str(dead_pid())), "no longer exists")
+
+
+@pytest.mark.parametrize("pid", ["0", "-5"])
+def test_pid_not_positive_is_usage(pid):
+    for command in PID_COMMANDS:
+        proc = run_cli(command[0], pid, *command[1:])
+        assert proc.returncode == 2 and "process id is 1 or more" in proc.stderr, proc
+    for command in ("export", "cgroup"):
+        proc = run_cli(command, "--pid", pid)
+        assert proc.returncode == 2 and "process id is 1 or more" in proc.stderr, proc
+
+
+def test_plot_not_a_recording(tmp_path):
+    other_csv = tmp_path / "other.csv"
+    other_csv.write_text("a,b\n1,2\n")
+    other_jsonl = tmp_path / "other.jsonl"
+    other_jsonl.write_text('{"a": 1}\n{"b": 2}\n')
+    broken_jsonl = tmp_path / "broken.jsonl"
+    broken_jsonl.write_text("{not json\n")
+    for path in ("/etc/passwd", other_csv, other_jsonl, broken_jsonl):
+        assert_one_line_error(run_cli("plot", str(path)), f"{path}: not a memscan recording")
