@@ -44,3 +44,15 @@ def test_plot_not_a_recording(tmp_path):
     broken_jsonl.write_text("{not json\n")
     for path in ("/etc/passwd", other_csv, other_jsonl, broken_jsonl):
         assert_one_line_error(run_cli("plot", str(path)), f"{path}: not a memscan recording")
+
+
+def test_warnings_on_stderr(cprog):
+    """The psutil tier's warning names what the table shows as n/a, on
+    stderr: stdout is the table alone."""
+    prog = cprog("exits", 4, 60_000_000)
+    proc = run_cli("scan", str(prog.pid), "--tier", "psutil")
+    assert proc.returncode == 0, proc
+    assert "warning" not in proc.stdout and "n/a" in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("memscan: warning:"), proc.stderr
+    assert "n/a in the table, 0 in JSON" in lines[0] and "given as 0" not in lines[0]

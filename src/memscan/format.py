@@ -3,6 +3,7 @@ snapshot as a table."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ._types import CATEGORIES
@@ -77,5 +78,6 @@ def render(snap: Snapshot, console: Any = None) -> None:
 
     table.add_row("total", cell("size"), cell("rss"), cell("pss"), cell("uss"), cell("swap"), "100.0", style="bold")
     console.print(table)
+    # Warnings on stderr: stdout stays the table alone, for a pipe or a file.
     for w in snap.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        print(f"memscan: warning: {w}", file=sys.stderr)
