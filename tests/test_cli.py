@@ -4,6 +4,10 @@ that is never cut, and help for every argument."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from memscan import cli
@@ -56,3 +60,30 @@ def test_warnings_on_stderr(cprog):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("memscan: warning:"), proc.stderr
     assert "n/a in the table, 0 in JSON" in lines[0] and "given as 0" not in lines[0]
+
+
+def assert_whole(text: str) -> None:
+    """No cell cut short with "…", no line ending in spaces."""
+    assert text and "…" not in text, text
+    assert not [line for line in text.splitlines() if line != line.rstrip()], text
+
+
+@pytest.mark.parametrize("columns", ["80", "40"])
+def test_scan_table_whole_when_piped(cprog, columns):
+    prog = cprog("exits", 4, 60_000_000)
+    proc = subprocess.run([sys.executable, "-m", "memscan", "scan", str(prog.pid)], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, COLUMNS=columns))
+    assert proc.returncode == 0, proc
+    assert_whole(proc.stdout)
+    assert f"pid {prog.pid} " in proc.stdout.splitlines()[0] and "% rss" in proc.stdout
+
+
+@pytest.mark.slow
+def test_ps_shows_whole_paths(go_program):
+    prog = go_program()
+    path = os.readlink(f"/proc/{prog.pid}/exe")
+    assert len(path) > 30  # a path rich would cut in an 80-column table
+    proc = run_cli("ps")
+    assert proc.returncode == 0, proc
+    assert_whole(proc.stdout)
+    assert [line for line in proc.stdout.splitlines() if f" {prog.pid} " in line and path in line], proc.stdout

@@ -19,7 +19,7 @@ from ._errors import Error
 from ._version import __version__
 from .core.scanner import TIERS, scan
 from .engine import ENGINES
-from .format import mib, render
+from .format import mib, render, show
 from .kernel import procfs
 
 
@@ -33,7 +33,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from .processes import go_processes
@@ -49,7 +48,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         print(json.dumps([{"pid": p.pid, "name": p.name, "version": p.go.version, "cgo": p.go.cgo,
                            "rss": p.rss, "path": p.go.path} for p in found], indent=2))
     else:
-        Console().print(table)
+        show(table)
     return 0
 
 

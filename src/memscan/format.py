@@ -3,6 +3,7 @@ snapshot as a table."""
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -36,12 +37,33 @@ def mib(n: float, *, unit: bool = True, sign: bool = False) -> str:
     return f"{text} MiB" if unit else text
 
 
+# Spaces that end a line, before any closing style codes.
+_TRAILING = re.compile(r" +((?:\x1b\[[0-9;]*m)*)$", re.MULTILINE)
+
+
+def show(renderable: Any, console: Any = None) -> None:
+    """Print a rich table on ``console``, or on stdout whole: as wide as
+    its content needs, whatever the terminal's width (a pipe counts as 80
+    columns to rich, which cut cells short with "…"; a terminal narrower
+    than the table wraps its lines instead), without trailing spaces."""
+    from rich.console import Console
+
+    if console is not None:
+        console.print(renderable)
+        return
+    console = Console()
+    needed = console.measure(renderable, options=console.options.update_width(1 << 16)).maximum
+    console.width = max(console.width, needed)
+    with console.capture() as captured:
+        console.print(renderable)
+    sys.stdout.write(_TRAILING.sub(r"\1", captured.get()))
+    sys.stdout.flush()
+
+
 def render(snap: Snapshot, console: Any = None) -> None:
     """Print a snapshot as a rich table."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
     title = f"pid {snap.pid}"
     if snap.go is not None:
         title += f" · {snap.go.version}{' cgo' if snap.go.cgo else ''}"
@@ -77,7 +99,7 @@ def render(snap: Snapshot, console: Any = None) -> None:
         return "n/a" if name in unknown else mib(getattr(total, name), unit=False)
 
     table.add_row("total", cell("size"), cell("rss"), cell("pss"), cell("uss"), cell("swap"), "100.0", style="bold")
-    console.print(table)
+    show(table, console)
     # Warnings on stderr: stdout stays the table alone, for a pipe or a file.
     for w in snap.warnings:
         print(f"memscan: warning: {w}", file=sys.stderr)
