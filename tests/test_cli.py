@@ -4,12 +4,14 @@ that is never cut, and help for every argument."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 
+import memscan
 from memscan import cli
 
 from helpers.cli import assert_one_line_error, dead_pid, run_cli
@@ -87,3 +89,37 @@ def test_ps_shows_whole_paths(go_program):
     assert proc.returncode == 0, proc
     assert_whole(proc.stdout)
     assert [line for line in proc.stdout.splitlines() if f" {prog.pid} " in line and path in line], proc.stdout
+
+
+def labels(table: str) -> list:
+    """The first column of a scan table's rows."""
+    return [line.split("│")[1].strip() for line in table.splitlines() if line.count("│") > 2]
+
+
+def test_scan_without_go(cprog):
+    """A C program: no Go rows in the table, every category in the JSON,
+    with the command name and the executable."""
+    prog = cprog("exits", 4, 60_000_000)
+    table = run_cli("scan", str(prog.pid), "--tier", "exact")
+    assert table.returncode == 0, table
+    rows = labels(table.stdout)
+    assert "go_heap" not in rows and "go_runtime" not in rows
+    assert rows[:2] == ["c_malloc", "in_use"] and "total" in rows
+    doc = json.loads(run_cli("scan", str(prog.pid), "--json").stdout)
+    assert set(doc["categories"]) == set(memscan.CATEGORIES)
+    assert doc["runtime"]["go"] is None
+    with open(f"/proc/{prog.pid}/comm") as f:
+        assert doc["command"] == f.read().strip()
+    assert doc["executable"] == os.readlink(f"/proc/{prog.pid}/exe")
+
+
+@pytest.mark.slow
+def test_scan_of_go(go_program):
+    """A Go program without cgo: its Go rows, no C allocator states."""
+    prog = go_program()
+    table = run_cli("scan", str(prog.pid), "--tier", "exact")
+    rows = labels(table.stdout)
+    assert rows[:2] == ["go_heap", "objects"] and "go_runtime" in rows
+    assert rows[rows.index("c_malloc") + 1] == "thread_stacks"
+    doc = json.loads(run_cli("scan", str(prog.pid), "--json").stdout)
+    assert doc["command"] == "memscandemo" and doc["executable"] == doc["runtime"]["go"]["path"]

@@ -23,10 +23,22 @@ from .format import mib, render, show
 from .kernel import procfs
 
 
+def executable(pid: int) -> Optional[str]:
+    """The path of the process's executable, or None where the kernel does
+    not say (another user's process without CAP_SYS_PTRACE, a kernel thread)."""
+    try:
+        return os.readlink(procfs.path(pid, "exe"))
+    except OSError:
+        return None
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
+    # Named before the scan: a process that exits during it is an error anyway.
+    command, exe = procfs.comm(args.pid), executable(args.pid)
     snap = scan(args.pid, tier=args.tier, engine=args.engine)
     if args.json:
-        print(json.dumps(snap.to_dict(), indent=None if args.compact else 2))
+        doc = dict(snap.to_dict(), command=command, executable=exe)
+        print(json.dumps(doc, indent=None if args.compact else 2))
     else:
         render(snap)
     return 0

@@ -12,6 +12,7 @@ from .core import fallback
 from .core.snapshot import Snapshot
 
 MIB = 1 << 20
+GO_CATEGORIES = ("go_heap", "go_runtime")
 
 # What each category holds, for the table's legend and the README.
 DESCRIPTIONS = {
@@ -86,6 +87,14 @@ def render(snap: Snapshot, console: Any = None) -> None:
     # The exact tier: the Go heap by the runtime's own page states, C
     # allocator memory by the state of its chunks.
     details = {"go_heap": snap.go_heap_detail, "c_malloc": snap.c_malloc_detail}
+    # Rows that cannot apply are left out of the table (JSON keeps them all):
+    # the Go categories of a process without Go, the C allocator's states
+    # where no allocator was found.
+    if snap.go is None:
+        rows = [(name, c) for name, c in rows if name not in GO_CATEGORIES or c.size]
+        details.pop("go_heap")
+    if not snap.allocator:
+        details.pop("c_malloc")
     for name, c in rows:
         add(name, c)
         for state, d in (details.get(name) or {}).items():
