@@ -4,6 +4,7 @@ that is never cut, and help for every argument."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -123,3 +124,15 @@ def test_scan_of_go(go_program):
     assert rows[rows.index("c_malloc") + 1] == "thread_stacks"
     doc = json.loads(run_cli("scan", str(prog.pid), "--json").stdout)
     assert doc["command"] == "memscandemo" and doc["executable"] == doc["runtime"]["go"]["path"]
+
+
+def test_every_argument_has_help():
+    def walk(ap, where):
+        for action in ap._actions:
+            yield where, action
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{where} {name}")
+
+    missing = [f"{where} {action.dest}" for where, action in walk(cli.parser(), "memscan") if not action.help]
+    assert not missing

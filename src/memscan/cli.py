@@ -193,24 +193,29 @@ def regex(text: str) -> str:
     return text
 
 
+TIER_HELP = ("exact: also the Go heap's page states and the C allocator's chunks (read from /proc/PID/mem, "
+             "needs ptrace rights); layout: by mapping, from smaps alone; psutil: totals only; auto (default): "
+             "the best tier permitted, with a warning naming what was missing")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="memscan",
         description="Where a process's resident memory goes: Go heap, runtime, C malloc, stacks, libraries.",
     )
     ap.add_argument("--version", action="version", version=f"memscan {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do (COMMAND -h for more)")
 
     s = sub.add_parser("scan", help="attribute one process's memory to categories")
-    s.add_argument("pid", type=pid_number)
+    s.add_argument("pid", type=pid_number, help="the process id")
     s.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     s.add_argument("--compact", action="store_true", help="with --json: one line")
-    s.add_argument("--tier", choices=TIERS, default="auto")
+    s.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     s.add_argument("--engine", choices=sorted(ENGINES), default=None, help="parser engine (default: fastest)")
     s.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("ps", help="list the processes running Go that memscan can see")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the list as JSON")
     p.set_defaults(func=cmd_ps)
 
     d = sub.add_parser("demo", help="walk the bundled Go program through allocate, free, release and a cgo leak; "
@@ -221,12 +226,12 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("record", help="record a process's memory by category over time (CSV or JSON Lines)")
-    r.add_argument("pid", type=pid_number)
+    r.add_argument("pid", type=pid_number, help="the process id")
     r.add_argument("-o", "--output", required=True, help="file to write: NAME.csv or NAME.jsonl")
     r.add_argument("--hz", type=positive, default=100.0, help="samples per second (default 100)")
     r.add_argument("--duration", type=positive, default=None,
                    help="seconds to record (default: until the process exits or Ctrl-C)")
-    r.add_argument("--tier", choices=TIERS, default="auto")
+    r.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     r.add_argument("--full-every", type=positive, default=1.0, metavar="SECONDS",
                    help="seconds between full scans, which add pss, swap and uss (default 1); a full scan "
                         "is also spaced so that scans last at most 1%% of the time (one taking 20 ms comes "
@@ -245,9 +250,9 @@ def parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plot)
 
     w = sub.add_parser("watch", help="a live table of a process's memory by category")
-    w.add_argument("pid", type=pid_number)
+    w.add_argument("pid", type=pid_number, help="the process id")
     w.add_argument("--interval", type=positive, default=0.1, help="seconds between samples (default 0.1)")
-    w.add_argument("--tier", choices=TIERS, default="auto")
+    w.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     w.add_argument("--window", type=positive, default=10.0, metavar="SECONDS",
                    help="the change and trend columns cover this many seconds (default 10)")
     w.set_defaults(func=cmd_watch)
@@ -269,17 +274,17 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--interval", type=positive, default=15.0,
                    help="with --textfile: seconds between writes (default 15)")
     e.add_argument("--once", action="store_true", help="with --textfile: write once and exit")
-    e.add_argument("--tier", choices=TIERS, default="auto")
+    e.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     e.set_defaults(func=cmd_export, usage_error=e.error)
 
     x = sub.add_parser("explain", help="what a process's memory figures mean, in plain words")
-    x.add_argument("pid", type=pid_number)
+    x.add_argument("pid", type=pid_number, help="the process id")
     x.add_argument("--for", dest="seconds", type=duration, metavar="DURATION",
                    help="watch for this long (e.g. 30s, 2m), one scan a second, and report growth")
     x.add_argument("--memstats", metavar="URL", help="an expvar endpoint (http://HOST:PORT/debug/vars) of the "
                                                       "process, to set the Go runtime's figures beside the OS's")
     x.add_argument("--json", action="store_true", help="the findings as JSON")
-    x.add_argument("--tier", choices=TIERS, default="auto")
+    x.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     x.set_defaults(func=cmd_explain)
 
     c = sub.add_parser("cgroup", help="the ledger of a memory cgroup's charge (limit, usage, working set, page "
@@ -288,7 +293,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the cgroup: its directory, or its path inside the memory hierarchy")
     c.add_argument("--pid", type=pid_number, help="the memory cgroup of this process instead")
     c.add_argument("--json", action="store_true", help="the ledger as JSON")
-    c.add_argument("--tier", choices=TIERS, default="auto")
+    c.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     c.set_defaults(func=cmd_cgroup, usage_error=c.error)
     return ap
 
