@@ -136,3 +136,15 @@ def test_every_argument_has_help():
 
     missing = [f"{where} {action.dest}" for where, action in walk(cli.parser(), "memscan") if not action.help]
     assert not missing
+
+
+def test_record_says_a_rate_it_cannot_meet(cprog, tmp_path):
+    prog = cprog("exits", 4, 60_000_000)
+    out = str(tmp_path / "r.csv")
+    fast = run_cli("record", str(prog.pid), "-o", out, "--hz", "100000", "--duration", "1")
+    assert fast.returncode == 0, fast
+    said = [line for line in fast.stderr.splitlines() if "cannot be met" in line]
+    assert len(said) == 1 and said[0].startswith("memscan: warning: --hz 100000 cannot be met:"), fast.stderr
+    assert fast.stderr.index("cannot be met") < fast.stderr.index("memscan: done")
+    slow = run_cli("record", str(prog.pid), "-o", out, "--hz", "10", "--duration", "1")
+    assert slow.returncode == 0 and "cannot be met" not in slow.stderr, slow

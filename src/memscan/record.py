@@ -260,6 +260,24 @@ class _Interrupt:
         signal.signal(signal.SIGINT, self._old)
 
 
+# How long after the first sample the rate reached is judged, and the
+# share of missed ticks that says a rate cannot be met (a busy machine
+# misses a few; a rate beyond what a tick costs misses most).
+RATE_CHECK = 0.5
+RATE_UNMET = 0.5
+
+
+def rate_unmet(hz: float, sampler: Sampler) -> Optional[str]:
+    """What to say when ``sampler`` missed most of its ticks so far (none
+    when it keeps up): the first sample's one-time work is not counted."""
+    ticks = sampler.samples - 1 + sampler.missed
+    if ticks <= 0 or sampler.missed < RATE_UNMET * ticks:
+        return None
+    share = sampler.missed / ticks
+    return (f"--hz {hz:g} cannot be met: {share:.0%} of the ticks since the first sample were missed "
+            f"(about {hz * (1 - share):,.0f} samples a second); the recording goes on at the rate it can")
+
+
 def run(pid: int, output: str, *, hz: float, duration: Optional[float], tier: str,
         engine: Optional[str], full_every: float) -> int:
     """``memscan record``: sample ``pid`` into ``output`` with a progress bar
@@ -284,9 +302,16 @@ def run(pid: int, output: str, *, hz: float, duration: Optional[float], tier: st
         start = time.monotonic()
         shown = 0.0
 
+        rate_checked = False
+
         def show(s: Optional[Sample] = None) -> None:
             # The bar is redrawn at most 10 times a second, not per sample.
-            nonlocal shown
+            nonlocal shown, rate_checked
+            if not rate_checked and s is not None and writer.t0 is not None and s.mono - writer.t0[0] >= RATE_CHECK:
+                rate_checked = True
+                unmet = rate_unmet(hz, sampler)
+                if unmet:
+                    console.print(f"memscan: warning: {unmet}", soft_wrap=True, markup=False, highlight=False)
             now = time.monotonic()
             if now - shown >= 0.1 or s is None:
                 shown = now
