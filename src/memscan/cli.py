@@ -13,7 +13,7 @@ import json
 import os
 import re
 import sys
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 from ._errors import Error
 from ._version import __version__
@@ -23,21 +23,25 @@ from .format import mib, render, show
 from .kernel import procfs
 
 
-def executable(pid: int) -> Optional[str]:
-    """The path of the process's executable, or None where the kernel does
-    not say (another user's process without CAP_SYS_PTRACE, a kernel thread)."""
+def named(pid: int) -> Dict[str, Optional[str]]:
+    """The process's command name and executable path, each None where the
+    kernel does not say (the process exited since, or the executable link
+    of another user's process without CAP_SYS_PTRACE)."""
     try:
-        return os.readlink(procfs.path(pid, "exe"))
+        command: Optional[str] = procfs.comm(pid)
+    except Error:
+        command = None
+    try:
+        exe: Optional[str] = os.readlink(procfs.path(pid, "exe"))
     except OSError:
-        return None
+        exe = None
+    return {"command": command, "executable": exe}
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    # Named before the scan: a process that exits during it is an error anyway.
-    command, exe = procfs.comm(args.pid), executable(args.pid)
     snap = scan(args.pid, tier=args.tier, engine=args.engine)
     if args.json:
-        doc = dict(snap.to_dict(), command=command, executable=exe)
+        doc = dict(snap.to_dict(), **named(args.pid))
         print(json.dumps(doc, indent=None if args.compact else 2))
     else:
         render(snap)
