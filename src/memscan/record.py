@@ -301,7 +301,6 @@ def run(pid: int, output: str, *, hz: float, duration: Optional[float], tier: st
         task = progress.add_task("", total=duration, samples=0, rate=0.0, missed=0)
         start = time.monotonic()
         shown = 0.0
-
         rate_checked = False
 
         def show(s: Optional[Sample] = None) -> None:
@@ -370,15 +369,19 @@ def read(path: str) -> Recording:
     try:
         lines = data[:cut].decode("utf-8").split("\n")[:-1]
     except UnicodeDecodeError as err:
-        raise Error(f"{path}: not a memscan recording (not UTF-8 text at byte {err.start})") from None
+        raise _not_a_recording(path, f"not UTF-8 text at byte {err.start}") from None
     partial = data[cut:].decode("utf-8", "replace")
     if not lines:
-        raise Error(f"{path}: not a memscan recording (no complete line)")
+        raise _not_a_recording(path, "no complete line")
     reader = _read_jsonl if lines[0].startswith("{") else _read_csv
     meta, columns, rows, events = reader(path, lines)
     if "memscan" not in meta or not {"seq", "mono", "rss"} <= set(columns):
-        raise Error(f"{path}: not a memscan recording (no memscan header)")
+        raise _not_a_recording(path, "no memscan header")
     return Recording(path, meta, columns, rows, events, partial)
+
+
+def _not_a_recording(path: str, why: str) -> Error:
+    return Error(f"{path}: not a memscan recording ({why})")
 
 
 def _bad(path: str, lineno: int, why: str) -> Error:
@@ -407,7 +410,7 @@ def _read_csv(path: str, lines: List[str]):  # type: ignore[no-untyped-def]
             # The header comes first: without it this is someone else's CSV
             # (or /etc/passwd), not a recording with a bad line.
             if "memscan" not in meta:
-                raise Error(f"{path}: not a memscan recording (no memscan header)")
+                raise _not_a_recording(path, "no memscan header")
             columns = tuple(line.split(","))
             meta["columns"] = list(columns)
         else:
@@ -419,7 +422,7 @@ def _read_csv(path: str, lines: List[str]):  # type: ignore[no-untyped-def]
             except ValueError as err:
                 raise _bad(path, lineno, str(err)) from None
     if not columns:
-        raise Error(f"{path}: not a memscan recording (no header row)")
+        raise _not_a_recording(path, "no header row")
     return meta, columns, rows, events
 
 
@@ -443,7 +446,7 @@ def _read_jsonl(path: str, lines: List[str]):  # type: ignore[no-untyped-def]
             obj = None
         if not isinstance(obj, dict) or (lineno == 1 and "memscan" not in obj):
             if lineno == 1:
-                raise Error(f"{path}: not a memscan recording (no memscan header)")
+                raise _not_a_recording(path, "no memscan header")
             raise _bad(path, lineno, "not a JSON object")
         objs.append(obj)
     meta = objs[0]
