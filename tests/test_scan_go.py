@@ -132,7 +132,8 @@ def test_cli_scan_json_and_ps(go_program):
                          capture_output=True, text=True, check=True).stdout
     d = json.loads(out)
     assert set(d) == {"pid", "time", "source", "tier", "engine", "total", "categories", "go_heap_detail",
-                      "c_malloc_detail", "runtime", "warnings"}
+                      "c_malloc_detail", "runtime", "warnings", "command", "executable"}
+    assert d["command"] == "memscandemo" and d["executable"] == d["runtime"]["go"]["path"]
     assert d["tier"] == "exact" and set(d["go_heap_detail"]) == {"objects", "stacks", "free", "released", "reserved"}
     assert d["c_malloc_detail"] is None  # a Go program without cgo has no C allocator
     assert d["runtime"]["go"]["version"] == prog.report["go_version"]

@@ -13,26 +13,42 @@ import json
 import os
 import re
 import sys
-from typing import Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 from ._errors import Error
 from ._version import __version__
 from .core.scanner import TIERS, scan
 from .engine import ENGINES
-from .format import mib, render
+from .format import mib, render, show
+from .kernel import procfs
+
+
+def named(pid: int) -> Dict[str, Optional[str]]:
+    """The process's command name and executable path, each None where the
+    kernel does not say (the process exited since, or the executable link
+    of another user's process without CAP_SYS_PTRACE)."""
+    try:
+        command: Optional[str] = procfs.comm(pid)
+    except Error:
+        command = None
+    try:
+        exe: Optional[str] = os.readlink(procfs.path(pid, "exe"))
+    except OSError:
+        exe = None
+    return {"command": command, "executable": exe}
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     snap = scan(args.pid, tier=args.tier, engine=args.engine)
     if args.json:
-        print(json.dumps(snap.to_dict(), indent=None if args.compact else 2))
+        doc = dict(snap.to_dict(), **named(args.pid))
+        print(json.dumps(doc, indent=None if args.compact else 2))
     else:
         render(snap)
     return 0
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from .processes import go_processes
@@ -48,7 +64,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         print(json.dumps([{"pid": p.pid, "name": p.name, "version": p.go.version, "cgo": p.go.cgo,
                            "rss": p.rss, "path": p.go.path} for p in found], indent=2))
     else:
-        Console().print(table)
+        show(table)
     return 0
 
 
@@ -83,6 +99,36 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from .watch import run
 
     return run(args.pid, interval=args.interval, tier=args.tier, window=args.window)
+
+
+def pid_number(text: str) -> int:
+    """argparse type: a process id, 1 or more (0 and negative numbers name
+    process groups to kill(2), never one process)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a process id is 1 or more, not {text!r}")
+    return value
+
+
+def never_existed(pid: int) -> bool:
+    """No process ``pid``, and none had it as far as memscan can tell: the
+    kernel hands out pids in rising order up to pid_max, then wraps
+    (kernel/pid.c, alloc_pid), so a pid above the last one given
+    (ns_last_pid, Linux 3.3+) or above pid_max was not used since the last
+    wrap. A missing pid below is a process that exited: "no longer exists"."""
+    if os.path.exists(procfs.path(pid, "")):
+        return False
+    try:
+        with open(f"{procfs.PROCFS_PATH}/sys/kernel/pid_max") as f:
+            pid_max = int(f.read())
+        with open(f"{procfs.PROCFS_PATH}/sys/kernel/ns_last_pid") as f:
+            last = int(f.read())
+    except (OSError, ValueError):
+        return False
+    return pid > last or pid > pid_max
 
 
 def positive(text: str) -> float:
@@ -150,9 +196,9 @@ def _trigger(text: str):  # type: ignore[no-untyped-def]
 
 
 def pid_or_path(text: str) -> Union[int, str]:
-    """argparse type of ``explain``'s target: digits are a pid, anything
-    else the path of a recording."""
-    return int(text) if text.isdigit() else text
+    """argparse type of ``explain``'s target: a number is a pid (1 or more),
+    anything else the path of a recording."""
+    return pid_number(text) if re.fullmatch(r"[-+]?\d+", text) else text
 
 
 def regex(text: str) -> str:
@@ -164,24 +210,29 @@ def regex(text: str) -> str:
     return text
 
 
+TIER_HELP = ("exact: also the Go heap's page states and the C allocator's chunks (read from /proc/PID/mem, "
+             "needs ptrace rights); layout: by mapping, from smaps alone; psutil: totals only; auto (default): "
+             "the best tier permitted, with a warning naming what was missing")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="memscan",
         description="Where a process's resident memory goes: Go heap, runtime, C malloc, stacks, libraries.",
     )
     ap.add_argument("--version", action="version", version=f"memscan {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do (COMMAND -h for more)")
 
     s = sub.add_parser("scan", help="attribute one process's memory to categories")
-    s.add_argument("pid", type=int)
+    s.add_argument("pid", type=pid_number, help="the process id")
     s.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     s.add_argument("--compact", action="store_true", help="with --json: one line")
-    s.add_argument("--tier", choices=TIERS, default="auto")
+    s.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     s.add_argument("--engine", choices=sorted(ENGINES), default=None, help="parser engine (default: fastest)")
     s.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("ps", help="list the processes running Go that memscan can see")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the list as JSON")
     p.set_defaults(func=cmd_ps)
 
     d = sub.add_parser("demo", help="walk the bundled Go program through allocate, free, release and a cgo leak; "
@@ -192,12 +243,12 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("record", help="record a process's memory by category over time (CSV or JSON Lines)")
-    r.add_argument("pid", type=int)
+    r.add_argument("pid", type=pid_number, help="the process id")
     r.add_argument("-o", "--output", required=True, help="file to write: NAME.csv or NAME.jsonl")
     r.add_argument("--hz", type=positive, default=100.0, help="samples per second (default 100)")
     r.add_argument("--duration", type=positive, default=None,
                    help="seconds to record (default: until the process exits or Ctrl-C)")
-    r.add_argument("--tier", choices=TIERS, default="auto")
+    r.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     r.add_argument("--full-every", type=positive, default=1.0, metavar="SECONDS",
                    help="seconds between full scans, which add pss, swap and uss (default 1); a full scan "
                         "is also spaced so that scans last at most 1%% of the time (one taking 20 ms comes "
@@ -216,9 +267,9 @@ def parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plot)
 
     w = sub.add_parser("watch", help="a live table of a process's memory by category")
-    w.add_argument("pid", type=int)
+    w.add_argument("pid", type=pid_number, help="the process id")
     w.add_argument("--interval", type=positive, default=0.1, help="seconds between samples (default 0.1)")
-    w.add_argument("--tier", choices=TIERS, default="auto")
+    w.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     w.add_argument("--window", type=positive, default=10.0, metavar="SECONDS",
                    help="the change and trend columns cover this many seconds (default 10)")
     w.set_defaults(func=cmd_watch)
@@ -227,7 +278,7 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="Prometheus metrics of processes, served or for node_exporter's textfile "
                                       "collector (needs memscan[prometheus])")
-    e.add_argument("--pid", type=int, action="append", default=[], help="a process to export (repeatable)")
+    e.add_argument("--pid", type=pid_number, action="append", default=[], help="a process to export (repeatable)")
     e.add_argument("--match", type=regex, metavar="REGEX", help="export the processes whose command line matches")
     e.add_argument("--go", action="store_true", help="export every Go process memscan can see")
     e.add_argument("--cgroup", nargs="?", const="", action="append", metavar="PATH",
@@ -240,7 +291,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--interval", type=positive, default=15.0,
                    help="with --textfile: seconds between writes (default 15)")
     e.add_argument("--once", action="store_true", help="with --textfile: write once and exit")
-    e.add_argument("--tier", choices=TIERS, default="auto")
+    e.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     e.set_defaults(func=cmd_export, usage_error=e.error)
 
     x = sub.add_parser("explain", help="what a process's memory figures mean, in plain words")
@@ -251,16 +302,16 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--memstats", metavar="URL", help="an expvar endpoint (http://HOST:PORT/debug/vars) of the "
                                                       "process, to set the Go runtime's figures beside the OS's")
     x.add_argument("--json", action="store_true", help="the findings as JSON")
-    x.add_argument("--tier", choices=TIERS, default="auto")
+    x.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     x.set_defaults(func=cmd_explain, usage_error=x.error)
 
     c = sub.add_parser("cgroup", help="the ledger of a memory cgroup's charge (limit, usage, working set, page "
                                       "cache, kernel memory, events) beside a scan of each of its processes")
     c.add_argument("target", nargs="?", metavar="PATH",
                    help="the cgroup: its directory, or its path inside the memory hierarchy")
-    c.add_argument("--pid", type=int, help="the memory cgroup of this process instead")
+    c.add_argument("--pid", type=pid_number, help="the memory cgroup of this process instead")
     c.add_argument("--json", action="store_true", help="the ledger as JSON")
-    c.add_argument("--tier", choices=TIERS, default="auto")
+    c.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     c.set_defaults(func=cmd_cgroup, usage_error=c.error)
     return ap
 
@@ -268,6 +319,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
+        pid = getattr(args, "pid", getattr(args, "target", None))  # explain's target: a pid or a file
+        if isinstance(pid, int) and never_existed(pid):
+            raise Error(f"no such process (pid {pid})")
         return int(args.func(args))
     except Error as err:
         print(f"memscan: error: {err}", file=sys.stderr)

@@ -3,6 +3,8 @@ snapshot as a table."""
 
 from __future__ import annotations
 
+import re
+import sys
 from typing import Any
 
 from ._types import CATEGORIES
@@ -10,6 +12,7 @@ from .core import fallback
 from .core.snapshot import Snapshot
 
 MIB = 1 << 20
+GO_CATEGORIES = ("go_heap", "go_runtime")
 
 # What each category holds, for the table's legend and the README.
 DESCRIPTIONS = {
@@ -35,12 +38,33 @@ def mib(n: float, *, unit: bool = True, sign: bool = False) -> str:
     return f"{text} MiB" if unit else text
 
 
+# Spaces that end a line, before any closing style codes.
+_TRAILING = re.compile(r" +((?:\x1b\[[0-9;]*m)*)$", re.MULTILINE)
+
+
+def show(renderable: Any, console: Any = None) -> None:
+    """Print a rich table on ``console``, or on stdout whole: as wide as
+    its content needs, whatever the terminal's width (a pipe counts as 80
+    columns to rich, which cut cells short with "…"; a terminal narrower
+    than the table wraps its lines instead), without trailing spaces."""
+    from rich.console import Console
+
+    if console is not None:
+        console.print(renderable)
+        return
+    console = Console()
+    needed = console.measure(renderable, options=console.options.update_width(1 << 16)).maximum
+    console.width = max(console.width, needed)
+    with console.capture() as captured:
+        console.print(renderable)
+    sys.stdout.write(_TRAILING.sub(r"\1", captured.get()))
+    sys.stdout.flush()
+
+
 def render(snap: Snapshot, console: Any = None) -> None:
     """Print a snapshot as a rich table."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
     title = f"pid {snap.pid}"
     if snap.go is not None:
         title += f" · {snap.go.version}{' cgo' if snap.go.cgo else ''}"
@@ -63,6 +87,14 @@ def render(snap: Snapshot, console: Any = None) -> None:
     # The exact tier: the Go heap by the runtime's own page states, C
     # allocator memory by the state of its chunks.
     details = {"go_heap": snap.go_heap_detail, "c_malloc": snap.c_malloc_detail}
+    # Rows that cannot apply are left out of the table (JSON keeps them all):
+    # the Go categories of a process without Go, the C allocator's states
+    # where no allocator was found.
+    if snap.go is None:
+        rows = [(name, c) for name, c in rows if name not in GO_CATEGORIES or c.size]
+        details.pop("go_heap")
+    if not snap.allocator:
+        details.pop("c_malloc")
     for name, c in rows:
         add(name, c)
         for state, d in (details.get(name) or {}).items():
@@ -76,6 +108,7 @@ def render(snap: Snapshot, console: Any = None) -> None:
         return "n/a" if name in unknown else mib(getattr(total, name), unit=False)
 
     table.add_row("total", cell("size"), cell("rss"), cell("pss"), cell("uss"), cell("swap"), "100.0", style="bold")
-    console.print(table)
+    show(table, console)
+    # Warnings on stderr: stdout stays the table alone, for a pipe or a file.
     for w in snap.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        print(f"memscan: warning: {w}", file=sys.stderr)

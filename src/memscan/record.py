@@ -260,6 +260,24 @@ class _Interrupt:
         signal.signal(signal.SIGINT, self._old)
 
 
+# How long after the first sample the rate reached is judged, and the
+# share of missed ticks that says a rate cannot be met (a busy machine
+# misses a few; a rate beyond what a tick costs misses most).
+RATE_CHECK = 0.5
+RATE_UNMET = 0.5
+
+
+def rate_unmet(hz: float, sampler: Sampler) -> Optional[str]:
+    """What to say when ``sampler`` missed most of its ticks so far (none
+    when it keeps up): the first sample's one-time work is not counted."""
+    ticks = sampler.samples - 1 + sampler.missed
+    if ticks <= 0 or sampler.missed < RATE_UNMET * ticks:
+        return None
+    share = sampler.missed / ticks
+    return (f"--hz {hz:g} cannot be met: {share:.0%} of the ticks since the first sample were missed "
+            f"(about {hz * (1 - share):,.0f} samples a second); the recording goes on at the rate it can")
+
+
 def run(pid: int, output: str, *, hz: float, duration: Optional[float], tier: str,
         engine: Optional[str], full_every: float) -> int:
     """``memscan record``: sample ``pid`` into ``output`` with a progress bar
@@ -283,10 +301,16 @@ def run(pid: int, output: str, *, hz: float, duration: Optional[float], tier: st
         task = progress.add_task("", total=duration, samples=0, rate=0.0, missed=0)
         start = time.monotonic()
         shown = 0.0
+        rate_checked = False
 
         def show(s: Optional[Sample] = None) -> None:
             # The bar is redrawn at most 10 times a second, not per sample.
-            nonlocal shown
+            nonlocal shown, rate_checked
+            if not rate_checked and s is not None and writer.t0 is not None and s.mono - writer.t0[0] >= RATE_CHECK:
+                rate_checked = True
+                unmet = rate_unmet(hz, sampler)
+                if unmet:
+                    console.print(f"memscan: warning: {unmet}", soft_wrap=True, markup=False, highlight=False)
             now = time.monotonic()
             if now - shown >= 0.1 or s is None:
                 shown = now
@@ -345,19 +369,19 @@ def read(path: str) -> Recording:
     try:
         lines = data[:cut].decode("utf-8").split("\n")[:-1]
     except UnicodeDecodeError as err:
-        raise Error(f"{path}: not a memscan recording (not UTF-8 text at byte {err.start})") from None
+        raise _not_a_recording(path, f"not UTF-8 text at byte {err.start}") from None
     partial = data[cut:].decode("utf-8", "replace")
     if not lines:
-        raise Error(f"{path}: not a memscan recording (no complete line)")
+        raise _not_a_recording(path, "no complete line")
     reader = _read_jsonl if lines[0].startswith("{") else _read_csv
     meta, columns, rows, events = reader(path, lines)
     if "memscan" not in meta or not {"seq", "mono", "rss"} <= set(columns):
-        raise _not_ours(path)
+        raise _not_a_recording(path, "no memscan header")
     return Recording(path, meta, columns, rows, events, partial)
 
 
-def _not_ours(path: str) -> Error:
-    return Error(f"{path}: not a memscan recording (no memscan header)")
+def _not_a_recording(path: str, why: str) -> Error:
+    return Error(f"{path}: not a memscan recording ({why})")
 
 
 def _bad(path: str, lineno: int, why: str) -> Error:
@@ -383,8 +407,10 @@ def _read_csv(path: str, lines: List[str]):  # type: ignore[no-untyped-def]
             elif key == "event":
                 events.append(parsed)
         elif not columns:
-            if "memscan" not in meta:  # before its rows are read as numbers
-                raise _not_ours(path)
+            # The header comes first: without it this is someone else's CSV
+            # (or /etc/passwd), not a recording with a bad line.
+            if "memscan" not in meta:
+                raise _not_a_recording(path, "no memscan header")
             columns = tuple(line.split(","))
             meta["columns"] = list(columns)
         else:
@@ -396,7 +422,7 @@ def _read_csv(path: str, lines: List[str]):  # type: ignore[no-untyped-def]
             except ValueError as err:
                 raise _bad(path, lineno, str(err)) from None
     if not columns:
-        raise Error(f"{path}: not a memscan recording (no header row)")
+        raise _not_a_recording(path, "no header row")
     return meta, columns, rows, events
 
 
@@ -417,11 +443,11 @@ def _read_jsonl(path: str, lines: List[str]):  # type: ignore[no-untyped-def]
         try:
             obj = json.loads(line)
         except ValueError:
-            raise _bad(path, lineno, "not a JSON object") from None
-        if not isinstance(obj, dict):
+            obj = None
+        if not isinstance(obj, dict) or (lineno == 1 and "memscan" not in obj):
+            if lineno == 1:
+                raise _not_a_recording(path, "no memscan header")
             raise _bad(path, lineno, "not a JSON object")
-        if lineno == 1 and "memscan" not in obj:
-            raise _not_ours(path)
         objs.append(obj)
     meta = objs[0]
     columns = tuple(meta.get("columns", ()))

@@ -2,7 +2,8 @@
 
 /proc/PID/statm and status need no ptrace access, smaps does (another
 user's process needs CAP_SYS_PTRACE). Only totals can be had then; counters
-that need smaps are reported as 0 and named in a warning, never guessed.
+that need smaps are shown as n/a (0 in JSON) and named in a warning, never
+guessed.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def snapshot(pid: int, engine_name: str, why: str) -> Snapshot:
         raise AccessDenied(pid, "", "psutil may not read this process either") from None
     total = Counters(size=mem.vms, rss=mem.rss, anonymous=anonymous, swap=swap)
     warnings = [
-        f"{why}; only totals are shown ({', '.join(unknown)} unknown, given as 0). "
+        f"{why}; only totals are shown ({', '.join(unknown)} unknown: n/a in the table, 0 in JSON). "
         "Run memscan as the process's owner or with CAP_SYS_PTRACE for the categories."
     ]
     return Snapshot(pid, time.time(), "psutil", "psutil", engine_name, total, None, warnings=warnings)
