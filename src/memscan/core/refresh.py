@@ -18,7 +18,9 @@ anonymous mappings grew by ``NEW_ANON`` or more since they were read:
   for nothing.
 
 Refreshes are spaced so that their CPU time stays within ``REFRESH_SHARE``
-(2 %) of wall time, polite or not: each read of the target's memory holds
+(2 %) of wall time, polite or not, but for those that new anonymous
+mappings call for, at most every ``REFRESH_AFTER``: only while a process
+maps 1 MiB or more every 0.1 s can they take more: each read of the target's memory holds
 its mmap_lock for a moment (access_remote_vm() in mm/memory.c), and the
 decoding, also counted, does not; CPU time overstates the lock's share,
 never understates it. Measured on a small cgo program: ~1.5 ms for the heap
@@ -58,12 +60,13 @@ def anon_bytes(table) -> int:  # type: ignore[no-untyped-def]
 class Owners:
     """When the owners counted were read, and when they may be read again."""
 
-    __slots__ = ("read_at", "behind", "free_at", "_anon", "_others")
+    __slots__ = ("read_at", "behind", "free_at", "tried_at", "_anon", "_others")
 
     def __init__(self) -> None:
         self.read_at = 0.0  # mono of the read of the owners in use
         self.behind = False  # anonymous mappings grew since
         self.free_at = 0.0  # mono before which they are not read again
+        self.tried_at = 0.0  # mono at which the last read, good or not, ended
         self._anon = 0  # anon_bytes() of the mappings they were read for
         self._others: "Optional[Others]" = None  # every owner's regions but the Go heap's
 
@@ -76,9 +79,14 @@ class Owners:
         self.behind = self.behind or anon_bytes(table) - self._anon >= NEW_ANON
 
     def due(self, mono: float, go_heap: bool) -> bool:
-        """The owners are to be read again now."""
+        """The owners are to be read again now: new anonymous mappings within
+        ``REFRESH_AFTER`` of the last read, whatever its cost (a new mapping
+        is never left to ``anon_other`` for the seconds an expensive read's
+        share would wait), else within the share."""
+        if self.behind:
+            return mono >= min(self.free_at, self.tried_at + REFRESH_AFTER)
         after = REFRESH_AFTER if go_heap else REFRESH_AFTER_C
-        return mono >= self.free_at and (self.behind or mono - self.read_at >= after)
+        return mono >= self.free_at and mono - self.read_at >= after
 
     def read(self, pid: int, starttime: int, table, eng, go_heap: bool,  # type: ignore[no-untyped-def]
              mono: float) -> Optional[List[exact.Region]]:
@@ -98,7 +106,8 @@ class Owners:
         except Error:
             return None
         finally:
-            self.free_at = time.monotonic() + (time.thread_time() - t0) * (1 / REFRESH_SHARE - 1)
+            self.tried_at = time.monotonic()
+            self.free_at = self.tried_at + (time.thread_time() - t0) * (1 / REFRESH_SHARE - 1)
         self.read_at = mono
         if others is None:  # every owner read: the mappings' growth counts from here
             self.behind, self._anon = False, anon_bytes(table)
