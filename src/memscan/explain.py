@@ -365,10 +365,10 @@ def explain(snap: Snapshot, memstats: Optional[Mapping[str, int]] = None) -> Lis
     out = [f for f in found if f is not None]
     if not out:
         out = [f for f in (most_memory(snap),) if f is not None]
-    return _ordered(out)
+    return ordered(out)
 
 
-def _ordered(findings: List[Finding]) -> List[Finding]:
+def ordered(findings: List[Finding]) -> List[Finding]:
     return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
 
 
@@ -550,7 +550,7 @@ def report(snaps: Sequence[Snapshot], memstats: Optional[Mapping[str, int]] = No
         "watch": None if len(snaps) < 2 else {"seconds": last.time - snaps[0].time, "scans": len(snaps),
                                               "growth": growth(snaps)},
         "memstats": None if memstats is None else dict(memstats),
-        "findings": [asdict(f) for f in _ordered(findings)],
+        "findings": [asdict(f) for f in ordered(findings)],
         "warnings": list(last.warnings),
     }
 

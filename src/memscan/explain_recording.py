@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ._errors import Error
 from ._types import CATEGORIES
-from .explain import (Finding, _ordered, c_fragmentation_finding, c_growth_finding, c_in_use_finding,
+from .explain import (Finding, ordered, c_fragmentation_finding, c_growth_finding, c_in_use_finding,
                       c_memory_finding, freed_heap_finding, most_memory_finding, runtime_metadata_finding)
 from .record import C_DETAIL_COLUMNS, Recording, read
 
@@ -143,7 +143,7 @@ def event_findings(rec: Recording) -> List[Finding]:
 
 def findings(rec: Recording) -> List[Finding]:
     """All findings of a recording, most urgent first."""
-    return _ordered(event_findings(rec) + figure_findings(rec))
+    return ordered(event_findings(rec) + figure_findings(rec))
 
 
 def report(rec: Recording) -> Dict[str, Any]:

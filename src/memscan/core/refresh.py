@@ -36,7 +36,7 @@ from typing import List, Optional
 
 from .._errors import AccessDenied, Error, NoSuchProcess
 from . import exact
-from .scanner import Others, _layout_of, owner_regions
+from .scanner import Others, layout_of, owner_regions
 
 __all__ = ["NEW_ANON", "Owners", "REFRESH_AFTER", "REFRESH_AFTER_C", "REFRESH_SHARE"]
 
@@ -93,7 +93,7 @@ class Owners:
         """The owners' regions of the mappings in ``table`` (a maps table, the
         VmFlags known filled in) read now, or None if the heap kept changing
         or a part failed: the regions in use stand."""
-        lay = _layout_of(pid, starttime, table)
+        lay = layout_of(pid, starttime, table)
         others = None if self.behind or not go_heap else self._others
         t0 = time.thread_time()
         try:

@@ -77,7 +77,7 @@ from ..kernel import procfs
 from ..kernel.pagemap import Pagemap
 from . import exact, fallback
 from .refresh import Owners
-from .scanner import TIERS, _layout_of, scan_parts
+from .scanner import TIERS, layout_of, scan_parts
 from .sample import Sample
 
 __all__ = ["Sample", "Sampler", "FULL_SCAN_SHARE", "LOCK_SHARE", "RECOUNT_AFTER", "SMAPS_PAUSE"]
@@ -509,7 +509,7 @@ class Sampler:
         flags = self._flags
         for i in range(len(t)):
             t.vmflags[i] = flags.get((t.starts[i], t.ends[i]), 0)
-        lay = _layout_of(self._via, self._starttime, t)
+        lay = layout_of(self._via, self._starttime, t)
         cats = self._eng.classify(t, lay.context)
         self._basis = t, cats
         self._intervals = exact.Intervals(t, cats, self._regions, self._outside)

@@ -165,7 +165,7 @@ def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0) -
         table, st = procfs.without_overlap(pid, "smaps", read, eng.first_overlap)
     finally:
         os.close(dir_fd)
-    lay = _layout_of(pid, st.starttime, table)
+    lay = layout_of(pid, st.starttime, table)
     cats = eng.classify(table, lay.context)
     sums = eng.accumulate(table, cats)
     categories: Dict[str, Counters] = {
@@ -313,7 +313,7 @@ def _others(pid: int, table, mod, eng, warnings: List[str], skip: List[Tuple[int
     return Others(sources, partial, None if c is None else c.allocator)
 
 
-def _layout_of(pid: int, starttime: int, table) -> Layout:  # type: ignore[no-untyped-def]
+def layout_of(pid: int, starttime: int, table) -> Layout:  # type: ignore[no-untyped-def]
     """layout.context.context(), cached per process and set of loaded files.
 
     The key holds where every file is mapped (address, device, inode): a
