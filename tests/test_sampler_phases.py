@@ -41,16 +41,7 @@ def mismatches(row: Dict[str, Any], own: Dict[str, Any]) -> List[str]:
     return [name for name, ok in checks.items() if not ok]
 
 
-# Known to fail now and then on Go 1.27 in a fresh environment: for up to
-# 0.7 s after the first allocation step, the new heap pages are counted in
-# anon_other, before the owners are read again. Reported, never hidden: an
-# XFAIL or XPASS in the summary.
-FIRST_STEP_LAG = pytest.mark.xfail(strict=False, reason="new Go heap pages counted in anon_other for up to "
-                                   "0.7 s after the first allocation step (fresh environment, Go 1.27)")
-
-
-@pytest.mark.parametrize("version", [pytest.param(gotoolchain.GO_VERSIONS[-1], marks=FIRST_STEP_LAG),
-                                     gotoolchain.GO_1_19])
+@pytest.mark.parametrize("version", [gotoolchain.GO_VERSIONS[-1], gotoolchain.GO_1_19])
 def test_recording_matches_the_programs_own_accounting(version, tmp_path):
     from memscan.demo import build as gobuild
 

@@ -15,7 +15,15 @@ anonymous mappings grew by ``NEW_ANON`` or more since they were read:
   has its owner at once rather than ``anon_other``. Smaller changes (a
   program mapping and unmapping a buffer in a loop) wait for the periodic
   refresh: reading the owners of a mapping gone by then is lock time spent
-  for nothing.
+  for nothing;
+- after ``anon_other`` grew since the owners were read, by ``UNOWNED_GROWTH``
+  of rss or more: resident pages without an owner are what a read of
+  owners that are out of date shows, whatever the mappings did. Go 1.26+
+  allocates runtime metadata (a few hundred KiB, persistentalloc) in new
+  small mappings as the heap first grows; in a 13 MiB process those are
+  over 1 % of rss until the next full scan. If the read finds no owner
+  for them (memory memscan cannot place), that figure is the new
+  baseline: the read is not repeated until it grows again.
 
 Refreshes are spaced so that their CPU time stays within ``REFRESH_SHARE``
 (2 %) of wall time, polite or not, but for those that new anonymous
@@ -38,7 +46,7 @@ from .._errors import AccessDenied, Error, NoSuchProcess
 from . import exact
 from .scanner import Others, layout_of, owner_regions
 
-__all__ = ["NEW_ANON", "Owners", "REFRESH_AFTER", "REFRESH_AFTER_C", "REFRESH_SHARE"]
+__all__ = ["NEW_ANON", "Owners", "REFRESH_AFTER", "REFRESH_AFTER_C", "REFRESH_SHARE", "UNOWNED_GROWTH"]
 
 # Seconds after which the owners are read again (with a Go heap, whose page
 # states change without a change of mappings; without one), the growth of
@@ -50,6 +58,11 @@ REFRESH_AFTER = 0.1
 REFRESH_AFTER_C = 0.5
 NEW_ANON = 1 << 20
 REFRESH_SHARE = 0.02
+# The growth of anon_other, as a share of rss (64 KiB at least: a thread's
+# first stack pages and the like are not worth a read), that has every
+# owner read again at once.
+UNOWNED_GROWTH = 1 / 256
+UNOWNED_MIN = 64 << 10
 
 
 def anon_bytes(table) -> int:  # type: ignore[no-untyped-def]
@@ -60,7 +73,7 @@ def anon_bytes(table) -> int:  # type: ignore[no-untyped-def]
 class Owners:
     """When the owners counted were read, and when they may be read again."""
 
-    __slots__ = ("read_at", "behind", "free_at", "tried_at", "_anon", "_others")
+    __slots__ = ("read_at", "behind", "free_at", "tried_at", "_anon", "_others", "_unowned")
 
     def __init__(self) -> None:
         self.read_at = 0.0  # mono of the read of the owners in use
@@ -69,14 +82,23 @@ class Owners:
         self.tried_at = 0.0  # mono at which the last read, good or not, ended
         self._anon = 0  # anon_bytes() of the mappings they were read for
         self._others: "Optional[Others]" = None  # every owner's regions but the Go heap's
+        self._unowned: Optional[int] = None  # anon_other's least since they were read; None: not counted yet
 
     def scanned(self, mono: float, table) -> None:  # type: ignore[no-untyped-def]
         """A full scan read every owner of the mappings in ``table`` at ``mono``."""
         self.read_at, self.behind, self._anon, self._others = mono, False, anon_bytes(table), None
+        self._unowned = None
 
     def mapped(self, table) -> None:  # type: ignore[no-untyped-def]
         """The mappings are now those in ``table``."""
         self.behind = self.behind or anon_bytes(table) - self._anon >= NEW_ANON
+
+    def counted(self, unowned: int, rss: int) -> None:
+        """A count with the owners in use found ``unowned`` bytes of anon_other."""
+        if self._unowned is not None and unowned - self._unowned >= max(UNOWNED_MIN, rss * UNOWNED_GROWTH):
+            self.behind = True
+        if self._unowned is None or unowned < self._unowned:
+            self._unowned = unowned
 
     def due(self, mono: float, go_heap: bool) -> bool:
         """The owners are to be read again now: new anonymous mappings within
@@ -109,6 +131,6 @@ class Owners:
             self.tried_at = time.monotonic()
             self.free_at = self.tried_at + (time.thread_time() - t0) * (1 / REFRESH_SHARE - 1)
         self.read_at = mono
-        if others is None:  # every owner read: the mappings' growth counts from here
-            self.behind, self._anon = False, anon_bytes(table)
+        if others is None:  # every owner read: the mappings' growth and anon_other count from here
+            self.behind, self._anon, self._unowned = False, anon_bytes(table), None
         return regions

@@ -559,7 +559,10 @@ class Sampler:
         if iv.tier == "exact" and self._go_heap:
             detail = {name: pages[exact.NCAT + i] * PAGE for i, name in enumerate(exact.DETAIL)}
             cats[CATEGORIES[GO_HEAP]] += sum(detail.values())
-        age = mono - self._owners.read_at if iv.tier == "exact" else None
+        age = None
+        if iv.tier == "exact":
+            age = mono - self._owners.read_at
+            self._owners.counted(cats["anon_other"], rss)
         return Sample(self.pid, seq, mono, wall, iv.tier, rss, cats, detail, None, missed, age)
 
 
