@@ -93,6 +93,23 @@ def test_malformed_procfs_names_file_and_offset(tmp_path, monkeypatch, capsys):
     assert out.out == "" and out.err.count("\n") == 1 and "smaps: bad value at byte 48" in out.err
 
 
+@pytest.mark.parametrize("statm", [b"", b"12 34 56\n", b"1 2 3 4 five 6 7\n"])
+def test_malformed_statm_stops_the_sampler_with_its_name(tmp_path, monkeypatch, statm):
+    """The Sampler's rss comes from statm: text that is not its seven numbers
+    is a ParseError naming the file, never a figure read from it."""
+    pid = os.getpid()
+    fake = tmp_path / str(pid)
+    fake.mkdir()
+    for name in ("stat", "status", "maps"):
+        (fake / name).write_bytes(Path(f"/proc/{pid}/{name}").read_bytes())
+    (fake / "statm").write_bytes(statm)
+    monkeypatch.setattr(procfs, "PROCFS_PATH", str(tmp_path))
+    with memscan.Sampler(pid, tier="psutil") as s:
+        with pytest.raises(memscan.ParseError) as err:
+            s.sample()
+    assert err.value.path == f"{tmp_path}/{pid}/statm"
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a root target and drop to nobody")
 def test_another_users_process_falls_back_to_psutil():
     target = subprocess.Popen(["sleep", "60"])

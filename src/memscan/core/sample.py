@@ -18,24 +18,26 @@
 
 Where each figure comes from, and how fresh it is:
 
-- ``rss``: /proc/PID/status (VmRSS), this tick. The per-mm counters cost
-  ~10 us and take no lock; on a full-scan tick it is the scan's total.
+- ``rss``: /proc/PID/statm (resident, status's VmRSS in pages), this tick.
+  The per-mm counters cost ~2 us and take no lock; on a full-scan tick it
+  is the scan's total.
 - ``categories``: one PAGEMAP_SCAN pass (kernel.pagemap's page_counts, present
   pages minus the zero page) over the category intervals, this tick's
   pages. The intervals (a category per mapping in the layout tier; the
   exact tier's owner regions cut into the mappings) are kept between ticks
   and rebuilt only when /proc/PID/maps changes (compared byte for byte:
   maps is lock-free on kernel 6.17+ and is the only cheap source that
-  changes exactly when the mappings do; status counters miss an mprotect or
+  changes exactly when the mappings do; statm's counters miss an mprotect or
   an mmap+munmap of equal size). A mapping that appeared since the last
   full scan is classified from maps, without the smaps VmFlags the layout
   rules also use (nr, nh), until the next full scan. When neither maps nor
-  status's RssAnon/RssFile/RssShmem/VmSwap changed since the last count,
-  no page was mapped or unmapped: the count is reused, without touching
-  the target, for up to ``RECOUNT_AFTER`` seconds. What status cannot show
-  (as many pages mapped in one category as unmapped in another between two
-  reads; a change below the per-CPU counters' batch, as status's counters
-  are per-CPU since kernel 6.2) shows at the next
+  statm's size, resident and shared pages (anonymous, file and shmem
+  pages, a swapped-out page leaving resident) changed since the last
+  count, no page was mapped or unmapped: the count is reused, without
+  touching the target, for up to ``RECOUNT_AFTER`` seconds. What statm
+  cannot show (as many pages mapped in one category as unmapped in another
+  between two reads; a change below the per-CPU counters' batch, as the
+  counters are per-CPU since kernel 6.2) shows at the next
   count, at most that much later.
 - ``go_heap_detail`` (exact tier): this tick's resident pages of the Go
   heap's page-state intervals; the intervals (which spans hold objects,

@@ -12,7 +12,7 @@ import contextlib
 import errno
 import os
 import time
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterator, NamedTuple, Optional, Tuple
 
 from .._errors import AccessDenied, Error, NoSuchProcess, ParseError
 
@@ -118,6 +118,15 @@ def parsed(pid: int, name: str, parse, data):  # type: ignore[no-untyped-def]
         return parse(data)
     except ParseError as err:
         raise ParseError(err.msg, err.offset, path(pid, name)) from None
+
+
+def parsed_statm(pid: int, data: bytes) -> Tuple[int, ...]:
+    """The seven page counts of /proc/PID/statm: size, resident, shared,
+    text, lib (0 since Linux 2.6), data, dt (0)."""
+    fields = data.split()
+    if len(fields) != 7 or not all(f.isdigit() for f in fields):
+        raise ParseError(f"statm is not seven numbers: {data[:80]!r}", 0, path(pid, "statm"))
+    return tuple(map(int, fields))
 
 
 # Text read while the process maps and unmaps may list a mapping twice
