@@ -70,23 +70,3 @@ def test_go_heap_states_follow_without_a_full_scan(go_program):
             smp = until(s, t, matches)
             assert smp.mono - t < 1.5, (cmd, smp.go_heap_detail, inuse, free)
 
-
-def test_anon_other_growth_has_every_owner_read_again():
-    """Pages without an owner that appear after the owners were read (a
-    mapping too small to count as new, e.g. the runtime metadata Go 1.26+
-    maps as its heap first grows) have every owner read at the next tick;
-    what no read can place becomes the baseline and is not read for again."""
-    from memscan.core.refresh import UNOWNED_MIN, Owners
-
-    rss = 16 * MIB
-    owners = Owners()
-    owners.counted(1 * MIB, rss)  # the first count after a read: the baseline
-    owners.counted(1 * MIB + UNOWNED_MIN - 4096, rss)
-    assert not owners.behind
-    owners.counted(1 * MIB - 8192, rss)  # less than before: the new baseline
-    owners.counted(1 * MIB - 8192 + UNOWNED_MIN, rss)
-    assert owners.behind and owners.due(time.monotonic(), go_heap=True)
-    big = Owners()
-    big.counted(0, 1 << 30)
-    big.counted(2 * UNOWNED_MIN, 1 << 30)  # below 1/256 of 1 GiB of rss
-    assert not big.behind

@@ -4,7 +4,8 @@ in steps, dropped, released; C memory leaked in small and large chunks,
 half of it freed), which writes its own accounting every 50 ms. Of the
 samples taken at least 0.5 s into a phase, at least 98 % match it: the
 Go heap's objects and free pages against MemStats, c_malloc against the C
-bytes live, and next to nothing left in anon_other."""
+bytes live, next to nothing left in anon_other and nothing resident in
+reserved address space."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ def mismatches(row: Dict[str, Any], own: Dict[str, Any]) -> List[str]:
         "free": abs(row["go_heap.free"] - free) <= max(0.03 * free, 3 * MIB),
         "c_malloc": row["c_malloc"] >= own["c_live"],
         "anon_other": row["anon_other"] <= 0.01 * row["rss"],
+        # Address space the runtime has not grown into is never resident.
+        "reserved": row["go_heap.reserved"] == 0,
     }
     return [name for name, ok in checks.items() if not ok]
 

@@ -175,6 +175,13 @@ def test_demo_command(tmp_path):
     assert all(r["tier"] == "layout" for r in rec.rows if r.get("go_heap.objects") is None)
     assert max(v or 0 for v in rec.column("go_heap.free")) >= 48 * MIB
     assert rec.column("c_malloc")[-1] - min(rec.column("c_malloc")) >= 32 * MIB
+    # The plot shows no anon_other spikes at the allocation and leak steps,
+    # and nothing resident in address space the runtime has not grown into:
+    # a sample whose owners a count contradicts has them read again first.
+    exact_rows = [r for r in rec.rows if r["tier"] == "exact"]
+    assert exact_rows and all(r["anon_other"] <= 0.01 * r["rss"] for r in exact_rows), \
+        max(r["anon_other"] for r in exact_rows)
+    assert all(r["go_heap.reserved"] == 0 for r in exact_rows), max(r["go_heap.reserved"] for r in exact_rows)
     assert "go_heap" in proc.stdout and "C memory grew" in proc.stdout and "likely cgo leak" in proc.stdout
 
 

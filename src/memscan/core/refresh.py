@@ -16,20 +16,29 @@ anonymous mappings grew by ``NEW_ANON`` or more since they were read:
   program mapping and unmapping a buffer in a loop) wait for the periodic
   refresh: reading the owners of a mapping gone by then is lock time spent
   for nothing;
-- after ``anon_other`` grew since the owners were read, by ``UNOWNED_GROWTH``
-  of rss or more: resident pages without an owner are what a read of
-  owners that are out of date shows, whatever the mappings did. Go 1.26+
-  allocates runtime metadata (a few hundred KiB, persistentalloc) in new
-  small mappings as the heap first grows; in a 13 MiB process those are
-  over 1 % of rss until the next full scan. If the read finds no owner
-  for them (memory memscan cannot place), that figure is the new
-  baseline: the read is not repeated until it grows again.
+- when a count contradicts them: ``anon_other`` grew since the owners
+  were read, or resident pages of the Go heap in ``reserved`` or
+  ``released`` address space did, by ``STRAY_GROWTH`` of rss or more.
+  Resident pages without an owner, or where the heap's states say nothing
+  is mapped, are what owners read before the change show: Go 1.26+ maps
+  runtime metadata (a few hundred KiB, persistentalloc) in new small
+  mappings as the heap first grows, and a heap growing into new address
+  space or reusing released pages touches them before the next periodic
+  read. The sampler then reads them again in the same tick (every owner
+  for ``anon_other``, the heap alone otherwise) and counts again; a tick
+  less than ``REREAD_AFTER`` after the last read is missed rather than
+  given with owners it knows are out of date. What the read cannot place (memory memscan does
+  not know, or released pages still resident after MADV_FREE, Go's
+  GODEBUG=madvdontneed=0) is the new baseline: it is not read for again
+  until it grows.
 
 Refreshes are spaced so that their CPU time stays within ``REFRESH_SHARE``
 (2 %) of wall time, polite or not, but for those that new anonymous
-mappings call for, at most every ``REFRESH_AFTER``: only while a process
-maps 1 MiB or more every 0.1 s can they take more: each read of the target's memory holds
-its mmap_lock for a moment (access_remote_vm() in mm/memory.c), and the
+mappings call for (at most every ``REFRESH_AFTER``) and those a
+contradicting count calls for (at most every ``REREAD_AFTER``): only while
+a process maps 1 MiB or more every 0.1 s, or keeps touching pages its
+owners as read do not place, can they take more. Each read of the
+target's memory holds its mmap_lock for a moment (access_remote_vm() in mm/memory.c), and the
 decoding, also counted, does not; CPU time overstates the lock's share,
 never understates it. Measured on a small cgo program: ~1.5 ms for the heap
 alone, ~5 ms for every owner, so at most 13 and 4 refreshes a second. A
@@ -46,7 +55,7 @@ from .._errors import AccessDenied, Error, NoSuchProcess
 from . import exact
 from .scanner import Others, layout_of, owner_regions
 
-__all__ = ["NEW_ANON", "Owners", "REFRESH_AFTER", "REFRESH_AFTER_C", "REFRESH_SHARE", "UNOWNED_GROWTH"]
+__all__ = ["NEW_ANON", "Owners", "REFRESH_AFTER", "REFRESH_AFTER_C", "REFRESH_SHARE", "REREAD_AFTER", "STRAY_GROWTH"]
 
 # Seconds after which the owners are read again (with a Go heap, whose page
 # states change without a change of mappings; without one), the growth of
@@ -58,11 +67,15 @@ REFRESH_AFTER = 0.1
 REFRESH_AFTER_C = 0.5
 NEW_ANON = 1 << 20
 REFRESH_SHARE = 0.02
-# The growth of anon_other, as a share of rss (64 KiB at least: a thread's
-# first stack pages and the like are not worth a read), that has every
-# owner read again at once.
-UNOWNED_GROWTH = 1 / 256
-UNOWNED_MIN = 64 << 10
+# The growth of stray pages (anon_other, resident reserved or released),
+# as a share of rss (64 KiB at least: a thread's first stack pages and the
+# like are not worth a read), that has the owners read again at once, and
+# the seconds between two such reads: at 100 Hz, one tick in two while a
+# heap grows, ~1.5 ms each.
+STRAY_GROWTH = 1 / 256
+STRAY_MIN = 64 << 10
+REREAD_AFTER = 0.02
+REREADS = 3
 
 
 def anon_bytes(table) -> int:  # type: ignore[no-untyped-def]
@@ -73,39 +86,63 @@ def anon_bytes(table) -> int:  # type: ignore[no-untyped-def]
 class Owners:
     """When the owners counted were read, and when they may be read again."""
 
-    __slots__ = ("read_at", "behind", "free_at", "tried_at", "_anon", "_others", "_unowned")
+    __slots__ = ("read_at", "behind", "heap_behind", "free_at", "tried_at", "_anon", "_others", "_unowned",
+                 "_released", "_reserved", "_rereads")
 
     def __init__(self) -> None:
         self.read_at = 0.0  # mono of the read of the owners in use
-        self.behind = False  # anonymous mappings grew since
+        self.behind = False  # anonymous mappings grew since, or anon_other did: every owner to be read
+        self.heap_behind = False  # the heap's resident pages in reserved or released grew since
         self.free_at = 0.0  # mono before which they are not read again
         self.tried_at = 0.0  # mono at which the last read, good or not, ended
         self._anon = 0  # anon_bytes() of the mappings they were read for
         self._others: "Optional[Others]" = None  # every owner's regions but the Go heap's
-        self._unowned: Optional[int] = None  # anon_other's least since they were read; None: not counted yet
+        # The least of each stray figure counted since the owners (the heap)
+        # were read; None: taken from the next count. Resident reserved
+        # address space is 0 after a read: the runtime touches no page it
+        # has not grown into, and a count that finds some raced a heap
+        # growing while it was read (sysMap, then pages.grow's inUse, in
+        # mheap.grow). Only after REREADS reads in a row that a count
+        # contradicts does what the count finds stand.
+        self._unowned: Optional[int] = None
+        self._released: Optional[int] = None
+        self._reserved: Optional[int] = 0
+        self._rereads = 0
 
     def scanned(self, mono: float, table) -> None:  # type: ignore[no-untyped-def]
         """A full scan read every owner of the mappings in ``table`` at ``mono``."""
         self.read_at, self.behind, self._anon, self._others = mono, False, anon_bytes(table), None
-        self._unowned = None
+        self.heap_behind, self._unowned, self._released, self._reserved, self._rereads = False, None, None, 0, 0
 
     def mapped(self, table) -> None:  # type: ignore[no-untyped-def]
         """The mappings are now those in ``table``."""
         self.behind = self.behind or anon_bytes(table) - self._anon >= NEW_ANON
 
-    def counted(self, unowned: int, rss: int) -> None:
-        """A count with the owners in use found ``unowned`` bytes of anon_other."""
-        if self._unowned is not None and unowned - self._unowned >= max(UNOWNED_MIN, rss * UNOWNED_GROWTH):
+    def counted(self, unowned: int, released: int, reserved: int, rss: int) -> bool:
+        """A count with the owners in use found ``unowned`` bytes of
+        anon_other and ``released`` and ``reserved`` bytes of the heap
+        resident in those states; True if it contradicts them: they are to
+        be read again before the count is given."""
+        least = max(STRAY_MIN, rss * STRAY_GROWTH)
+        if self._unowned is not None and unowned - self._unowned >= least:
             self.behind = True
-        if self._unowned is None or unowned < self._unowned:
-            self._unowned = unowned
+        if any(base is not None and now - base >= least
+               for now, base in ((released, self._released), (reserved, self._reserved))):
+            if self._rereads < REREADS:
+                self.heap_behind = True
+            else:
+                self._reserved = None
+        self._unowned = unowned if self._unowned is None else min(self._unowned, unowned)
+        self._released = released if self._released is None else min(self._released, released)
+        self._reserved = reserved if self._reserved is None else min(self._reserved, reserved)
+        return self.behind or self.heap_behind
 
     def due(self, mono: float, go_heap: bool) -> bool:
         """The owners are to be read again now: new anonymous mappings within
         ``REFRESH_AFTER`` of the last read, whatever its cost (a new mapping
         is never left to ``anon_other`` for the seconds an expensive read's
         share would wait), else within the share."""
-        if self.behind:
+        if self.behind or self.heap_behind:
             return mono >= min(self.free_at, self.tried_at + REFRESH_AFTER)
         after = REFRESH_AFTER if go_heap else REFRESH_AFTER_C
         return mono >= self.free_at and mono - self.read_at >= after
@@ -130,7 +167,12 @@ class Owners:
         finally:
             self.tried_at = time.monotonic()
             self.free_at = self.tried_at + (time.thread_time() - t0) * (1 / REFRESH_SHARE - 1)
-        self.read_at = mono
+        # Memory a read cannot place (released pages resident after
+        # MADV_FREE, what memscan does not know) is not read for again
+        # until it grows: what the next count finds is the baseline.
+        self._rereads = self._rereads + 1 if self.heap_behind else 0
+        self._released, self._reserved = None, 0
+        self.read_at, self.heap_behind = mono, False
         if others is None:  # every owner read: the mappings' growth and anon_other count from here
             self.behind, self._anon, self._unowned = False, anon_bytes(table), None
         return regions

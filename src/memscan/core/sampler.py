@@ -71,12 +71,12 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._cache import LRU
 from .._errors import AccessDenied, Error, HeapChanged, NoSuchProcess
-from .._types import CATEGORIES, GO_HEAP, SmapsTable
+from .._types import ANON_OTHER, CATEGORIES, GO_HEAP, SmapsTable
 from ..engine import engine_name, get_engine
 from ..kernel import procfs
 from ..kernel.pagemap import Pagemap
 from . import exact, fallback
-from .refresh import Owners
+from .refresh import REREAD_AFTER, Owners
 from .scanner import TIERS, layout_of, scan_parts
 from .sample import Sample
 
@@ -94,9 +94,15 @@ SMAPS_PAUSE = 50e-6
 RECOUNT_AFTER = 0.1
 # How many classifications (maps texts) are kept between full scans.
 _CLASSIFIED_KEPT = 4
+_RELEASED, _RESERVED = exact.DETAIL.index("released"), exact.DETAIL.index("reserved")
 
 class _LockBudgetSpent(Exception):
     """A polite tick needed to read under the target's mmap_lock too soon."""
+
+
+class _OwnersBehind(Exception):
+    """A polite tick's count contradicts the owners, read again too recently
+    to be read again now (core.refresh)."""
 
 
 class Sampler:
@@ -292,8 +298,9 @@ class Sampler:
                 # Nothing more to learn before the lock budget is back.
                 ready = self._lock_free_at
                 missed += 1
-            except HeapChanged:
-                ready = time.monotonic()  # no good heap states yet: scan again at the next tick
+            except (HeapChanged, _OwnersBehind):
+                # No good heap states or owners yet: read again at the next tick.
+                ready = time.monotonic()
                 missed += 1
             except NoSuchProcess:
                 self.exited = True
@@ -536,6 +543,30 @@ class Sampler:
             self._counted = None
         if self._regions is not None and self._owners.due(mono, self._go_heap):
             self._refresh_owners(mono)
+        pages = self._count(key, mono, polite)
+        iv = self._intervals
+        assert iv is not None
+        exact_tier = iv.tier == "exact"
+        if exact_tier and self._owners.counted(*self._strays(pages), rss):
+            # The count contradicts the owners in use (core.refresh): read
+            # them again and count with what they say now.
+            if polite and mono < self._owners.tried_at + REREAD_AFTER:
+                raise _OwnersBehind
+            self._refresh_owners(mono)
+            pages = self._count(key, mono, polite)
+            self._owners.counted(*self._strays(pages), rss)
+            iv = self._intervals
+        cats = {name: pages[i] * PAGE for i, name in enumerate(CATEGORIES)}
+        detail = None
+        if exact_tier and self._go_heap:
+            detail = {name: pages[exact.NCAT + i] * PAGE for i, name in enumerate(exact.DETAIL)}
+            cats[CATEGORIES[GO_HEAP]] += sum(detail.values())
+        age = mono - self._owners.read_at if exact_tier else None
+        return Sample(self.pid, seq, mono, wall, iv.tier, rss, cats, detail, None, missed, age)
+
+    def _count(self, key: Tuple[int, ...], mono: float, polite: bool) -> List[int]:
+        """Pages per category and heap state (exact.GROUPS) in the intervals
+        in use: the count kept while statm shows no change, else a new one."""
         iv = self._intervals
         assert iv is not None and self._pagemap is not None
         counted = self._counted
@@ -551,17 +582,14 @@ class Sampler:
             for j, g in enumerate(iv.groups):
                 pages[g] += counts[4 * j] - counts[4 * j + 3]
             counted = self._counted = (key, pages, mono)
-        pages = counted[1]
-        cats = {name: pages[i] * PAGE for i, name in enumerate(CATEGORIES)}
-        detail = None
-        if iv.tier == "exact" and self._go_heap:
-            detail = {name: pages[exact.NCAT + i] * PAGE for i, name in enumerate(exact.DETAIL)}
-            cats[CATEGORIES[GO_HEAP]] += sum(detail.values())
-        age = None
-        if iv.tier == "exact":
-            age = mono - self._owners.read_at
-            self._owners.counted(cats["anon_other"], rss)
-        return Sample(self.pid, seq, mono, wall, iv.tier, rss, cats, detail, None, missed, age)
+        return counted[1]
+
+    @staticmethod
+    def _strays(pages: List[int]) -> Tuple[int, int, int]:
+        """Bytes resident where the owners as read say nothing should be, or
+        no one owns them: anon_other, and the heap's released and reserved."""
+        return (pages[ANON_OTHER] * PAGE, pages[exact.NCAT + _RELEASED] * PAGE,
+                pages[exact.NCAT + _RESERVED] * PAGE)
 
 
 def _same_mappings(a: SmapsTable, b: SmapsTable) -> bool:
