@@ -27,10 +27,11 @@ anonymous mappings grew by ``NEW_ANON`` or more since they were read:
   read. The sampler then reads them again in the same tick (every owner
   for ``anon_other``, the heap alone otherwise) and counts again; a tick
   less than ``REREAD_AFTER`` after the last read is missed rather than
-  given with owners it knows are out of date. What the read cannot place (memory memscan does
-  not know, or released pages still resident after MADV_FREE, Go's
-  GODEBUG=madvdontneed=0) is the new baseline: it is not read for again
-  until it grows.
+  given with owners it knows are out of date. What the read cannot place
+  (memory memscan does not know, or released pages still resident after
+  MADV_FREE, Go's GODEBUG=madvdontneed=0) is the new baseline: it is not
+  read for again until it grows, and not before ``IN_VAIN_WAIT`` (0.1 s,
+  doubled up to 2 s while reads go on placing nothing).
 
 Refreshes are spaced so that their CPU time stays within ``REFRESH_SHARE``
 (2 %) of wall time, polite or not, but for those that new anonymous
@@ -49,7 +50,7 @@ which go on ageing (``Sample.states_age``).
 from __future__ import annotations
 
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from .._errors import AccessDenied, Error, NoSuchProcess
 from . import exact
@@ -69,13 +70,16 @@ NEW_ANON = 1 << 20
 REFRESH_SHARE = 0.02
 # The growth of stray pages (anon_other, resident reserved or released),
 # as a share of rss (64 KiB at least: a thread's first stack pages and the
-# like are not worth a read), that has the owners read again at once, and
-# the seconds between two such reads: at 100 Hz, one tick in two while a
-# heap grows, ~1.5 ms each.
+# like are not worth a read), that has the owners read again at once; the
+# seconds between two such reads (at 100 Hz, one tick in two while a heap
+# grows, ~1.5 ms each); and how long a read that placed none of them holds
+# the next back, doubled while they go on being in vain (a program that
+# maps and unmaps a buffer of its own in a loop: anon_other that no owner
+# will ever claim).
 STRAY_GROWTH = 1 / 256
 STRAY_MIN = 64 << 10
 REREAD_AFTER = 0.02
-REREADS = 3
+IN_VAIN_WAIT = (0.1, 2.0)
 
 
 def anon_bytes(table) -> int:  # type: ignore[no-untyped-def]
@@ -87,7 +91,7 @@ class Owners:
     """When the owners counted were read, and when they may be read again."""
 
     __slots__ = ("read_at", "behind", "heap_behind", "free_at", "tried_at", "_anon", "_others", "_unowned",
-                 "_released", "_reserved", "_rereads")
+                 "_released", "_reserved", "_wait", "_quiet_until")
 
     def __init__(self) -> None:
         self.read_at = 0.0  # mono of the read of the owners in use
@@ -102,40 +106,51 @@ class Owners:
         # address space is 0 after a read: the runtime touches no page it
         # has not grown into, and a count that finds some raced a heap
         # growing while it was read (sysMap, then pages.grow's inUse, in
-        # mheap.grow). Only after REREADS reads in a row that a count
-        # contradicts does what the count finds stand.
+        # mheap.grow).
         self._unowned: Optional[int] = None
         self._released: Optional[int] = None
         self._reserved: Optional[int] = 0
-        self._rereads = 0
+        self._wait = IN_VAIN_WAIT[0]  # after the next read in vain
+        self._quiet_until = 0.0  # mono before which strays call for no read
 
     def scanned(self, mono: float, table) -> None:  # type: ignore[no-untyped-def]
         """A full scan read every owner of the mappings in ``table`` at ``mono``."""
         self.read_at, self.behind, self._anon, self._others = mono, False, anon_bytes(table), None
-        self.heap_behind, self._unowned, self._released, self._reserved, self._rereads = False, None, None, 0, 0
+        self.heap_behind, self._unowned, self._released, self._reserved = False, None, None, 0
 
     def mapped(self, table) -> None:  # type: ignore[no-untyped-def]
         """The mappings are now those in ``table``."""
         self.behind = self.behind or anon_bytes(table) - self._anon >= NEW_ANON
 
-    def counted(self, unowned: int, released: int, reserved: int, rss: int) -> bool:
-        """A count with the owners in use found ``unowned`` bytes of
-        anon_other and ``released`` and ``reserved`` bytes of the heap
-        resident in those states; True if it contradicts them: they are to
-        be read again before the count is given."""
+    def counted(self, mono: float, strays: Tuple[int, int, int], rss: int) -> bool:
+        """A count with the owners in use found ``strays``: bytes of
+        anon_other, and of the heap resident in released and reserved
+        address space. True if it contradicts them: they are to be read
+        again before the count is given."""
         least = max(STRAY_MIN, rss * STRAY_GROWTH)
-        if self._unowned is not None and unowned - self._unowned >= least:
-            self.behind = True
-        if any(base is not None and now - base >= least
-               for now, base in ((released, self._released), (reserved, self._reserved))):
-            if self._rereads < REREADS:
+        unowned, released, reserved = strays
+        if mono >= self._quiet_until:
+            if self._unowned is not None and unowned - self._unowned >= least:
+                self.behind = True
+            if any(base is not None and now - base >= least
+                   for now, base in ((released, self._released), (reserved, self._reserved))):
                 self.heap_behind = True
-            else:
-                self._reserved = None
         self._unowned = unowned if self._unowned is None else min(self._unowned, unowned)
         self._released = released if self._released is None else min(self._released, released)
         self._reserved = reserved if self._reserved is None else min(self._reserved, reserved)
         return self.behind or self.heap_behind
+
+    def reread(self, mono: float, before: Tuple[int, int, int], after: Tuple[int, int, int], rss: int) -> None:
+        """The owners were read again for a count that found ``before``; the
+        count with them found ``after``. A read that placed none of the
+        strays was in vain: the next waits, longer each time in a row."""
+        least = max(STRAY_MIN, rss * STRAY_GROWTH)
+        if all(b - a < least for b, a in zip(before, after)):
+            self._quiet_until = mono + self._wait
+            self._wait = min(2 * self._wait, IN_VAIN_WAIT[1])
+        else:
+            self._wait = IN_VAIN_WAIT[0]
+        self.counted(mono, after, rss)
 
     def due(self, mono: float, go_heap: bool) -> bool:
         """The owners are to be read again now: new anonymous mappings within
@@ -170,7 +185,6 @@ class Owners:
         # Memory a read cannot place (released pages resident after
         # MADV_FREE, what memscan does not know) is not read for again
         # until it grows: what the next count finds is the baseline.
-        self._rereads = self._rereads + 1 if self.heap_behind else 0
         self._released, self._reserved = None, 0
         self.read_at, self.heap_behind = mono, False
         if others is None:  # every owner read: the mappings' growth and anon_other count from here

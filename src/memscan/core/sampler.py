@@ -547,14 +547,15 @@ class Sampler:
         iv = self._intervals
         assert iv is not None
         exact_tier = iv.tier == "exact"
-        if exact_tier and self._owners.counted(*self._strays(pages), rss):
+        if exact_tier and self._owners.counted(mono, self._strays(pages), rss):
             # The count contradicts the owners in use (core.refresh): read
             # them again and count with what they say now.
             if polite and mono < self._owners.tried_at + REREAD_AFTER:
                 raise _OwnersBehind
+            before = self._strays(pages)
             self._refresh_owners(mono)
             pages = self._count(key, mono, polite)
-            self._owners.counted(*self._strays(pages), rss)
+            self._owners.reread(mono, before, self._strays(pages), rss)
             iv = self._intervals
         cats = {name: pages[i] * PAGE for i, name in enumerate(CATEGORIES)}
         detail = None
