@@ -14,7 +14,7 @@ Format 1, the same columns in both forms (``COLUMNS``; ``UNITS`` gives each
 one's unit: memory in bytes, times in seconds):
 
 - CSV: ``# key: <JSON value>`` comment lines (memscan version, pid, command
-  line, tier, start time, units...), then the header row, then one row per
+  line, command name, tier, start time, units...), then the header row, then one row per
   sample; a value that was not measured on that row is empty. Events are
   comment lines after the header: ``# event: {"event": "exit", ...}``, so
   ``pandas.read_csv(path, comment="#")`` reads the samples alone.
@@ -93,8 +93,8 @@ def command_line(pid: int) -> str:
 
 def header(pid: int, *, tier: str, hz: float, full_every: float) -> Dict[str, Any]:
     """What a recording's header says of how it was made (``Writer``'s ``meta``)."""
-    return {"memscan": __version__, "format": FORMAT, "pid": pid, "command": command_line(pid), "tier": tier,
-            "hz": hz, "full_every": full_every}
+    return {"memscan": __version__, "format": FORMAT, "pid": pid, "command": command_line(pid),
+            "name": procfs.comm(pid), "tier": tier, "hz": hz, "full_every": full_every}
 
 
 def format_of(path: str) -> str:
