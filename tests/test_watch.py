@@ -60,22 +60,27 @@ def test_sparkline_shape(values, width):
         assert [line[i] for i, v in enumerate(values) if v == min(values)] == ["▁"] * values.count(min(values))
 
 
+def around(prog, command: str, n: int):  # type: ignore[no-untyped-def]
+    """``n`` exact-tier samples of ``prog`` 20 ms apart, ``command`` sent
+    to it, then ``n`` more."""
+    from memscan.core.sampler import Sampler
+
+    samples = []
+    with Sampler(prog.pid, 0.02, "exact") as sampler:
+        for k in range(2 * n):
+            if k == n:
+                prog.command(command)
+            samples.append(sampler.sample())
+            time.sleep(0.02)
+    return samples
+
+
 @pytest.mark.slow
 def test_view_of_a_heap_being_freed(go_program):
     from rich.console import Console
 
-    from memscan.core.sampler import Sampler
-
     prog = go_program(args=("-heap", 64, "-goroutines", 20))
-    samples = []
-    with Sampler(prog.pid, 0.02, "exact") as sampler:
-        for _ in range(10):
-            samples.append(sampler.sample())
-            time.sleep(0.02)
-        prog.command("free")  # the live heap dropped, collected and returned to the OS
-        for _ in range(10):
-            samples.append(sampler.sample())
-            time.sleep(0.02)
+    samples = around(prog, "free", 10)  # the live heap dropped, collected and returned to the OS
     heap = [s.categories["go_heap"] for s in samples]
     assert heap[0] - heap[-1] >= 60 * MIB, heap
 
@@ -105,18 +110,8 @@ def test_view_of_a_quiet_program_then_a_step(go_program):
     one block up; go_heap's step draws from the lowest block to the top."""
     from rich.console import Console
 
-    from memscan.core.sampler import Sampler
-
     prog = go_program(args=("-heap", 16, "-goroutines", 20))
-    samples = []
-    with Sampler(prog.pid, 0.02, "exact") as sampler:
-        for _ in range(12):
-            samples.append(sampler.sample())
-            time.sleep(0.02)
-        prog.command("alloc 50")
-        for _ in range(12):
-            samples.append(sampler.sample())
-            time.sleep(0.02)
+    samples = around(prog, "alloc 50", 12)
     console = Console(record=True, width=120, color_system=None)
     console.print(view(samples, 10.0))
     rows = {line.split("│")[1].strip(): line.split("│")[4].strip()
