@@ -47,6 +47,7 @@ from .core.exact import C_DETAIL, DETAIL
 from .core.sampler import Sample, Sampler
 from .core.snapshot import Snapshot
 from .engine import engine as _engine
+from .format import warn
 from .kernel import procfs
 
 FORMAT = 1
@@ -321,8 +322,7 @@ def run(pid: int, output: str, *, hz: float, duration: Optional[float], tier: st
         end = record(sampler, writer, duration=duration, stop=lambda: interrupt.asked, each=show)
         show()
         warnings = list(sampler.warnings)
-    for w in warnings:
-        print(f"memscan: warning: {w}", file=sys.stderr)
+    warn(warnings)
     what = {"exit": f"pid {pid} exited", "duration": "done", "interrupted": "interrupted"}
     print(f"memscan: {what[end.get('reason', 'exit')]}: {end['samples']:,} samples ({end['rate']:.0f} Hz, "
           f"{end['missed']:,} missed ticks) in {output}", file=sys.stderr)
