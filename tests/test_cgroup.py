@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from memscan import cli
 from memscan.kernel import cgroup, procfs
 
 from helpers.cgroups import memory_cgroup
-from helpers.cli import assert_one_line_error, dead_pid, run_cli
+from helpers.cli import assert_one_line_error, assert_whole, dead_pid, run_cli
 
 MIB = 1 << 20
 V2 = Path(__file__).parent / "data" / "cgroup2"
@@ -206,3 +208,38 @@ def test_cli_ledger_of_a_go_cgo_program(go_program):
         assert doc["remainder"] == doc["usage"] - doc["process_pss"]
         table = run_cli("cgroup", "--pid", str(prog.pid))
         assert table.returncode == 0 and "remainder" in table.stdout and str(prog.pid) in table.stdout
+
+
+@pytest.mark.parametrize("tier", ["auto", "psutil"])
+def test_cli_table_whole_when_piped(tier):
+    """Nine processes in a real cgroup, their table wider than the 80
+    columns a pipe gets: nothing cut, no trailing spaces, the path on one
+    line; the warnings (the psutil tier's, per process) on stderr only,
+    with the figures they say are unknown shown as n/a."""
+    with memory_cgroup() as cg:
+        procs = [subprocess.Popen(["sleep", "60"]) for _ in range(9)]
+        try:
+            for p in procs:
+                cg.add(p.pid)
+            done = subprocess.run([sys.executable, "-m", "memscan", "cgroup", cg.path, "--tier", tier],
+                                  capture_output=True, text=True, timeout=120, env=dict(os.environ, COLUMNS="80"))
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert_whole(out)
+    lines = out.splitlines()
+    assert lines[0] == f"cgroup v1 {cg.path}" and "process side (rss MiB by category)" in lines
+    assert max(map(len, lines)) > 80 and "warning" not in out
+    header = next(line for line in lines if line.startswith("┃ category "))
+    assert [int(c.strip()) for c in header.split("┃")[2:-1]] == [p.pid for p in procs]
+    pss = next(line for line in lines if line.startswith("│ pss "))
+    warnings = done.stderr.splitlines()
+    if tier == "psutil":
+        assert set(c.strip() for c in pss.split("│")[2:-1]) == {"n/a"}
+        assert [w.split(":")[:3] for w in warnings] == [["memscan", " warning", f" pid {p.pid}"] for p in procs]
+        assert all("n/a in the table" in w for w in warnings)
+    else:
+        assert "n/a" not in pss and warnings == []

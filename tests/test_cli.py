@@ -15,7 +15,7 @@ import pytest
 import memscan
 from memscan import cli
 
-from helpers.cli import assert_one_line_error, dead_pid, run_cli
+from helpers.cli import assert_one_line_error, assert_whole, dead_pid, run_cli
 
 PID_COMMANDS = (("scan",), ("record", "-o", "x.csv"), ("watch",), ("explain",))
 
@@ -63,12 +63,6 @@ def test_warnings_on_stderr(cprog):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("memscan: warning:"), proc.stderr
     assert "n/a in the table, 0 in JSON" in lines[0] and "given as 0" not in lines[0]
-
-
-def assert_whole(text: str) -> None:
-    """No cell cut short with "…", no line ending in spaces."""
-    assert text and "…" not in text, text
-    assert not [line for line in text.splitlines() if line != line.rstrip()], text
 
 
 @pytest.mark.parametrize("columns", ["80", "40"])

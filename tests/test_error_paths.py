@@ -23,6 +23,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -432,6 +433,60 @@ def test_go_binary_gone_from_disk(go_program, tmp_path, monkeypatch, mode):
         assert sum(c.size for c in snap.go_heap_detail.values()) == snap.categories["go_heap"].size
     finally:
         prog.stop()
+
+
+@root_only
+@pytest.mark.skipif(SETPRIV is None, reason="setpriv (util-linux) drops the capabilities")
+def test_unreadable_binary_warning_says_why(cprog):
+    """A binary that cannot be read as mapped: the warning names what
+    refused each path, by its errno, on a process run as nobody: EPERM on
+    the map_files link (a capability), EACCES on a directory of the path or
+    on the map_files directory (no capability is the cause there)."""
+    first = cprog("mappings", 1)
+    built = os.readlink(f"/proc/{first.pid}/exe")
+    first.stop()
+    d = tempfile.mkdtemp(prefix="memscan-")  # not under pytest's 0700 directory: nobody runs from it
+    exe = os.path.join(d, "target")
+    shutil.copy(built, exe)
+    os.chmod(d, 0o755)
+    prog = CProgram([SETPRIV, "--reuid=65534", "--regid=65534", "--clear-groups", "--", exe, "10"])
+
+    def scan() -> int:
+        print(json.dumps(memscan.scan(prog.pid, tier="layout").warnings))
+        return 0
+
+    def nobody_scans() -> str:
+        status, out, err = as_nobody(scan)
+        assert status == 0, err
+        [warning] = json.loads(out)
+        return warning
+
+    try:
+        link = f"/proc/{prog.pid}/map_files/"
+        capability = "following the link needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE"
+        os.chmod(d, 0o700)  # root's: nobody may no longer search it
+        warning = nobody_scans()
+        assert warning.startswith(f"{exe} could not be read as mapped (")
+        assert link in warning and capability in warning
+        assert f"{exe}: permission denied on a directory of its path" in warning and "no such file" not in warning
+        os.chmod(d, 0o755)
+        os.unlink(exe)
+        warning = nobody_scans()
+        assert warning.startswith(f"{exe} (deleted) could not be read as mapped (")
+        assert capability in warning and f"{exe}: no such file" in warning and "permission denied" not in warning
+        # Root without the capabilities that pass over file modes: the map
+        # files directory (nobody's, 0500) refuses the lookup itself.
+        caps = "--bounding-set=-dac_override,-dac_read_search,-sys_admin,-checkpoint_restore"
+        code = f"import json, memscan; print(json.dumps(memscan.scan({prog.pid}, tier='layout').warnings))"
+        done = subprocess.run([SETPRIV, caps, "--", sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        [warning] = json.loads(done.stdout)
+        assert f"/proc/{prog.pid}/map_files: permission denied on the directory" in warning
+        assert "CAP_SYS_ADMIN" not in warning and f"{exe}: no such file" in warning
+    finally:
+        prog.stop()
+        shutil.rmtree(d)
 
 
 # ------------------------------------------------------------ many mappings

@@ -191,6 +191,12 @@ def test_cli(go_program):
         assert set(f) == {"id", "severity", "title", "text", "numbers"} and f["severity"] in explain.SEVERITIES
     assert sum(doc["categories"].values()) == doc["rss"]
 
+    # The psutil tier's warning on stderr: stdout is the report alone.
+    totals = run_cli("explain", str(prog.pid), "--tier", "psutil")
+    assert totals.returncode == 0 and "tier psutil" in totals.stdout and "warning" not in totals.stdout, totals
+    [warning] = totals.stderr.splitlines()
+    assert warning.startswith("memscan: warning: psutil tier requested") and "n/a in the table" in warning
+
     assert_one_line_error(run_cli("explain", str(dead_pid())), "no longer exists")
     bad = run_cli("explain", str(prog.pid), "--for", "soon")
     assert bad.returncode == 2 and "--for" in bad.stderr and "Traceback" not in bad.stderr

@@ -3,6 +3,7 @@ it is recorded: what the figure holds, the image written, both formats."""
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
@@ -63,7 +64,14 @@ def test_figure_of_a_recording(recordings):
         assert any(list(line.get_xdata()) == [rec.end["mono"]] * 2 for line in ax.lines)
     assert [t.get_text() for t in top.texts] == ["exited"]
     assert "MiB" in top.get_ylabel() and "seconds" in heap.get_xlabel()
-    assert any(f"pid {prog.pid}: {prog.binary}" in t.get_text() for t in fig.texts)
+    # Named by its command name and arguments, not the path of its build.
+    name = os.path.basename(prog.binary)[:15]  # comm: TASK_COMM_LEN is 16 with the NUL
+    assert rec.meta["name"] == name and rec.meta["command"].startswith(prog.binary)
+    [title] = [t.get_text() for t in fig.texts if t.get_text().startswith("pid ")]
+    assert title.startswith(f"pid {prog.pid}: {name} -heap 32 -garbage 16 -goroutines 20\n"), title
+    assert os.path.dirname(prog.binary) not in title
+    # A recording from before the header named the command: its command line, as recorded.
+    assert plot.title_command({k: v for k, v in rec.meta.items() if k != "name"}) == rec.meta["command"]
 
 
 def png_size(path: str):  # type: ignore[no-untyped-def]

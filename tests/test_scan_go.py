@@ -151,7 +151,7 @@ def test_demo_command(tmp_path):
     import sys
     import time
 
-    from memscan import demo, record
+    from memscan import demo, plot, record
     from memscan.demo import build as gobuild
 
     gobuild.build(gobuild.DEMO_DIR, goroot=gobuild.find_goroot(), cgo=True, out_name="memscan-demo")  # cached
@@ -163,6 +163,7 @@ def test_demo_command(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert seconds < 20, seconds
     rec = record.read(str(out / "demo.csv"))
+    assert plot.title_command(rec.meta).startswith("memscan-demo -goroutines 100 ")  # not the build cache's path
     phases = [ev["name"] for ev in rec.events if ev["event"] == "phase"]
     assert phases == [p.title for p in demo.phases(cgo=True, quick=True)]
     assert rec.end is not None and rec.end["reason"] == "end of the demo"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import random
 import re
 import select
 import signal
@@ -39,6 +40,17 @@ def test_sparkline():
     assert sparkline([0, 1 << 20, 0], floor=1 << 20) == "▁█▁"
 
 
+def test_sparkline_scale():
+    """Sub-MiB jitter around a flat level draws flat (under half a MiB) or
+    one block up at most; a 50 MiB step draws full height."""
+    rng = random.Random(1)
+    level = 300 * MIB
+    assert sparkline([level + rng.randrange(MIB // 2) for _ in range(24)], floor=SPARK_FLOOR) == "▁" * 24
+    assert set(sparkline([level + rng.randrange(MIB) for _ in range(24)], floor=SPARK_FLOOR)) <= set(BLOCKS[:2])
+    step = [level + rng.randrange(MIB // 2) for _ in range(12)] + [level + 50 * MIB] * 12
+    assert sparkline(step, floor=SPARK_FLOOR) == "▁" * 12 + "█" * 12
+
+
 @given(st.lists(st.integers(0, 1 << 40), min_size=1, max_size=300), st.integers(1, 40))
 def test_sparkline_shape(values, width):
     line = sparkline(values, width)
@@ -48,22 +60,27 @@ def test_sparkline_shape(values, width):
         assert [line[i] for i, v in enumerate(values) if v == min(values)] == ["▁"] * values.count(min(values))
 
 
+def around(prog, command: str, n: int):  # type: ignore[no-untyped-def]
+    """``n`` exact-tier samples of ``prog`` 20 ms apart, ``command`` sent
+    to it, then ``n`` more."""
+    from memscan.core.sampler import Sampler
+
+    samples = []
+    with Sampler(prog.pid, 0.02, "exact") as sampler:
+        for k in range(2 * n):
+            if k == n:
+                prog.command(command)
+            samples.append(sampler.sample())
+            time.sleep(0.02)
+    return samples
+
+
 @pytest.mark.slow
 def test_view_of_a_heap_being_freed(go_program):
     from rich.console import Console
 
-    from memscan.core.sampler import Sampler
-
     prog = go_program(args=("-heap", 64, "-goroutines", 20))
-    samples = []
-    with Sampler(prog.pid, 0.02, "exact") as sampler:
-        for _ in range(10):
-            samples.append(sampler.sample())
-            time.sleep(0.02)
-        prog.command("free")  # the live heap dropped, collected and returned to the OS
-        for _ in range(10):
-            samples.append(sampler.sample())
-            time.sleep(0.02)
+    samples = around(prog, "free", 10)  # the live heap dropped, collected and returned to the OS
     heap = [s.categories["go_heap"] for s in samples]
     assert heap[0] - heap[-1] >= 60 * MIB, heap
 
@@ -84,6 +101,31 @@ def test_view_of_a_heap_being_freed(go_program):
     assert rows["objects"][0] == mib(last.go_heap_detail["objects"], unit=False)
     assert rows["total"][0] == mib(last.rss, unit=False)
     assert f"pid {prog.pid}" in text and "Δ 10 s" in text
+
+
+@pytest.mark.slow
+def test_view_of_a_quiet_program_then_a_step(go_program):
+    """A real Go program, idle, then given 50 MiB more live heap: each row
+    that moved by less than half a MiB draws flat, less than 1 MiB at most
+    one block up; go_heap's step draws from the lowest block to the top."""
+    from rich.console import Console
+
+    prog = go_program(args=("-heap", 16, "-goroutines", 20))
+    samples = around(prog, "alloc 50", 12)
+    console = Console(record=True, width=120, color_system=None)
+    console.print(view(samples, 10.0))
+    rows = {line.split("│")[1].strip(): line.split("│")[4].strip()
+            for line in console.export_text().splitlines() if line.startswith("│")}
+    heap = [s.categories["go_heap"] for s in samples]
+    assert heap[-1] - heap[0] >= 48 * MIB, heap
+    assert rows["go_heap"][0] == "▁" and rows["go_heap"][-1] == "█", rows
+    for cat in samples[-1].categories:
+        values = [s.categories[cat] for s in samples]
+        moved = max(values) - min(values)
+        if moved < MIB // 2:
+            assert set(rows[cat]) == {"▁"}, (cat, values)
+        elif moved < MIB:
+            assert set(rows[cat]) <= set(BLOCKS[:2]), (cat, values)
 
 
 def watch_in_a_terminal(pid: int, stop):  # type: ignore[no-untyped-def]

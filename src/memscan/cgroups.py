@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 from ._errors import AccessDenied, NoSuchProcess
+from .core import fallback
 from .core.scanner import scan
-from .format import mib
+from .format import mib, show, warn
 from .kernel import cgroup as kcgroup
 
 __all__ = ["target", "ledger", "render"]
@@ -56,18 +57,20 @@ def _bytes(value: Optional[int]) -> str:
 
 
 def render(doc: Dict[str, Any], console: Any = None) -> None:
-    """Print a ledger as rich tables: the cgroup side, then the processes."""
-    from rich.console import Console
+    """Print a ledger: the cgroup side, then the processes, each a table
+    under a heading line, whole whatever the width of the output
+    (``format.show``); warnings on stderr, each process's named by its pid."""
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     from ._types import CATEGORIES
 
-    console = console or Console()
     title = f"cgroup v{doc['version']} {doc['path']}"
     for key in ("runtime", "container_id", "pod_uid"):
         if key in doc["container"]:
             title += f" · {key} {doc['container'][key][:12] if key == 'container_id' else doc['container'][key]}"
-    side = Table(title=title, title_justify="left")
+    side = Table()
     side.add_column("cgroup side")
     side.add_column("MiB", justify="right")
     rows = [
@@ -84,12 +87,11 @@ def render(doc: Dict[str, Any], console: Any = None) -> None:
             side.add_section()
         elif row[1] is not None or row[0] in ("limit",):
             side.add_row(row[0], "no limit" if row[0] == "limit" and row[1] is None else _bytes(row[1]))
-    console.print(side)
-    console.print("events: " + ", ".join(f"{k} {v}" for k, v in doc["events"].items()))
+    lines: List[Any] = [Text(title), side, Text("events: " + ", ".join(f"{k} {v}" for k, v in doc["events"].items()))]
     if doc["pressure"]:
-        console.print("pressure: " + ", ".join(
-            f"{kind} avg10 {v['avg10']:.2f}% avg60 {v['avg60']:.2f}%" for kind, v in doc["pressure"].items()))
-    procs = Table(title="process side (rss MiB by category)", title_justify="left")
+        lines.append(Text("pressure: " + ", ".join(
+            f"{kind} avg10 {v['avg10']:.2f}% avg60 {v['avg60']:.2f}%" for kind, v in doc["pressure"].items())))
+    procs = Table()
     procs.add_column("category")
     for p in doc["processes"]:
         procs.add_column(str(p["pid"]), justify="right")
@@ -97,12 +99,17 @@ def render(doc: Dict[str, Any], console: Any = None) -> None:
         cells = ["n/a" if p["categories"] is None else _bytes(p["categories"][name]["rss"]) for p in doc["processes"]]
         procs.add_row(name, *cells)
     procs.add_section()
-    procs.add_row("rss", *(_bytes(p["total"]["rss"]) for p in doc["processes"]), style="bold")
-    procs.add_row("pss", *(_bytes(p["total"]["pss"]) for p in doc["processes"]), style="bold")
-    console.print(procs)
-    console.print(f"usage {mib(doc['usage'])} = processes' pss {mib(doc['process_pss'])} "
-                  f"+ remainder {mib(doc['remainder'])} (charged in no process's share: unmapped page cache, "
-                  "tmpfs, kernel memory, charges of exited processes; negative when the processes map pages charged "
-                  "to another cgroup, such as shared libraries first read elsewhere)")
-    for w in doc["warnings"]:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+
+    def total(p: Dict[str, Any], name: str) -> str:
+        # Without smaps (the psutil tier) pss is unknown: not zero.
+        return "n/a" if p["source"] == "psutil" and name in fallback.UNKNOWN else _bytes(p["total"][name])
+
+    procs.add_row("rss", *(total(p, "rss") for p in doc["processes"]), style="bold")
+    procs.add_row("pss", *(total(p, "pss") for p in doc["processes"]), style="bold")
+    lines += [Text("process side (rss MiB by category)"), procs, Text(
+        f"usage {mib(doc['usage'])} = processes' pss {mib(doc['process_pss'])} + remainder {mib(doc['remainder'])} "
+        "(charged in no process's share: unmapped page cache, tmpfs, kernel memory, charges of exited processes; "
+        "negative when the processes map pages charged to another cgroup, such as shared libraries first read "
+        "elsewhere)")]
+    show(Group(*lines), console)
+    warn(doc["warnings"] + [f"pid {p['pid']}: {w}" for p in doc["processes"] for w in p["warnings"]])

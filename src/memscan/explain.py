@@ -30,7 +30,7 @@ from ._errors import Error
 from ._types import CATEGORIES
 from .core.scanner import scan
 from .core.snapshot import Snapshot
-from .format import mib
+from .format import mib, warn
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -599,5 +599,4 @@ def render(doc: Mapping[str, Any], console: Any = None) -> None:
     if not doc["findings"]:
         console.print("\nNothing stands out: no part of this process's memory passes the thresholds "
                       "of memscan's findings.")
-    for warning in doc["warnings"]:
-        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    warn(doc["warnings"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any
+from typing import Any, Iterable
 
 from ._types import CATEGORIES
 from .core import fallback
@@ -109,6 +109,10 @@ def render(snap: Snapshot, console: Any = None) -> None:
 
     table.add_row("total", cell("size"), cell("rss"), cell("pss"), cell("uss"), cell("swap"), "100.0", style="bold")
     show(table, console)
-    # Warnings on stderr: stdout stays the table alone, for a pipe or a file.
-    for w in snap.warnings:
+    warn(snap.warnings)
+
+
+def warn(warnings: Iterable[str]) -> None:
+    """Warnings on stderr, one line each: stdout stays the table alone, for a pipe or a file."""
+    for w in warnings:
         print(f"memscan: warning: {w}", file=sys.stderr)

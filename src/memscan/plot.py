@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, List, Optional, Sequence, Tuple
+import shlex
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ._errors import Error
 from ._types import CATEGORIES
@@ -146,7 +147,7 @@ def figure(rec: Recording) -> Any:
         ax.annotate(label, (ev["mono"], 1), xycoords=("data", "axes fraction"), xytext=(-3, -3),
                     textcoords="offset points", ha="right", va="top", color="crimson", fontsize="small")
     m = rec.meta
-    command = str(m.get("command", ""))
+    command = title_command(m)
     if len(command) > 90:
         command = command[:87] + "..."
     head = f"pid {m.get('pid')}: {command}" if command else f"pid {m.get('pid')}"
@@ -155,6 +156,21 @@ def figure(rec: Recording) -> Any:
             m.get("go") or "", f"{len(rec.rows):,} samples"]
     fig.suptitle(f"{head}\n{' · '.join(i for i in info if i)}", fontsize="medium")
     return fig
+
+
+def title_command(meta: Dict[str, Any]) -> str:
+    """The target as a figure names it: its command name (/proc/PID/comm)
+    and its arguments, not the path it was started by, which may be long
+    and say little (a build cache's). Recordings from before the header's
+    "name" give the command line as it was recorded."""
+    command, name = str(meta.get("command", "")), meta.get("name")
+    if not name:
+        return command
+    try:
+        args = shlex.split(command)[1:]
+    except ValueError:  # not the shell-quoted line a recorder writes
+        return command
+    return shlex.join([str(name), *args])
 
 
 def plot(path: str, output: Optional[str] = None) -> str:

@@ -14,7 +14,7 @@ Format 1, the same columns in both forms (``COLUMNS``; ``UNITS`` gives each
 one's unit: memory in bytes, times in seconds):
 
 - CSV: ``# key: <JSON value>`` comment lines (memscan version, pid, command
-  line, tier, start time, units...), then the header row, then one row per
+  line, command name, tier, start time, units...), then the header row, then one row per
   sample; a value that was not measured on that row is empty. Events are
   comment lines after the header: ``# event: {"event": "exit", ...}``, so
   ``pandas.read_csv(path, comment="#")`` reads the samples alone.
@@ -47,6 +47,7 @@ from .core.exact import C_DETAIL, DETAIL
 from .core.sampler import Sample, Sampler
 from .core.snapshot import Snapshot
 from .engine import engine as _engine
+from .format import warn
 from .kernel import procfs
 
 FORMAT = 1
@@ -93,8 +94,8 @@ def command_line(pid: int) -> str:
 
 def header(pid: int, *, tier: str, hz: float, full_every: float) -> Dict[str, Any]:
     """What a recording's header says of how it was made (``Writer``'s ``meta``)."""
-    return {"memscan": __version__, "format": FORMAT, "pid": pid, "command": command_line(pid), "tier": tier,
-            "hz": hz, "full_every": full_every}
+    return {"memscan": __version__, "format": FORMAT, "pid": pid, "command": command_line(pid),
+            "name": procfs.comm(pid), "tier": tier, "hz": hz, "full_every": full_every}
 
 
 def format_of(path: str) -> str:
@@ -321,8 +322,7 @@ def run(pid: int, output: str, *, hz: float, duration: Optional[float], tier: st
         end = record(sampler, writer, duration=duration, stop=lambda: interrupt.asked, each=show)
         show()
         warnings = list(sampler.warnings)
-    for w in warnings:
-        print(f"memscan: warning: {w}", file=sys.stderr)
+    warn(warnings)
     what = {"exit": f"pid {pid} exited", "duration": "done", "interrupted": "interrupted"}
     print(f"memscan: {what[end.get('reason', 'exit')]}: {end['samples']:,} samples ({end['rate']:.0f} Hz, "
           f"{end['missed']:,} missed ticks) in {output}", file=sys.stderr)

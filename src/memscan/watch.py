@@ -16,9 +16,14 @@ from .record import STALE_AFTER, command_line
 BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 24
 REFRESH = 0.25  # seconds between redraws
-# The table shows MiB to one decimal: a change smaller than that is drawn
-# in proportion to it, not blown up to the sparkline's full height.
-SPARK_FLOOR = MIB / 10
+# A sparkline spans at least this much: each of its 7 steps above the
+# lowest block is then 1 MiB or more. Allocator and page-table churn of a
+# few hundred KiB, which the table's Δ shows as +0.1 or +0.3, rounds to the
+# lowest block (under 0.5 MiB) or the next, instead of being stretched to
+# full height as if it were growth; a change of 7 MiB or more still fills it.
+# Absolute rather than a fraction of the value: the unit people read (MiB)
+# is the same for a 20 MiB and a 20 GiB process.
+SPARK_FLOOR = (len(BLOCKS) - 1) * MIB
 
 
 def sparkline(values: Sequence[float], width: int = SPARK_WIDTH, floor: float = 0.0) -> str:

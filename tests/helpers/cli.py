@@ -23,6 +23,12 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, words: str) -> None
     assert len(lines) == 1 and lines[0].startswith("memscan: error:") and words in lines[0], proc.stderr
 
 
+def assert_whole(text: str) -> None:
+    """No cell cut short with "…", no line ending in spaces."""
+    assert text and "…" not in text, text
+    assert not [line for line in text.splitlines() if line != line.rstrip()], text
+
+
 def dead_pid() -> int:
     """A pid that no process has any more (until it is reused)."""
     child = subprocess.Popen(["true"])

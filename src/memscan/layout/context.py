@@ -10,6 +10,7 @@ file identity.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import List, NamedTuple, Optional, Tuple
 
@@ -57,25 +58,68 @@ def _exe_identity(pid: int, t: SmapsTable) -> Tuple[int, int]:
         return (-1, -1)
 
 
-def _module(pid: int, t: SmapsTable, i: int) -> "Tuple[Optional[elf.ModuleInfo], str]":
-    """The ELF facts of the file mapped at mapping ``i``, and the path that gave them.
+def _module(pid: int, t: SmapsTable, i: int,
+            why: Optional[List[str]] = None) -> "Tuple[Optional[elf.ModuleInfo], str]":
+    """The ELF facts of the file mapped at mapping ``i``, and the path that gave them;
+    with a list ``why``, the reason each path tried failed is added to it
+    (see :func:`unreadable`): asked only once every path failed.
 
     /proc/PID/map_files names the mapped file itself; the other candidates
     are paths, accepted only while they still name the mapped file (its
     device and inode): a binary replaced on disk is never misread.
     """
+    failures: List[str] = [] if why is None else why
     for candidate in elf.mapped_path(pid, t.starts[i], t.ends[i], t.names[i]):
         if "/map_files/" not in candidate:
             try:
                 st = os.stat(candidate)
-            except OSError:
+            except OSError as err:
+                failures.append(unreadable(candidate, err.errno, opening=False))
                 continue
             if (st.st_ino, os.major(st.st_dev) << 32 | os.minor(st.st_dev)) != (t.inodes[i], t.devs[i]):
+                failures.append(f"{candidate} is another file now (replaced)")
                 continue
         info = elf.module_info(candidate)
         if info is not None:
             return info, candidate
+        if why is not None:
+            # module_info never raises: the file is opened again to learn why.
+            try:
+                os.close(os.open(candidate, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK))
+                why.append(unreadable(candidate, None, opening=True))
+            except OSError as err:
+                why.append(unreadable(candidate, err.errno, opening=True))
     return None, ""
+
+
+def unreadable(path: str, error: Optional[int], *, opening: bool) -> str:
+    """Why ``path`` gave no ELF facts: ``error`` is the errno of ``stat``
+    (``opening`` False) or ``open`` (True), None when it opened but is not
+    an ELF file (or changed while read)."""
+    if error is None:
+        return f"{path}: not a readable ELF file"
+    if "/map_files/" in path:
+        if error == errno.EPERM:
+            # proc_map_files_get_link() (fs/proc/base.c): following the link
+            # needs CAP_SYS_ADMIN, or CAP_CHECKPOINT_RESTORE since Linux 5.9,
+            # whoever owns the process.
+            return f"{path}: following the link needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE"
+        if error == errno.EACCES:
+            # The directory is mode 0500, owned by the process's user (root's
+            # when the process is not dumpable), and its lookup checks ptrace
+            # read access (proc_map_files_lookup()): the link is not reached,
+            # whatever capability the reader has beyond those.
+            return f"{os.path.dirname(path)}: permission denied on the directory, which is the process owner's, mode 0500"
+        if error == errno.ENOENT:
+            return f"{path}: no such mapping now"
+    elif error == errno.EACCES and not opening:
+        # stat needs no permission on the file itself: a directory on the
+        # way may not be searched (or, under /proc/PID/root, ptrace access
+        # to the process is refused).
+        return f"{path}: permission denied on a directory of its path"
+    elif error == errno.ENOENT:
+        return f"{path}: no such file"
+    return f"{path}: {os.strerror(error)}"
 
 
 def context(pid: int, t: SmapsTable) -> Layout:
@@ -100,9 +144,13 @@ def context(pid: int, t: SmapsTable) -> Layout:
         info, opened = _module(pid, t, i)
         if info is None:
             if is_exe or name.endswith(" (deleted)"):
-                warnings.append(f"{name} could not be read as mapped (deleted or replaced, and "
-                                "/proc/PID/map_files needs CAP_SYS_ADMIN): its .bss and any Go runtime in it are "
-                                "not recognised")
+                failures: List[str] = []
+                _module(pid, t, i, failures)
+                # The path in the process's root failing as ours does is said once, as ours.
+                root = f"/proc/{pid}/root/"
+                causes = [f for f in failures if not (f.startswith(root) and "/" + f[len(root):] in failures)]
+                warnings.append(f"{name} could not be read as mapped ({'; '.join(causes)}): its .bss and any Go "
+                                "runtime in it are not recognised")
             continue
         bias = t.starts[i] - info.min_vaddr if info.elf_type == "DYN" else 0
         cat = BINARY if is_exe else SHARED_LIBS
