@@ -313,7 +313,52 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="the ledger as JSON")
     c.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     c.set_defaults(func=cmd_cgroup, usage_error=c.error)
+    comparing(sub)
     return ap
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .diff import run
+
+    return run(args.a, args.b, args.json)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import run
+
+    if not args.max and not args.max_growth:
+        args.usage_error("give at least one bound: --max WHAT=SIZE or --max-growth WHAT=SIZE")
+    if bool(args.max_growth) != (args.seconds is not None):
+        args.usage_error("--max-growth needs --for DURATION, and --for is for --max-growth")
+    pid = args.pid  # the one place the target is resolved
+    return run(pid, args.max, args.max_growth, args.seconds, args.tier, args.json)
+
+
+def comparing(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """The parsers of ``diff`` and ``check``."""
+    from .check import bound
+    from .explain import duration
+
+    df = sub.add_parser("diff", help="how memory moved between two scans (scan --json) or two points of a recording")
+    df.add_argument("a", metavar="A", help="a scan's JSON file, or a recording at a position: FILE@SECONDS, "
+                                           "FILE@first, FILE@last (a recording alone: its first row)")
+    df.add_argument("b", metavar="B", nargs="?", help="the same (a recording alone: its last row); without B, "
+                                                      "A's recording from A's position (or its start) to its end")
+    df.add_argument("--json", action="store_true", help="the diff as JSON, every figure included")
+    df.set_defaults(func=cmd_diff)
+
+    ck = sub.add_parser("check", help="exit 1 when a process's memory passes a bound (for CI, cron, health checks)")
+    ck.add_argument("pid", type=pid_number, help="the process id")
+    what = "WHAT: rss, a category (c_malloc) or a state (go_heap.free); SIZE: 512MiB, 1GiB, 100MB, bytes"
+    ck.add_argument("--max", type=bound, action="append", default=[], metavar="WHAT=SIZE",
+                    help=f"the most WHAT may hold (repeatable); {what}")
+    ck.add_argument("--max-growth", type=bound, action="append", default=[], metavar="WHAT=SIZE",
+                    help="the most WHAT may grow over --for (repeatable)")
+    ck.add_argument("--for", dest="seconds", type=duration, metavar="DURATION",
+                    help="with --max-growth: scan at the start and after this long (e.g. 30s, 2m); no default")
+    ck.add_argument("--json", action="store_true", help="the results as JSON")
+    ck.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
+    ck.set_defaults(func=cmd_check, usage_error=ck.error)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

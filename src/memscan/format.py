@@ -38,6 +38,23 @@ def mib(n: float, *, unit: bool = True, sign: bool = False) -> str:
     return f"{text} MiB" if unit else text
 
 
+# Units of sizes a person writes: kB, MB... are powers of 1000 (SI, as
+# df -H), KiB, MiB... of 1024 (IEC); a bare k, M, G, T are SI too.
+SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1 << 10, "m": 1000 ** 2, "mb": 1000 ** 2,
+              "mib": 1 << 20, "g": 1000 ** 3, "gb": 1000 ** 3, "gib": 1 << 30, "t": 1000 ** 4, "tb": 1000 ** 4,
+              "tib": 1 << 40}
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*", re.I)
+
+
+def size(text: str) -> int:
+    """Bytes of ``"512MiB"``, ``"1.5GiB"``, ``"100MB"``, ``"2G"``, ``"4096"``
+    (units: SIZE_UNITS, any case); a ValueError for anything else."""
+    m = _SIZE.fullmatch(text)
+    if m is None or m.group(2).lower() not in SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r} (e.g. 512MiB, 1GiB, 100MB, 4096)")
+    return int(float(m.group(1)) * SIZE_UNITS[m.group(2).lower()])
+
+
 # Spaces that end a line, before any closing style codes.
 _TRAILING = re.compile(r" +((?:\x1b\[[0-9;]*m)*)$", re.MULTILINE)
 

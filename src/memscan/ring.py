@@ -22,15 +22,13 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 from ._errors import Error, NoSuchCgroup
 from ._types import CATEGORIES
 from .core.sampler import Sample, Sampler
+from .format import SIZE_UNITS, size
 from .kernel import cgroup, procfs
 from .kernel.exits import ExitWatch
 from .record import Writer, _Interrupt, format_of, header, record
 
 __all__ = ["RingWriter", "Trigger", "run"]
 
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1 << 10, "m": 1000 ** 2, "mb": 1000 ** 2,
-          "mib": 1 << 20, "g": 1000 ** 3, "gb": 1000 ** 3, "gib": 1 << 30, "t": 1000 ** 4, "tb": 1000 ** 4,
-          "tib": 1 << 40}
 _TRIGGER = re.compile(r"^\s*([a-z_]+)\s*(>=|>)\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*|%)\s*$", re.I)
 # The cgroup's counters are read at most this often (seconds) while sampling.
 _CGROUP_EVERY = 0.25
@@ -50,9 +48,9 @@ class Trigger:
         self.percent = unit == "%"
         if self.percent and self.what != "cgroup":
             raise ValueError(f"not a trigger: {text!r} (a percentage is of the cgroup's limit: cgroup>90%)")
-        if not self.percent and unit not in _UNITS:
+        if not self.percent and unit not in SIZE_UNITS:
             raise ValueError(f"not a trigger: {text!r} (unknown unit {m.group(4)!r})")
-        self.value = number if self.percent else number * _UNITS[unit]
+        self.value = number if self.percent else size(m.group(3) + unit)
 
     def fired(self, s: Sample, usage: Optional[int], limit: Optional[int]) -> bool:
         if self.what == "cgroup":
