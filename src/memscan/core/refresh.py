@@ -27,7 +27,10 @@ anonymous mappings grew by ``NEW_ANON`` or more since they were read:
   read. The sampler then reads them again in the same tick (every owner
   for ``anon_other``, the heap alone otherwise) and counts again; a tick
   less than ``REREAD_AFTER`` after the last read is missed rather than
-  given with owners it knows are out of date. What the read cannot place
+  given with owners it knows are out of date, and so is one whose count
+  finds the heap grown on past the read (a program allocating for tens of
+  milliseconds: its ticks are missed until it pauses, for at most
+  ``GROWING_READS`` reads). What the read cannot place
   (memory memscan does not know, or released pages still resident after
   MADV_FREE, Go's GODEBUG=madvdontneed=0) is the new baseline: it is not
   read for again until it grows, and not before ``IN_VAIN_WAIT`` (0.1 s,
@@ -80,6 +83,9 @@ STRAY_GROWTH = 1 / 256
 STRAY_MIN = 64 << 10
 REREAD_AFTER = 0.02
 IN_VAIN_WAIT = (0.1, 2.0)
+# Heap reads in a row that a heap growing on may outrun (1 s at 100 Hz)
+# before what the count finds stands.
+GROWING_READS = 50
 
 
 def anon_bytes(table) -> int:  # type: ignore[no-untyped-def]
@@ -91,7 +97,7 @@ class Owners:
     """When the owners counted were read, and when they may be read again."""
 
     __slots__ = ("read_at", "behind", "heap_behind", "free_at", "tried_at", "_anon", "_others", "_unowned",
-                 "_released", "_reserved", "_wait", "_quiet_until")
+                 "_released", "_reserved", "_wait", "_quiet_until", "_growing")
 
     def __init__(self) -> None:
         self.read_at = 0.0  # mono of the read of the owners in use
@@ -112,6 +118,7 @@ class Owners:
         self._reserved: Optional[int] = 0
         self._wait = IN_VAIN_WAIT[0]  # after the next read in vain
         self._quiet_until = 0.0  # mono before which strays call for no read
+        self._growing = 0  # reads in a row that the heap outgrew before the count
 
     def scanned(self, mono: float, table) -> None:  # type: ignore[no-untyped-def]
         """A full scan read every owner of the mappings in ``table`` at ``mono``."""
@@ -129,28 +136,41 @@ class Owners:
         again before the count is given."""
         least = max(STRAY_MIN, rss * STRAY_GROWTH)
         unowned, released, reserved = strays
+        # Reserved address space is never resident but for a heap read
+        # outgrown: one page calls for a read, not held back by reads in vain.
+        if self._reserved is not None and reserved > self._reserved:
+            self.heap_behind = True
         if mono >= self._quiet_until:
             if self._unowned is not None and unowned - self._unowned >= least:
                 self.behind = True
-            if any(base is not None and now - base >= least
-                   for now, base in ((released, self._released), (reserved, self._reserved))):
+            if self._released is not None and released - self._released >= least:
                 self.heap_behind = True
         self._unowned = unowned if self._unowned is None else min(self._unowned, unowned)
         self._released = released if self._released is None else min(self._released, released)
         self._reserved = reserved if self._reserved is None else min(self._reserved, reserved)
         return self.behind or self.heap_behind
 
-    def reread(self, mono: float, before: Tuple[int, int, int], after: Tuple[int, int, int], rss: int) -> None:
+    def reread(self, mono: float, before: Tuple[int, int, int], after: Tuple[int, int, int], rss: int) -> bool:
         """The owners were read again for a count that found ``before``; the
-        count with them found ``after``. A read that placed none of the
-        strays was in vain: the next waits, longer each time in a row."""
+        count with them found ``after``. True if the heap grew on while it
+        was read (pages resident in reserved address space again): the
+        count is not to be given, the heap is read again at the next tick,
+        up to ``GROWING_READS`` times in a row. Otherwise a read that placed
+        none of the strays was in vain: the next waits, longer each time."""
         least = max(STRAY_MIN, rss * STRAY_GROWTH)
+        self._growing = self._growing + 1 if after[2] > 0 else 0
+        if self._growing:
+            if self._growing <= GROWING_READS:
+                self.heap_behind = True
+                return True
+            self._reserved = None  # misread, or a heap growing for seconds: what is found stands
         if all(b - a < least for b, a in zip(before, after)):
             self._quiet_until = mono + self._wait
             self._wait = min(2 * self._wait, IN_VAIN_WAIT[1])
         else:
             self._wait = IN_VAIN_WAIT[0]
         self.counted(mono, after, rss)
+        return False
 
     def due(self, mono: float, go_heap: bool) -> bool:
         """The owners are to be read again now: new anonymous mappings within

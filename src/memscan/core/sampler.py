@@ -64,6 +64,7 @@ through another of its threads, with a warning, as scan() does.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import select
 import time
@@ -101,8 +102,8 @@ class _LockBudgetSpent(Exception):
 
 
 class _OwnersBehind(Exception):
-    """A polite tick's count contradicts the owners, read again too recently
-    to be read again now (core.refresh)."""
+    """A paced tick's count contradicts the owners, and reading them again
+    now is too soon or did not help (core.refresh): the tick is missed."""
 
 
 class Sampler:
@@ -148,6 +149,7 @@ class Sampler:
         self._starttime = 0
         self._via = pid  # the pid or thread id whose /proc files are read
         self._gone: Optional[NoSuchProcess] = None  # once the process is found gone
+        self._paced = False  # the tick is one of iteration's, which may be missed; not sample()'s
         self._maps_buf = bytearray()
         self._maps_seen: Optional[bytes] = None
         # maps text -> its table (VmFlags filled in), layout categories and intervals.
@@ -293,6 +295,7 @@ class Sampler:
             if due > now:
                 time.sleep(due - now)
             try:
+                self._paced = True
                 smp = self._tick(self._seq + 1 + missed, missed, self.polite)
             except _LockBudgetSpent:
                 # Nothing more to learn before the lock budget is back.
@@ -334,6 +337,7 @@ class Sampler:
         if not self._open:
             raise ValueError("the Sampler is not open: use it in a with statement or call open()")
         try:
+            self._paced = False
             return self._tick(self._seq + 1, 0, False)
         except NoSuchProcess:
             self.exited = True
@@ -380,7 +384,7 @@ class Sampler:
         if self.tier == "psutil":
             smp = self._psutil_tick(seq, mono, wall, missed)
         elif mono >= self._next_full and not (polite and mono < self._lock_free_at):
-            smp = self._full_tick(seq, mono, wall, missed)
+            smp = self._full_tick(seq, mono, wall, missed, polite)
         else:
             smp = self._count_tick(seq, mono, wall, missed, polite)
         self._check_alive()
@@ -433,7 +437,7 @@ class Sampler:
             self._next_full = mono + self.full_every
         return Sample(self.pid, seq, mono, wall, "psutil", rss, None, None, snap, missed)
 
-    def _full_tick(self, seq: int, mono: float, wall: float, missed: int) -> Sample:
+    def _full_tick(self, seq: int, mono: float, wall: float, missed: int, polite: bool) -> Sample:
         maps = self._read_maps()
         # Wall time, pauses included: a scan takes the lock hundreds of times,
         # often waiting for the target's own mmap first, and stands in the
@@ -481,6 +485,12 @@ class Sampler:
         assert snap.categories is not None
         cats = {name: c.rss for name, c in snap.categories.items()}
         detail = None if snap.go_heap_detail is None else {k: c.rss for k, c in snap.go_heap_detail.items()}
+        strays = (cats["anon_other"], *((detail["released"], detail["reserved"]) if detail else (0, 0)))
+        if snap.tier == "exact" and self._owners.counted(mono, strays, snap.total.rss):
+            # The scan raced a heap growing while it was read: this tick's
+            # figures are a count with the owners read again (core.refresh),
+            # its snapshot (pss, swap, uss) the scan's.
+            return dataclasses.replace(self._count_tick(seq, mono, wall, missed, polite), snapshot=snap)
         return Sample(self.pid, seq, mono, wall, snap.tier, snap.total.rss, cats, detail, snap, missed,
                       0.0 if snap.tier == "exact" else None)
 
@@ -550,12 +560,13 @@ class Sampler:
         if exact_tier and self._owners.counted(mono, self._strays(pages), rss):
             # The count contradicts the owners in use (core.refresh): read
             # them again and count with what they say now.
-            if polite and mono < self._owners.tried_at + REREAD_AFTER:
+            if self._paced and mono < self._owners.tried_at + REREAD_AFTER:
                 raise _OwnersBehind
             before = self._strays(pages)
             self._refresh_owners(mono)
             pages = self._count(key, mono, polite)
-            self._owners.reread(mono, before, self._strays(pages), rss)
+            if self._owners.reread(mono, before, self._strays(pages), rss) and self._paced:
+                raise _OwnersBehind
             iv = self._intervals
         cats = {name: pages[i] * PAGE for i, name in enumerate(CATEGORIES)}
         detail = None

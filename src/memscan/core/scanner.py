@@ -230,8 +230,17 @@ def _split(pid: int, table, cats, lay: Layout, eng,  # type: ignore[no-untyped-d
     of free C chunks outside whole pages (exact.free_pages) and who owns
     malloc (None: not read); or an Error saying why it cannot be had."""
     regions, others = owner_regions(pid, table, lay, eng, warnings)
+    outside = exact.outside_category(lay.context.go_only)
     with Pagemap(pid, eng) as pm:
-        split = exact.split(table, cats, regions, pm, exact.outside_category(lay.context.go_only))
+        for attempt in range(HEAP_READ_TRIES):
+            split = exact.split(table, cats, regions, pm, outside)
+            # Pages resident in address space the runtime had not grown
+            # into: the heap grew (mheap.grow: sysMap, then the page
+            # allocator's inUse) between its read and this count. Read the
+            # heap again, the other owners as they were.
+            if lay.go_module is None or not split.detail["reserved"].rss or attempt + 1 == HEAP_READ_TRIES:
+                break
+            regions, others = owner_regions(pid, table, lay, eng, [], others)
     # No Go runtime, no Go heap to detail: None, not a page state of zero bytes each.
     if lay.go_module is None:
         split = split._replace(detail=None)
