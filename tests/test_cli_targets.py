@@ -126,18 +126,20 @@ def mappings(*args: str) -> dict:
 
 
 def test_mappings_show_a_big_malloc(cprog):
-    prog = cprog("mallocs", 5)
+    # Three chunks by plain malloc (memalign's would leave unwritten slack in their mappings).
+    prog = cprog("mallocs", 5, "chunks=3")
     doc = mappings(str(prog.pid), "--tier", "exact", "--mappings", "c_malloc")
     top = doc["mappings"]
     assert 0 < len(top) <= 20 and {p["category"] for p in top} == {"c_malloc"}
     assert [p["rss"] for p in top] == sorted((p["rss"] for p in top), reverse=True)
-    # The biggest mmapped chunk malloc made lies in one piece in use whose
-    # pages are those of the chunks in it, every byte of which was written.
+    # The biggest mmapped chunk malloc made lies in one piece in use,
+    # resident with every chunk beside it in that piece (every byte of them
+    # was written; the threads' own chunks, not listed, may lie there too).
     addr, length = max(prog.report["chunks"], key=lambda c: c[1])[:2]
     held = [p for p in top if p["start"] <= addr and addr + length <= p["end"]]
     assert len(held) == 1 and held[0]["state"] == "in_use", top
     inside = [c[1] for c in prog.report["chunks"] if held[0]["start"] <= c[0] < held[0]["end"]]
-    assert abs(held[0]["rss"] - sum(inside)) <= 8192 * len(inside), (held[0], inside)
+    assert sum(inside) - 8192 * len(inside) <= held[0]["rss"] <= held[0]["size"], (held[0], inside)
 
 
 def test_mappings_add_up_to_the_categories(cprog):
