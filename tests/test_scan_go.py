@@ -142,7 +142,7 @@ def test_cli_scan_json_and_ps(go_program):
     assert "go_heap" in table and prog.report["go_version"] in table
     ps = json.loads(subprocess.run([sys.executable, "-m", "memscan", "ps", "--json"],
                                    capture_output=True, text=True, check=True).stdout)
-    assert any(p["pid"] == prog.pid and p["version"] == prog.report["go_version"] for p in ps)
+    assert any(p["pid"] == prog.pid and (p["go"] or {}).get("version") == prog.report["go_version"] for p in ps)
 
 
 def test_demo_command(tmp_path):

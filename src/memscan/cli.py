@@ -15,12 +15,16 @@ import re
 import sys
 from typing import Dict, Optional, Sequence, Union
 
-from ._errors import Error
+from . import targets
+from ._errors import Error, NoSuchProcess
+from ._types import CATEGORIES
 from ._version import __version__
 from .core.scanner import TIERS, scan
 from .engine import ENGINES
-from .format import mib, render, show
+from .format import biggest, mib, render, render_mappings, show
 from .kernel import procfs
+from .processes import command_line
+from .targets import pid_number, regex
 
 
 def named(pid: int) -> Dict[str, Optional[str]]:
@@ -39,32 +43,62 @@ def named(pid: int) -> Dict[str, Optional[str]]:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    snap = scan(args.pid, tier=args.tier, engine=args.engine)
+    if args.top is not None and args.mappings is None:
+        args.usage_error("--top needs --mappings")
+    category = None if args.mappings is True else args.mappings
+    docs = []
+    for pid in targets.resolve(args):
+        try:
+            snap = scan(pid, tier=args.tier, engine=args.engine, mappings=args.mappings is not None)
+            header = f"pid {pid}: {command_line(pid)}" if args.match is not None else None
+        except NoSuchProcess as err:
+            if args.match is None:
+                raise
+            # Matched a moment ago: it exited since, the others are still there to scan.
+            print(f"memscan: warning: {err}", file=sys.stderr)
+            continue
+        if args.mappings is not None and snap.mappings is None:
+            raise Error(f"--mappings needs smaps: the {snap.tier} tier has totals only")
+        top = None if snap.mappings is None else biggest(snap.mappings, category, args.top or 20)
+        if args.json:
+            listed = {} if top is None else {"mappings": [p.to_dict() for p in top]}
+            docs.append(dict(snap.to_dict(), **named(pid), **listed))
+            continue
+        if header is not None:
+            print(header)
+        if top is None:
+            render(snap)
+        else:
+            render_mappings(snap, top, category)
     if args.json:
-        doc = dict(snap.to_dict(), **named(args.pid))
-        print(json.dumps(doc, indent=None if args.compact else 2))
-    else:
-        render(snap)
+        print(json.dumps(docs if args.match is not None else docs[0], indent=None if args.compact else 2))
     return 0
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
-    from .processes import go_processes
+    from .processes import processes
 
-    table = Table(title="Go processes", title_justify="left")
-    for col, just in (("pid", "right"), ("name", "left"), ("Go", "left"), ("cgo", "left"),
-                      ("rss MiB", "right"), ("path", "left")):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
-    found = go_processes()
-    for p in found:
-        table.add_row(str(p.pid), p.name, p.go.version, "yes" if p.go.cgo else "no", mib(p.rss, unit=False), p.go.path)
+    found = processes(go_only=args.go)
     if args.json:
-        print(json.dumps([{"pid": p.pid, "name": p.name, "version": p.go.version, "cgo": p.go.cgo,
-                           "rss": p.rss, "path": p.go.path} for p in found], indent=2))
-    else:
-        show(table)
+        print(json.dumps([{"pid": p.pid, "name": p.name, "rss": p.rss, "path": p.path, "command": p.command,
+                           "go": p.go and {"version": p.go.version, "path": p.go.path, "cgo": p.go.cgo}}
+                          for p in found], indent=2))
+        return 0
+    table = Table(title="Go processes" if args.go else "processes", title_justify="left")
+    for col, just in (("pid", "right"), ("name", "left"), ("rss MiB", "right"), ("Go", "left"), ("cgo", "left"),
+                      ("path or command", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for p in found:
+        go = ("-", "-") if p.go is None else (p.go.version, "yes" if p.go.cgo else "no")
+        # A Go runtime in a library is that library's; the executable, or
+        # the command line where its link may not be read, otherwise; names
+        # such as "[heap]" escaped, not taken for rich markup.
+        where = p.go.path if p.go else p.path or p.command
+        table.add_row(str(p.pid), escape(p.name), mib(p.rss, unit=False), *go, escape(where))
+    show(table)
     return 0
 
 
@@ -75,16 +109,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    pid = targets.resolve(args)[0]
     if args.ring is not None:
         from . import ring
 
-        return ring.run(args.pid, args.output, seconds=args.ring, trigger=args.trigger, hz=args.hz,
+        return ring.run(pid, args.output, seconds=args.ring, trigger=args.trigger, hz=args.hz,
                         duration=args.duration, tier=args.tier, engine=args.engine, full_every=args.full_every)
     if args.trigger is not None:
         args.usage_error("--trigger needs --ring")
     from .record import run
 
-    return run(args.pid, args.output, hz=args.hz, duration=args.duration, tier=args.tier, engine=args.engine,
+    return run(pid, args.output, hz=args.hz, duration=args.duration, tier=args.tier, engine=args.engine,
                full_every=args.full_every)
 
 
@@ -98,19 +133,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from .watch import run
 
-    return run(args.pid, interval=args.interval, tier=args.tier, window=args.window)
-
-
-def pid_number(text: str) -> int:
-    """argparse type: a process id, 1 or more (0 and negative numbers name
-    process groups to kill(2), never one process)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"a process id is 1 or more, not {text!r}")
-    return value
+    return run(targets.resolve(args)[0], interval=args.interval, tier=args.tier, window=args.window)
 
 
 def never_existed(pid: int) -> bool:
@@ -142,6 +165,14 @@ def positive(text: str) -> float:
     return value
 
 
+def count(text: str) -> int:
+    """argparse type: a whole number, 1 or more."""
+    value = positive(text)
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}")
+    return int(value)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from . import export
 
@@ -150,9 +181,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         args.usage_error("give the processes to export: --pid PID, --match REGEX or --go (or cgroups: --cgroup PATH)")
     if args.once and args.textfile is None:
         args.usage_error("--once needs --textfile")
-    targets = export.Targets(args.pid, args.match, args.go) if processes else None
+    chosen = export.Targets(args.pid, args.match, args.go) if processes else None
     cgroups = None if args.cgroup is None else [p for p in args.cgroup if p]
-    return export.run(targets, args.tier, args.listen, args.textfile, args.interval, args.once, cgroups)
+    return export.run(chosen, args.tier, args.listen, args.textfile, args.interval, args.once, cgroups)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -160,15 +191,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from .explain_container import add
 
-    if isinstance(args.target, str):
+    if isinstance(args.pid, str) and args.match is None:
         if args.seconds or args.memstats or args.tier != "auto":
             args.usage_error("--for, --memstats and --tier are for a live process, not a recording")
         from . import explain_recording
 
-        doc = explain_recording.run(args.target)
+        doc = explain_recording.run(args.pid)
     else:
-        doc = explain.run(args.target, args.tier, args.seconds, args.memstats)
-        add(doc, args.target, args.tier)
+        pid = targets.resolve(args)[0]
+        doc = explain.run(pid, args.tier, args.seconds, args.memstats)
+        add(doc, pid, args.tier)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -201,15 +233,6 @@ def pid_or_path(text: str) -> Union[int, str]:
     return pid_number(text) if re.fullmatch(r"[-+]?\d+", text) else text
 
 
-def regex(text: str) -> str:
-    """argparse type: a valid regular expression."""
-    try:
-        re.compile(text)
-    except re.error as err:
-        raise argparse.ArgumentTypeError(f"bad regular expression {text!r}: {err}") from None
-    return text
-
-
 TIER_HELP = ("exact: also the Go heap's page states and the C allocator's chunks (read from /proc/PID/mem, "
              "needs ptrace rights); layout: by mapping, from smaps alone; psutil: totals only; auto (default): "
              "the best tier permitted, with a warning naming what was missing")
@@ -224,14 +247,19 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", help="what to do (COMMAND -h for more)")
 
     s = sub.add_parser("scan", help="attribute one process's memory to categories")
-    s.add_argument("pid", type=pid_number, help="the process id")
+    targets.add_arguments(s, several=True)
     s.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     s.add_argument("--compact", action="store_true", help="with --json: one line")
     s.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     s.add_argument("--engine", choices=sorted(ENGINES), default=None, help="parser engine (default: fastest)")
+    s.add_argument("--mappings", nargs="?", const=True, choices=CATEGORIES, metavar="CATEGORY",
+                   help="instead of the categories: the biggest mappings by rss (of CATEGORY only if given), cut "
+                        "by owner where the exact tier splits them, with the Go heap's or C allocator's state")
+    s.add_argument("--top", type=count, metavar="N", help="with --mappings: the N biggest (default 20)")
     s.set_defaults(func=cmd_scan)
 
-    p = sub.add_parser("ps", help="list the processes running Go that memscan can see")
+    p = sub.add_parser("ps", help="list the processes memscan can see, with the Go runtime of those running Go")
+    p.add_argument("--go", action="store_true", help="only the processes running Go")
     p.add_argument("--json", action="store_true", help="the list as JSON")
     p.set_defaults(func=cmd_ps)
 
@@ -243,7 +271,7 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("record", help="record a process's memory by category over time (CSV or JSON Lines)")
-    r.add_argument("pid", type=pid_number, help="the process id")
+    targets.add_arguments(r)
     r.add_argument("-o", "--output", required=True, help="file to write: NAME.csv or NAME.jsonl")
     r.add_argument("--hz", type=positive, default=100.0, help="samples per second (default 100)")
     r.add_argument("--duration", type=positive, default=None,
@@ -259,7 +287,7 @@ def parser() -> argparse.ArgumentParser:
                         "exits, --trigger fires or on Ctrl-C")
     r.add_argument("--trigger", type=_trigger, metavar="EXPR",
                    help="with --ring: write when this holds, e.g. rss>1GiB, go_heap>512MiB, cgroup>90%%")
-    r.set_defaults(func=cmd_record, usage_error=r.error)
+    r.set_defaults(func=cmd_record)
 
     pl = sub.add_parser("plot", help="draw a recording: memory by category over time (needs memscan[plot])")
     pl.add_argument("recording", help="a file written by memscan record")
@@ -267,7 +295,7 @@ def parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plot)
 
     w = sub.add_parser("watch", help="a live table of a process's memory by category")
-    w.add_argument("pid", type=pid_number, help="the process id")
+    targets.add_arguments(w)
     w.add_argument("--interval", type=positive, default=0.1, help="seconds between samples (default 0.1)")
     w.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
     w.add_argument("--window", type=positive, default=10.0, metavar="SECONDS",
@@ -279,7 +307,7 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="Prometheus metrics of processes, served or for node_exporter's textfile "
                                       "collector (needs memscan[prometheus])")
     e.add_argument("--pid", type=pid_number, action="append", default=[], help="a process to export (repeatable)")
-    e.add_argument("--match", type=regex, metavar="REGEX", help="export the processes whose command line matches")
+    e.add_argument("--match", type=regex, metavar="REGEX", help="export the processes whose command line or name matches")
     e.add_argument("--go", action="store_true", help="export every Go process memscan can see")
     e.add_argument("--cgroup", nargs="?", const="", action="append", metavar="PATH",
                    help="also export memory cgroup series: of PATH (repeatable), or without PATH of the exported "
@@ -295,15 +323,15 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export, usage_error=e.error)
 
     x = sub.add_parser("explain", help="what a process's memory figures mean, in plain words")
-    x.add_argument("target", type=pid_or_path, metavar="PID|FILE",
-                   help="a process, or a recording of one (memscan record's .csv or .jsonl)")
+    targets.add_arguments(x, type=pid_or_path, metavar="PID|FILE",
+                          help="a process, or a recording of one (memscan record's .csv or .jsonl)")
     x.add_argument("--for", dest="seconds", type=duration, metavar="DURATION",
                    help="watch for this long (e.g. 30s, 2m), one scan a second, and report growth")
     x.add_argument("--memstats", metavar="URL", help="an expvar endpoint (http://HOST:PORT/debug/vars) of the "
                                                       "process, to set the Go runtime's figures beside the OS's")
     x.add_argument("--json", action="store_true", help="the findings as JSON")
     x.add_argument("--tier", choices=TIERS, default="auto", help=TIER_HELP)
-    x.set_defaults(func=cmd_explain, usage_error=x.error)
+    x.set_defaults(func=cmd_explain)
 
     c = sub.add_parser("cgroup", help="the ledger of a memory cgroup's charge (limit, usage, working set, page "
                                       "cache, kernel memory, events) beside a scan of each of its processes")
@@ -330,8 +358,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         args.usage_error("give at least one bound: --max WHAT=SIZE or --max-growth WHAT=SIZE")
     if bool(args.max_growth) != (args.seconds is not None):
         args.usage_error("--max-growth needs --for DURATION, and --for is for --max-growth")
-    pid = args.pid  # the one place the target is resolved
-    return run(pid, args.max, args.max_growth, args.seconds, args.tier, args.json)
+    return run(targets.resolve(args)[0], args.max, args.max_growth, args.seconds, args.tier, args.json)
 
 
 def comparing(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -348,7 +375,7 @@ def comparing(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> Non
     df.set_defaults(func=cmd_diff)
 
     ck = sub.add_parser("check", help="exit 1 when a process's memory passes a bound (for CI, cron, health checks)")
-    ck.add_argument("pid", type=pid_number, help="the process id")
+    targets.add_arguments(ck)
     what = "WHAT: rss, a category (c_malloc) or a state (go_heap.free); SIZE: 512MiB, 1GiB, 100MB, bytes"
     ck.add_argument("--max", type=bound, action="append", default=[], metavar="WHAT=SIZE",
                     help=f"the most WHAT may hold (repeatable); {what}")
@@ -364,7 +391,7 @@ def comparing(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> Non
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
-        pid = getattr(args, "pid", getattr(args, "target", None))  # explain's target: a pid or a file
+        pid = getattr(args, "pid", None)  # explain's: a pid or a file; export's: a list
         if isinstance(pid, int) and never_existed(pid):
             raise Error(f"no such process (pid {pid})")
         return int(args.func(args))

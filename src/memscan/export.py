@@ -14,7 +14,6 @@ module is imported only by ``memscan export`` and says how to install it.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import socketserver
@@ -23,14 +22,12 @@ import time
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import psutil
-
 from ._errors import AccessDenied, Error, NoSuchProcess
 from ._types import CATEGORIES
 from .core.scanner import scan
 from .core.snapshot import Snapshot
 from .kernel import procfs
-from .processes import go_processes
+from .processes import matching, processes
 
 try:
     from prometheus_client import CollectorRegistry, make_wsgi_app, write_to_textfile
@@ -78,7 +75,7 @@ class Scanned(NamedTuple):
 
 class Targets:
     """Which processes to scan: explicit pids, a regular expression matched
-    against the command line, and/or every Go process memscan can see.
+    against the command line or name (processes.matching), and/or every Go process memscan can see.
 
     Explicit pids are pinned to the process that has them now (its start
     time): once it exits, a new process given the same pid is not scanned in
@@ -99,14 +96,9 @@ class Targets:
         """The pids to scan now, sorted."""
         found = set(self._pinned)
         if self.match is not None:
-            me = os.getpid()
-            for proc in psutil.process_iter(["cmdline"]):
-                cmdline = proc.info["cmdline"]  # None where access is denied
-                # memscan's own command line holds the expression itself.
-                if cmdline and proc.pid != me and self.match.search(" ".join(cmdline)):
-                    found.add(proc.pid)
+            found.update(pid for pid, _ in matching(self.match))
         if self.go:
-            found.update(p.pid for p in go_processes())
+            found.update(p.pid for p in processes(go_only=True))
         return sorted(found)
 
     def pinned(self, pid: int) -> bool:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Iterable
+from typing import Any, Iterable, List, Optional
 
 from ._types import CATEGORIES
 from .core import fallback
-from .core.snapshot import Snapshot
+from .core.snapshot import Part, Snapshot
 
 MIB = 1 << 20
 GO_CATEGORIES = ("go_heap", "go_runtime")
@@ -133,3 +133,30 @@ def warn(warnings: Iterable[str]) -> None:
     """Warnings on stderr, one line each: stdout stays the table alone, for a pipe or a file."""
     for w in warnings:
         print(f"memscan: warning: {w}", file=sys.stderr)
+
+
+def biggest(parts: List[Part], category: Optional[str], n: int) -> List[Part]:
+    """The ``n`` parts with the most rss (of ``category`` alone if given), biggest first."""
+    chosen = [p for p in parts if category is None or p.category == category]
+    return sorted(chosen, key=lambda p: (-p.counters.rss, -p.counters.size, p.start))[:n]
+
+
+def render_mappings(snap: Snapshot, parts: List[Part], category: Optional[str], console: Any = None) -> None:
+    """Print ``parts`` (biggest()) as a rich table: where each lies, what it
+    holds and how much of it is resident."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    title = f"pid {snap.pid} · tier {snap.tier} · the {len(parts)} biggest {category or ''} mappings by rss"
+    table = Table(title=" ".join(title.split()), title_justify="left")
+    for col, just in (("address", "left"), ("category", "left"), ("state or path", "left"),
+                      ("rss MiB", "right"), ("size MiB", "right")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for p in parts:
+        # An exact-tier piece has its owner's state, then the name of the
+        # mapping it lies in ("[heap]": escaped, not taken for rich markup).
+        what = " · ".join(x for x in (p.state, p.path) if x) or "anonymous"
+        table.add_row(f"{p.start:x}-{p.end:x}", p.category, escape(what), mib(p.counters.rss, unit=False),
+                      mib(p.counters.size, unit=False))
+    show(table, console)
+    warn(snap.warnings)

@@ -1,9 +1,11 @@
-"""Finding the processes that run Go: in the executable or a loaded library."""
+"""The processes memscan can see: their commands, and those that run Go
+(in the executable or a loaded library)."""
 
 from __future__ import annotations
 
 import os
-from typing import List, NamedTuple
+import re
+from typing import Collection, List, NamedTuple, Optional, Pattern, Tuple, Union
 
 from . import elf
 from ._errors import Error
@@ -12,11 +14,13 @@ from .engine import engine
 from .kernel import procfs
 
 
-class GoProcess(NamedTuple):
+class Process(NamedTuple):
     pid: int
     name: str
     rss: int
-    go: GoRuntime
+    go: Optional[GoRuntime]  # None: no Go runtime in the executable or a loaded library
+    path: Optional[str]  # the executable; None where the kernel does not say (another user's)
+    command: str  # the command line, its arguments joined by spaces
 
 
 def _go_module(pid: int) -> "GoRuntime | None":
@@ -41,20 +45,60 @@ def _go_module(pid: int) -> "GoRuntime | None":
     return None
 
 
-def go_processes() -> List[GoProcess]:
-    """Every process this user may inspect that runs a Go runtime, by pid."""
+def _pids() -> List[int]:
+    return sorted(int(entry) for entry in os.listdir(procfs.PROCFS_PATH) if entry.isdigit())
+
+
+def command_line(pid: int) -> str:
+    """The process's arguments joined by spaces; empty for a kernel thread
+    or a zombie, which have no user memory (nor anything to scan)."""
+    return bytes(procfs.read(pid, "cmdline", bytearray(), engine)).rstrip(b"\0").replace(b"\0", b" ").decode(
+        errors="replace")
+
+
+def processes(go_only: bool = False) -> List[Process]:
+    """Every process this user may inspect, by pid (kernel threads left
+    out); ``go_only``: those that run a Go runtime."""
     found = []
-    for entry in os.listdir(procfs.PROCFS_PATH):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
+    for pid in _pids():
         try:
-            go = _go_module(pid)
-            if go is None:
+            command = command_line(pid)
+            if not command:
+                continue
+            # Another user's process (its exe and maps need ptrace rights): listed without them.
+            try:
+                path: Optional[str] = os.readlink(procfs.path(pid, "exe"))
+            except OSError:
+                path = None
+            try:
+                go = _go_module(pid)
+            except (Error, OSError):
+                go = None
+            if go is None and go_only:
                 continue
             status = engine.parse_status(procfs.read(pid, "status", bytearray(), engine))
         except (Error, OSError):
-            # Gone, a kernel thread, or not ours to read: not listed.
+            # Gone since it was listed: not listed.
             continue
-        found.append(GoProcess(pid, status.name, max(status.vm_rss, 0), go))
-    return sorted(found)
+        found.append(Process(pid, status.name, max(status.vm_rss, 0), go, path, command))
+    return found
+
+
+def matching(pattern: Union[str, Pattern[str]], exclude: Collection[int] = ()) -> List[Tuple[int, str]]:
+    """The processes whose command line or command name (comm) ``pattern``
+    (a regular expression) finds, as (pid, command line), by pid; memscan's
+    own process, whose command line may hold the pattern itself, and the
+    pids in ``exclude`` left out."""
+    regex = re.compile(pattern)
+    left_out = {os.getpid(), *exclude}
+    found = []
+    for pid in _pids():
+        if pid in left_out:
+            continue
+        try:
+            command = command_line(pid)
+            if command and (regex.search(command) or regex.search(procfs.comm(pid))):
+                found.append((pid, command))
+        except (Error, OSError):
+            continue  # gone since it was listed
+    return found

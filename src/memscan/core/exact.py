@@ -18,6 +18,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .._types import (ANON_OTHER, C_MALLOC, CATEGORIES, COUNTER_FIELDS, GO_HEAP, GO_RUNTIME, NFIELDS, F, Counters,
                       SmapsTable)
+from .snapshot import Part
 
 PAGE = 4096
 DETAIL = ("objects", "stacks", "free", "released", "reserved")
@@ -174,6 +175,9 @@ class Split(NamedTuple):
     regions: Sequence[Region] = ()
     #: c_malloc's pieces by C_DETAIL state (those with a state only).
     c_detail: Optional[Dict[str, Counters]] = None
+    #: Each split mapping's pieces with their Counters, by mapping index
+    #: (kept only when asked: ``split(keep=True)``).
+    pieces: Optional[Dict[int, List[Tuple[Piece, Counters]]]] = None
 
 
 def cut_mappings(t: SmapsTable, cats: bytearray, regions: Sequence[Region], outside: int) -> List[Tuple[int, List[Piece]]]:
@@ -200,12 +204,14 @@ def cut_mappings(t: SmapsTable, cats: bytearray, regions: Sequence[Region], outs
     return todo
 
 
-def split(t: SmapsTable, cats: bytearray, regions: Sequence[Region], pagemap, outside: int) -> Split:  # type: ignore[no-untyped-def]
+def split(t: SmapsTable, cats: bytearray, regions: Sequence[Region], pagemap, outside: int,  # type: ignore[no-untyped-def]
+          keep: bool = False) -> Split:
     """Split every anonymous mapping that a region touches, or that the
     layout tier put in go_heap, by ``regions``.
 
     ``outside``: the category of go_heap-classified memory that no region
-    claims (GO_RUNTIME in a Go-only program, else ANON_OTHER).
+    claims (GO_RUNTIME in a Go-only program, else ANON_OTHER). ``keep``:
+    also return each piece's Counters (``Split.pieces``).
     """
     todo = cut_mappings(t, cats, regions, outside)
     ranges = [(p.start, p.end) for _, pieces in todo for p in pieces]
@@ -218,10 +224,13 @@ def split(t: SmapsTable, cats: bytearray, regions: Sequence[Region], pagemap, ou
     plus: Dict[int, Counters] = {}
     detail = {name: Counters() for name in DETAIL}
     c_detail = {name: Counters() for name in C_DETAIL}
+    kept: Optional[Dict[int, List[Tuple[Piece, Counters]]]] = {} if keep else None
     at = 0
     for i, pieces in todo:
         parts = split_counters(t, i, pieces, counts[4 * at : 4 * (at + len(pieces))])
         at += len(pieces)
+        if kept is not None:
+            kept[i] = list(zip(pieces, parts))
         minus[cats[i]] = minus.get(cats[i], Counters()) + vma_counters(t, i)
         for p, c in zip(pieces, parts):
             plus[p.category] = plus.get(p.category, Counters()) + c
@@ -229,7 +238,21 @@ def split(t: SmapsTable, cats: bytearray, regions: Sequence[Region], pagemap, ou
                 detail[DETAIL[p.detail]] = detail[DETAIL[p.detail]] + c
             elif p.category == C_MALLOC and p.detail >= 0:
                 c_detail[C_DETAIL[p.detail]] = c_detail[C_DETAIL[p.detail]] + c
-    return Split(minus, plus, detail, regions, c_detail)
+    return Split(minus, plus, detail, regions, c_detail, kept)
+
+
+def parts(t: SmapsTable, cats: bytearray, pieces: Dict[int, List[Tuple[Piece, Counters]]]) -> List[Part]:
+    """Every mapping as the figures count it: whole, in its layout
+    category, or in the ``pieces`` the exact tier split it into (by
+    mapping index: Split.pieces), each with the state its owner gives it."""
+    out = []
+    for i in range(len(t)):
+        whole = [(Piece(t.starts[i], t.ends[i], cats[i], -1), vma_counters(t, i))]
+        for p, c in pieces.get(i, whole):
+            states = DETAIL if p.category == GO_HEAP else C_DETAIL if p.category == C_MALLOC else ()
+            state = states[p.detail] if states and p.detail >= 0 else None
+            out.append(Part(p.start, p.end, CATEGORIES[p.category], state, t.names[i], c))
+    return out
 
 
 def free_pages(free: Sequence[Tuple[int, int]]) -> Tuple[List[Region], int]:

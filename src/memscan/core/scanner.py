@@ -32,7 +32,7 @@ _LAYOUTS_KEPT = 64
 _layouts: "LRU[Tuple, Layout]" = LRU(_LAYOUTS_KEPT)
 
 
-def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snapshot:
+def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None, mappings: bool = False) -> Snapshot:
     """Attribute the memory of process ``pid`` to memscan's categories.
 
     ``tier``: "layout" decides per mapping from smaps alone; "exact" also
@@ -41,6 +41,9 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
     ``go_heap_detail``; "psutil" gives totals only; "auto" gives the best
     tier permitted, with a warning naming what was missing. ``engine``
     picks "cython" or "python" (default: the fastest available).
+    ``mappings``: also list the pieces behind the figures in
+    ``Snapshot.mappings`` (smaps tiers only): every mapping, cut by owner
+    where the exact tier split it.
 
     Raises NoSuchProcess (no such pid, a zombie, or an exit during the scan),
     AccessDenied (an explicit tier that is not permitted), ParseError, Error
@@ -54,7 +57,7 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
     if pid <= 0:
         raise NoSuchProcess(pid)  # no /proc entry; psutil would raise ValueError
     try:
-        return _scan_alive(pid, eng, name, tier)
+        return _scan_alive(pid, eng, name, tier, mappings)
     except NoSuchProcess as err:
         tid = procfs.live_thread(pid) if sys.platform.startswith("linux") else None
         if tid is None:
@@ -62,7 +65,7 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
         gone = err
     # The main thread exited, others run: read the process through one of them.
     try:
-        snap = _scan_alive(tid, eng, name, tier)
+        snap = _scan_alive(tid, eng, name, tier, mappings)
     except NoSuchProcess:
         raise gone from None
     snap.pid = pid
@@ -70,7 +73,7 @@ def scan(pid: int, tier: str = "auto", *, engine: Optional[str] = None) -> Snaps
     return snap
 
 
-def _scan_alive(pid: int, eng, name: str, tier: str) -> Snapshot:  # type: ignore[no-untyped-def]
+def _scan_alive(pid: int, eng, name: str, tier: str, mappings: bool) -> Snapshot:  # type: ignore[no-untyped-def]
     """_scan(), whose failures are NoSuchProcess once the process is found gone.
 
     A process that exits mid-scan fails whichever step was reading it, in
@@ -81,10 +84,10 @@ def _scan_alive(pid: int, eng, name: str, tier: str) -> Snapshot:  # type: ignor
     exiting, or its pid reused: another start time) raised it by exiting.
     """
     if not sys.platform.startswith("linux"):
-        return _scan(pid, eng, name, tier, None)
+        return _scan(pid, eng, name, tier, None, mappings)
     began = procfs.stat(pid)
     try:
-        snap = _scan(pid, eng, name, tier, began)
+        snap = _scan(pid, eng, name, tier, began, mappings)
     except NoSuchProcess:
         raise
     except Exception as err:
@@ -108,7 +111,8 @@ def _exited(pid: int, starttime: int) -> bool:
     return st.gone or st.exiting or st.starttime != starttime
 
 
-def _scan(pid: int, eng, name: str, tier: str, st: Optional[procfs.Stat]) -> Snapshot:  # type: ignore[no-untyped-def]
+def _scan(pid: int, eng, name: str, tier: str, st: Optional[procfs.Stat],  # type: ignore[no-untyped-def]
+          mappings: bool) -> Snapshot:
     """The scan in ``tier``; ``st``: the process's stat, None off Linux."""
     if tier == "psutil":
         if st is not None:
@@ -119,7 +123,7 @@ def _scan(pid: int, eng, name: str, tier: str, st: Optional[procfs.Stat]) -> Sna
             return fallback.snapshot(pid, name, "smaps exists only on Linux")
         raise Error(f"the {tier} tier needs Linux's /proc/PID/smaps")
     try:
-        return _smaps_scan(pid, eng, name, tier)
+        return scan_parts(pid, eng, name, tier, mappings=mappings).snapshot
     except AccessDenied as err:
         if tier != "auto":
             raise
@@ -139,13 +143,11 @@ class Parts(NamedTuple):
     regions: Optional[Sequence[exact.Region]]
 
 
-def _smaps_scan(pid: int, eng, engine_name: str, tier: str) -> Snapshot:  # type: ignore[no-untyped-def]
-    return scan_parts(pid, eng, engine_name, tier).snapshot
-
-
-def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0) -> Parts:  # type: ignore[no-untyped-def]
+def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0,  # type: ignore[no-untyped-def]
+               mappings: bool = False) -> Parts:
     """The smaps scan of ``scan()`` ("exact", "layout" or "auto"), with its
-    parts; ``pause``: seconds between the read() calls of smaps (procfs.read_smaps)."""
+    parts; ``pause``: seconds between the read() calls of smaps
+    (procfs.read_smaps); ``mappings``: fill ``Snapshot.mappings``."""
     when = time.time()
     buf = getattr(_local, "buf", None)
     if buf is None:
@@ -176,16 +178,17 @@ def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0) -
     detail = c_detail = None
     done = "layout"
     regions = None
+    pieces: Dict[int, List[Tuple[exact.Piece, Counters]]] = {}
     if tier in ("exact", "auto"):
         try:
-            split, partial, owner = _split(pid, table, cats, lay, eng, warnings)
+            split, partial, owner = _split(pid, table, cats, lay, eng, warnings, mappings)
         except Error as err:
             if tier == "exact" or isinstance(err, NoSuchProcess):
                 raise
             warnings.append(f"layout tier shown: {err}")
         else:
             categories = exact.apply(categories, CATEGORIES, split)
-            detail, done, regions = split.detail, "exact", split.regions
+            detail, done, regions, pieces = split.detail, "exact", split.regions, split.pieces or {}
             if split.c_detail is not None:
                 lazy = owner in PRELOADED
                 c_detail = exact.c_malloc_detail(split.c_detail, categories["c_malloc"], partial, lazy)
@@ -196,6 +199,7 @@ def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0) -
     snap = Snapshot(
         pid, when, "smaps", done, engine_name, total, categories, go_heap_detail=detail,
         go=lay.go, allocator=lay.allocator, warnings=warnings, c_malloc_detail=c_detail,
+        mappings=exact.parts(table, cats, pieces) if mappings else None,
     )
     return Parts(snap, table, cats, lay, regions)
 
@@ -225,15 +229,16 @@ def _read_structures(pid: int, what: str, read):  # type: ignore[no-untyped-def]
 
 
 def _split(pid: int, table, cats, lay: Layout, eng,  # type: ignore[no-untyped-def]
-           warnings: List[str]) -> Tuple[exact.Split, int, Optional[str]]:
+           warnings: List[str], keep: bool) -> Tuple[exact.Split, int, Optional[str]]:
     """The exact tier's split of the mappings (``owner_regions``), the bytes
     of free C chunks outside whole pages (exact.free_pages) and who owns
-    malloc (None: not read); or an Error saying why it cannot be had."""
+    malloc (None: not read); or an Error saying why it cannot be had.
+    ``keep``: with each piece's Counters (exact.split)."""
     regions, others = owner_regions(pid, table, lay, eng, warnings)
     outside = exact.outside_category(lay.context.go_only)
     with Pagemap(pid, eng) as pm:
         for attempt in range(HEAP_READ_TRIES):
-            split = exact.split(table, cats, regions, pm, outside)
+            split = exact.split(table, cats, regions, pm, outside, keep)
             # Pages resident in address space the runtime had not grown
             # into: the heap grew (mheap.grow: sysMap, then the page
             # allocator's inUse) between its read and this count. Read the

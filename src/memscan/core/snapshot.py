@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 from .._types import CATEGORIES, Counters, GoRuntime
+
+
+class Part(NamedTuple):
+    """A piece of the address space behind a snapshot's figures: a whole
+    mapping, or the part of one that an owner's structures claim (the
+    exact tier), with its share of the mapping's counters."""
+
+    start: int
+    end: int
+    category: str
+    state: Optional[str]  # the Go heap's page state or the C allocator's (exact tier), else None
+    path: str  # the mapping's path or name (smaps), "" for anonymous memory
+    counters: Counters
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"start": self.start, "end": self.end, "category": self.category, "state": self.state,
+                "path": self.path, **self.counters.to_dict()}
 
 
 @dataclass
@@ -31,6 +48,9 @@ class Snapshot:
     #: The states of c_malloc (core.exact.C_DETAIL: in_use, free, reserved,
     #: unassigned), adding up to it; None where no C allocator was read.
     c_malloc_detail: Optional[Dict[str, Counters]] = None
+    #: Every mapping or exact-tier piece of one (Part), where the scan was
+    #: asked for them (scan(mappings=True)) and read smaps; not in to_dict().
+    mappings: Optional[List[Part]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The JSON form: exactly the documented keys, sizes in bytes."""
