@@ -17,6 +17,7 @@ import pytest
 import memscan
 from memscan.core import exact
 from memscan.owners import c as cmalloc
+from memscan.owners.c.mappings import LimitReached
 
 from test_cmalloc import JEMALLOC, smaps
 
@@ -215,22 +216,35 @@ def test_plot_has_a_c_malloc_panel(cprog, tmp_path):
 
 
 class _File:
-    """A target memory that is a file: addresses are offsets in it."""
+    """A target memory that is a file: addresses are offsets in it; reads
+    capped at ``limit`` bytes, as TargetMemory caps them; the page at
+    ``absent`` (if not 0) not present."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, limit: int, absent: int) -> None:
         self.mem = os.open(path, os.O_RDONLY)
         self.charged = 0
+        self.limit = limit
+        self.absent = absent
 
     def present(self, lo: int, hi: int):  # type: ignore[no-untyped-def]
+        if lo <= self.absent < hi:
+            return [(lo, self.absent), (self.absent + 4096, hi)]
         return [(lo, hi)]
 
     def charge(self, n: int) -> None:
+        if self.charged + n > self.limit:
+            raise LimitReached("over the cap")
         self.charged += n
 
+    def room(self, n: int) -> int:
+        return (self.limit - self.charged) // n
 
-def _arena(tmp_path, chunks, fastbin0=0, unsorted=None, safe_linking=True):  # type: ignore[no-untyped-def]
+
+def _arena(tmp_path, chunks, fastbin0=0, unsorted=None, safe_linking=True,  # type: ignore[no-untyped-def]
+           limit=1 << 20, absent=0):
     """An arena at 0x1000 with one heap [0x10000, 0x20000) and a top chunk
-    at 0x1f000; ``chunks``: address -> (size word, fd)."""
+    at 0x1f000; ``chunks``: address -> (size word, fd) (the top's too, if
+    given)."""
     import struct as st
     from types import SimpleNamespace
 
@@ -245,11 +259,11 @@ def _arena(tmp_path, chunks, fastbin0=0, unsorted=None, safe_linking=True):  # t
         state[glibc.MS_BINS // 8] = unsorted
     state[glibc.MS_TOP // 8] = 0x1F000
     image = bytearray(0x20000)
-    for addr, (size_word, fd) in {**chunks, 0x1F000: (0x1001, 0)}.items():
+    for addr, (size_word, fd) in {0x1F000: (0x1001, 0), **chunks}.items():
         st.pack_into("<QQQ", image, addr, 0, size_word, fd)
     path = tmp_path / "mem"
     path.write_bytes(bytes(image))
-    maps = SimpleNamespace(tgt=_File(str(path)))
+    maps = SimpleNamespace(tgt=_File(str(path), limit, absent))
     return bins.Arena(maps, ar, state, [(0x10000, 0x20000)], safe_linking)  # type: ignore[arg-type]
 
 
@@ -269,6 +283,8 @@ def test_free_lists_of_a_synthetic_arena(tmp_path):
     bad = [
         ({**ok, 0x10040: (0x31, _protect(0x10040, 0))}, "fastbin 0 holds a chunk of 48 bytes"),
         ({**ok, 0x10000: (0x21, _protect(0x10000, 0x10000))}, "met twice"),
+        ({**ok, 0x10100: (0x201, 0x10400), 0x10400: (0x201, 0x10100)}, "met twice"),
+        ({**ok, 0x10100: (0x201, 0x1F000), 0x1F000: (0x1001, head)}, "overlap"),  # the top in a list
         ({**ok, 0x10100: (0x201, 0x30000)}, "outside the arena's heaps"),
         ({**ok, 0x10100: (0x201, 0x10108)}, "misaligned"),
         ({**ok, 0x10100: (0x100001, head)}, "size word"),
@@ -276,6 +292,18 @@ def test_free_lists_of_a_synthetic_arena(tmp_path):
     for chunks, why in bad:
         with pytest.raises(bins.BadList, match=why):
             _arena(tmp_path, chunks, fastbin0=0x10000, unsorted=0x10100).free_chunks()
+    # A header on a page not present is not read, whole or in part.
+    for p in (0x12000, 0x11FF0):
+        chunks = {**ok, 0x10100: (0x201, p), p: (0x21, head)}
+        with pytest.raises(bins.BadList, match="not present"):
+            _arena(tmp_path, chunks, fastbin0=0x10000, unsorted=0x10100, absent=0x12000).free_chunks()
+    assert _arena(tmp_path, {**ok, 0x10100: (0x201, 0x13000), 0x13000: (0x21, head)}, fastbin0=0x10000,
+                  unsorted=0x10100, absent=0x12000).free_chunks()[3] == (0x13000, 0x13020)
+    # The cap stops the walk where a read would go over it, the reads made charged.
+    capped = _arena(tmp_path, ok, fastbin0=0x10000, unsorted=0x10100, limit=24 * 2 + 23)
+    with pytest.raises(LimitReached):
+        capped.free_chunks()
+    assert capped.maps.tgt.charged == 24 * 2
     # glibc before 2.32 stores fd as it is.
     plain = {0x10000: (0x21, 0)}
     assert _arena(tmp_path, plain, fastbin0=0x10000, safe_linking=False).free_chunks()[0] == (0x10000, 0x10020)

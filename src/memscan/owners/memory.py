@@ -130,6 +130,12 @@ class TargetMemory:
                                   f"would exceed {self.limit} bytes")
         self.charged += n
 
+    def room(self, n: int) -> int:
+        """How many more reads of ``n`` bytes the cap allows: a walk of many
+        small reads (glibc's free lists) charges them together afterwards,
+        a call per read costing a tenth of the read again."""
+        return (self.limit - self.charged) // n
+
     # -- mappings
 
     def refresh_maps(self) -> None:
