@@ -185,6 +185,10 @@ def test_cli(go_program):
     assert text.returncode == 0 and text.stderr == "", text
     assert f"pid {prog.pid} · {prog.report['go_version']} · tier exact" in text.stdout
     assert "mostly reserved address space" in text.stdout
+    # Piped: each finding's text whole on one line, no trailing spaces.
+    lines = text.stdout.splitlines()
+    assert not [line for line in lines if line.endswith(" ")]
+    assert any(len(line) > 80 for line in lines), lines  # rich would have wrapped at 80 columns
     doc = json.loads(run_cli("explain", str(prog.pid), "--json", "--tier", "layout").stdout)
     assert set(doc) == KEYS and doc["tier"] == "layout" and doc["watch"] is None and doc["memstats"] is None
     for f in doc["findings"]:

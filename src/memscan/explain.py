@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -572,7 +573,9 @@ def render(doc: Mapping[str, Any], console: Any = None) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    console = console or Console()
+    # Piped or redirected: one line per paragraph, as long as it is, never
+    # wrapped at rich's 80 columns with trailing spaces; a terminal wraps it.
+    console = console or Console(soft_wrap=not sys.stdout.isatty())
     go = doc["go"]
     head = f"pid {doc['pid']}"
     if doc.get("recording"):
