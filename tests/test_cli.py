@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -72,7 +73,10 @@ def test_scan_table_whole_when_piped(cprog, columns):
                           timeout=120, env=dict(os.environ, COLUMNS=columns))
     assert proc.returncode == 0, proc
     assert_whole(proc.stdout)
-    assert f"pid {prog.pid} " in proc.stdout.splitlines()[0] and "% rss" in proc.stdout
+    # Named by its command line, then the table.
+    first, title = proc.stdout.splitlines()[:2]
+    assert first == f"pid {prog.pid}: {shlex.join(prog.proc.args)}" and title.startswith(f"pid {prog.pid} ·"), proc.stdout
+    assert "% rss" in proc.stdout
 
 
 @pytest.mark.slow

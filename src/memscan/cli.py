@@ -50,7 +50,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     for pid in targets.resolve(args):
         try:
             snap = scan(pid, tier=args.tier, engine=args.engine, mappings=args.mappings is not None)
-            header = f"pid {pid}: {command_line(pid)}" if args.match is not None else None
+            header = f"pid {pid}: {command_line(pid, quoted=True)}"
         except NoSuchProcess as err:
             if args.match is None:
                 raise
@@ -64,8 +64,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             listed = {} if top is None else {"mappings": [p.to_dict() for p in top]}
             docs.append(dict(snap.to_dict(), **named(pid), **listed))
             continue
-        if header is not None:
-            print(header)
+        print(header)
         if top is None:
             render(snap)
         else:

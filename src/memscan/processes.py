@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from typing import Collection, List, NamedTuple, Optional, Pattern, Tuple, Union
 
 from . import elf
@@ -49,11 +50,13 @@ def _pids() -> List[int]:
     return sorted(int(entry) for entry in os.listdir(procfs.PROCFS_PATH) if entry.isdigit())
 
 
-def command_line(pid: int) -> str:
-    """The process's arguments joined by spaces; empty for a kernel thread
-    or a zombie, which have no user memory (nor anything to scan)."""
-    return bytes(procfs.read(pid, "cmdline", bytearray(), engine)).rstrip(b"\0").replace(b"\0", b" ").decode(
-        errors="replace")
+def command_line(pid: int, quoted: bool = False) -> str:
+    """The process's arguments joined by spaces (``quoted``: shell-quoted,
+    to be read or pasted back); empty for a kernel thread or a zombie,
+    which have no user memory (nor anything to scan)."""
+    raw = bytes(procfs.read(pid, "cmdline", bytearray(), engine))
+    args = [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
+    return shlex.join(args) if quoted else " ".join(args)
 
 
 def processes(go_only: bool = False) -> List[Process]:

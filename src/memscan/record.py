@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import shlex
 import signal
 import sys
 import time
@@ -46,9 +45,9 @@ from ._version import __version__
 from .core.exact import C_DETAIL, DETAIL
 from .core.sampler import Sample, Sampler
 from .core.snapshot import Snapshot
-from .engine import engine as _engine
 from .format import warn
 from .kernel import procfs
+from .processes import command_line
 
 FORMAT = 1
 SUFFIXES = (".csv", ".jsonl")
@@ -85,16 +84,9 @@ _TEXT = ("tier",)
 _FLOAT = ("wall", "mono", "states_age", "stale")
 
 
-def command_line(pid: int) -> str:
-    """The target's command line (shell-quoted), or "" for a process without
-    one (a kernel thread, a zombie)."""
-    raw = bytes(procfs.read(pid, "cmdline", bytearray(), _engine))
-    return shlex.join(a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1])
-
-
 def header(pid: int, *, tier: str, hz: float, full_every: float) -> Dict[str, Any]:
     """What a recording's header says of how it was made (``Writer``'s ``meta``)."""
-    return {"memscan": __version__, "format": FORMAT, "pid": pid, "command": command_line(pid),
+    return {"memscan": __version__, "format": FORMAT, "pid": pid, "command": command_line(pid, quoted=True),
             "name": procfs.comm(pid), "tier": tier, "hz": hz, "full_every": full_every}
 
 

@@ -11,7 +11,8 @@ from ._types import CATEGORIES, Counters
 from .core.exact import C_DETAIL, DETAIL
 from .core.sampler import Sample, Sampler
 from .format import MIB, mib
-from .record import STALE_AFTER, command_line
+from .processes import command_line
+from .record import STALE_AFTER
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 24
@@ -117,7 +118,7 @@ def run(pid: int, *, interval: float, tier: str, window: float) -> int:
     from rich.live import Live
 
     console = Console()
-    command = command_line(pid)
+    command = command_line(pid, quoted=True)
     recent: Deque[Sample] = deque()
     with Sampler(pid, interval, tier) as sampler, Live(console=console, auto_refresh=False) as live:
 
