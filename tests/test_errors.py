@@ -76,15 +76,23 @@ def test_exits_during_scans_never_give_a_figure():
     assert outcomes["gone"] == 40 and outcomes["snapshot"] > 0
 
 
-def test_malformed_procfs_names_file_and_offset(tmp_path, monkeypatch, capsys):
+def fake_proc(tmp_path, monkeypatch, copied, **written) -> int:  # type: ignore[no-untyped-def]
+    """/proc as memscan reads it, under ``tmp_path``, for this process: the
+    files ``copied`` from the real one, ``written`` (name=bytes) as given."""
     pid = os.getpid()
     fake = tmp_path / str(pid)
     fake.mkdir()
-    real = f"/proc/{pid}"
-    for name in ("stat", "limits", "status"):
-        (fake / name).write_bytes(Path(f"{real}/{name}").read_bytes())
-    (fake / "smaps").write_bytes(b"00400000-00401000 r-xp 00000000 08:01 12 /bin/x\nRss:  12 parsecs\n")
+    for name in copied:
+        (fake / name).write_bytes(Path(f"/proc/{pid}/{name}").read_bytes())
+    for name, data in written.items():
+        (fake / name).write_bytes(data)
     monkeypatch.setattr(procfs, "PROCFS_PATH", str(tmp_path))
+    return pid
+
+
+def test_malformed_procfs_names_file_and_offset(tmp_path, monkeypatch, capsys):
+    pid = fake_proc(tmp_path, monkeypatch, ("stat", "limits", "status"),
+                    smaps=b"00400000-00401000 r-xp 00000000 08:01 12 /bin/x\nRss:  12 parsecs\n")
     with pytest.raises(memscan.ParseError) as err:
         memscan.scan(pid, tier="layout")
     assert err.value.path == f"{tmp_path}/{pid}/smaps" and err.value.offset == 48
@@ -97,13 +105,7 @@ def test_malformed_procfs_names_file_and_offset(tmp_path, monkeypatch, capsys):
 def test_malformed_statm_stops_the_sampler_with_its_name(tmp_path, monkeypatch, statm):
     """The Sampler's rss comes from statm: text that is not its seven numbers
     is a ParseError naming the file, never a figure read from it."""
-    pid = os.getpid()
-    fake = tmp_path / str(pid)
-    fake.mkdir()
-    for name in ("stat", "status", "maps"):
-        (fake / name).write_bytes(Path(f"/proc/{pid}/{name}").read_bytes())
-    (fake / "statm").write_bytes(statm)
-    monkeypatch.setattr(procfs, "PROCFS_PATH", str(tmp_path))
+    pid = fake_proc(tmp_path, monkeypatch, ("stat", "status", "maps"), statm=statm)
     with memscan.Sampler(pid, tier="psutil") as s:
         with pytest.raises(memscan.ParseError) as err:
             s.sample()
@@ -169,12 +171,7 @@ def test_mappings_listed_twice_are_read_again(tmp_path, monkeypatch, capsys):
     assert len(calls) == 2 and snap.total.rss > 1 << 20
     monkeypatch.undo()
 
-    fake = tmp_path / str(pid)
-    fake.mkdir()
-    for name in ("stat", "limits", "status"):
-        (fake / name).write_bytes(Path(f"/proc/{pid}/{name}").read_bytes())
-    (fake / "smaps").write_bytes(OVERLAPPING)
-    monkeypatch.setattr(procfs, "PROCFS_PATH", str(tmp_path))
+    fake_proc(tmp_path, monkeypatch, ("stat", "limits", "status"), smaps=OVERLAPPING)
     with pytest.raises(memscan.Error, match=f"pid {pid} kept changing its mappings while its smaps was read"):
         memscan.scan(pid, tier="layout")
     assert cli.main(["scan", str(pid)]) == 1
