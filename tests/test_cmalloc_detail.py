@@ -88,8 +88,10 @@ def test_detail_sums_with_partial_pages():
     d = exact.c_malloc_detail(pieces, total, 100)
     assert d["free"] == c(size=4196, rss=100, pss=100, uss=100, anonymous=100)
     assert d["in_use"].size == 8092 and d["unassigned"] == c(size=4096, rss=4096, pss=4096, uss=4096, anonymous=4096)
-    regions, partial = exact.free_pages([(0x1010, 0x1030), (0x1ff0, 0x4010)])
-    assert regions == [exact.Region(0x2000, 0x4000, memscan.core.exact.C_MALLOC, exact.C_FREE)]
+    regions, partial = exact.c_state_regions([(0x1010, 0x1030, "free"), (0x1ff0, 0x4010, "free"),
+                                              (0x5000, 0x9000, "reserved")])
+    assert regions == [exact.Region(0x2000, 0x4000, memscan.core.exact.C_MALLOC, exact.C_FREE),
+                       exact.Region(0x5000, 0x9000, memscan.core.exact.C_MALLOC, exact.C_RESERVED)]
     assert partial == 0x20 + 0x10 + 0x10
 
 

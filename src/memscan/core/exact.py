@@ -13,7 +13,10 @@ mapping exactly and every partition sum of the layout tier still holds.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
+from functools import partial
+from itertools import compress, count, islice, repeat
+from operator import add, and_, eq, ge, itemgetter, lt, ne, neg, not_, sub
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .._types import (ANON_OTHER, C_MALLOC, CATEGORIES, COUNTER_FIELDS, GO_HEAP, GO_RUNTIME, NFIELDS, F, Counters,
@@ -43,57 +46,103 @@ class Region(NamedTuple):
     detail: int = -1
 
 
-class Piece(NamedTuple):
-    start: int
-    end: int
-    category: int
-    detail: int
+#: A mapping's piece: a region clipped to the mapping, or a part of it no
+#: region claims (detail -1). The same record as Region, so that a region
+#: inside a mapping is its own piece, not a copy.
+Piece = Region
 
 
 def combine(sources: Sequence[Sequence[Region]]) -> Tuple[List[Region], int]:
     """One sorted, non-overlapping list from several sources, earlier sources
     winning where they overlap; also the bytes where sources disagreed."""
-    bounds = sorted({x for src in sources for r in src for x in (r.start, r.end)})
-    if not bounds:
-        return [], 0
-    owner: List = [None] * (len(bounds) - 1)
+    claimed: List[Region] = []
     conflict = 0
     for src in sources:
-        for r in src:
-            lo, hi = bisect_right(bounds, r.start) - 1, bisect_right(bounds, r.end) - 1
-            for k in range(lo, hi):
-                if owner[k] is None:
-                    owner[k] = r
-                elif owner[k].category != r.category:
-                    conflict += bounds[k + 1] - bounds[k]
-    out: List[Region] = []
-    for k, r in enumerate(owner):
-        if r is None:
-            continue
-        if out and out[-1].end == bounds[k] and (out[-1].category, out[-1].detail) == (r.category, r.detail):
-            out[-1] = out[-1]._replace(end=bounds[k + 1])
+        claimed, disagreed = _claim(claimed, [r for r in src if r.start < r.end])
+        conflict += disagreed
+    # Neighbours of one (category, detail) become one region.
+    starts, ends = list(map(itemgetter(0), claimed)), list(map(itemgetter(1), claimed))
+    keys = list(map(itemgetter(2, 3), claimed))
+    joins = list(map(and_, map(eq, ends, islice(starts, 1, None)), map(eq, keys, islice(keys, 1, None))))
+    if not any(joins):
+        return claimed, conflict
+    out = claimed[:1]
+    for r, join in zip(islice(claimed, 1, None), joins):
+        if join:
+            out[-1] = out[-1]._replace(end=r.end)
         else:
-            out.append(Region(bounds[k], bounds[k + 1], r.category, r.detail))
+            out.append(r)
     return out, conflict
+
+
+def _claim(claimed: List[Region], src: List[Region]) -> Tuple[List[Region], int]:
+    """``claimed`` (sorted, disjoint) and what the regions of ``src`` cover
+    that it does not; also the bytes of ``claimed`` they cover with another
+    category. A region at a time against what is claimed, so that a few
+    large regions (a C arena around the whole pages of its free chunks)
+    take their gaps between tens of thousands of claims a slice at a time."""
+    ordered = sorted(src, key=itemgetter(0))
+    if any(map(lt, map(itemgetter(0), islice(ordered, 1, None)), map(itemgetter(1), ordered))):
+        # Regions of one source that overlap: the first listed wins, as if
+        # the source's halves were two sources.
+        half = len(src) // 2
+        claimed, first = _claim(claimed, src[:half])
+        claimed, second = _claim(claimed, src[half:])
+        return claimed, first + second
+    if not claimed:
+        return ordered, 0
+    starts, ends = list(map(itemgetter(0), claimed)), list(map(itemgetter(1), claimed))
+    new: List[Region] = []
+    conflict = 0
+    for r in ordered:
+        k0 = bisect_right(ends, r.start)  # the first claim ending after r starts
+        k1 = bisect_left(starts, r.end, k0)  # past the last claim starting before r ends
+        if k0 == k1:
+            new.append(r)
+            continue
+        over = claimed[k0:k1]
+        if list(map(itemgetter(2), over)).count(r.category) != len(over):
+            conflict += sum(min(r.end, c.end) - max(r.start, c.start) for c in over if c.category != r.category)
+        if r.start < starts[k0]:
+            new.append(Region(r.start, starts[k0], r.category, r.detail))
+        gap_lo, gap_hi = ends[k0 : k1 - 1], starts[k0 + 1 : k1]
+        new.extend(Region(a, b, r.category, r.detail)
+                   for a, b in compress(zip(gap_lo, gap_hi), map(lt, gap_lo, gap_hi)))
+        if ends[k1 - 1] < r.end:
+            new.append(Region(ends[k1 - 1], r.end, r.category, r.detail))
+    # Two sorted runs: the sort merges them.
+    return sorted(claimed + new, key=itemgetter(0)), conflict
 
 
 def cut(start: int, end: int, regions: Sequence[Region], starts: Sequence[int], category: int) -> List[Piece]:
     """Cut [start, end) by ``regions`` (sorted, with their ``starts``); what
     no region covers keeps ``category``."""
-    out: List[Piece] = []
-    pos = start
     k = max(bisect_right(starts, start) - 1, 0)
-    while k < len(regions) and regions[k].start < end:
-        r = regions[k]
-        lo, hi = max(r.start, start), min(r.end, end)
-        if lo < hi:
-            if pos < lo:
-                out.append(Piece(pos, lo, category, -1))
-            out.append(Piece(lo, hi, r.category, r.detail))
-            pos = hi
+    if k < len(regions) and regions[k].end <= start:
         k += 1
-    if pos < end:
-        out.append(Piece(pos, end, category, -1))
+    inside = regions[k:bisect_left(starts, end, k)]
+    if not inside:
+        return [Piece(start, end, category, -1)]
+    # A heap's regions mostly follow one another without gaps (combine()
+    # leaves none inside an arena it claims): the regions themselves are the
+    # pieces, found a run at a time, instead of a Piece built per region.
+    ends = list(map(itemgetter(1), inside))
+    gaps = list(compress(count(), map(ne, ends, islice(map(itemgetter(0), inside), 1, None))))
+    out: List[Piece] = []
+    if inside[0].start > start:
+        out.append(Piece(start, inside[0].start, category, -1))
+    at = 0
+    for g in gaps:
+        out.extend(inside[at : g + 1])
+        out.append(Piece(ends[g], inside[g + 1].start, category, -1))
+        at = g + 1
+    out.extend(inside[at:])
+    if out[0].start < start:
+        out[0] = out[0]._replace(start=start)
+    if out[-1].end > end:
+        out[-1] = out[-1]._replace(end=end)
+    elif out[-1].end < end:
+        out.append(Piece(out[-1].end, end, category, -1))
     return out
 
 
@@ -105,16 +154,20 @@ def shares(total: int, weights: Sequence[int]) -> List[int]:
         return [0] * len(weights)
     if wsum == 0:
         weights, wsum = [1] * len(weights), len(weights)
+    if total == wsum:  # as when smaps and pagemap count the same pages: no remainders to share out
+        return list(weights)
     parts = [total * w // wsum for w in weights]
     rest = total - sum(parts)
-    order = sorted(range(len(weights)), key=lambda i: (total * weights[i]) % wsum, reverse=True)
-    for i in order[:rest]:
-        parts[i] += 1
+    if rest:
+        order = sorted(range(len(weights)), key=lambda i: (total * weights[i]) % wsum, reverse=True)
+        for i in order[:rest]:
+            parts[i] += 1
     return parts
 
 
-def split_counters(t: SmapsTable, i: int, pieces: Sequence[Piece], counts: Sequence[int]) -> List[Counters]:
-    """The Counters of each piece of mapping ``i``; they add up to the mapping's.
+def split_columns(t: SmapsTable, i: int, pieces: Sequence[Piece], counts: Sequence[int]) -> List[List[int]]:
+    """The Counters of each piece of mapping ``i`` as columns, one list per
+    COUNTER_FIELDS (two columns may be one list); they add up to the mapping's.
 
     ``counts``: 4 per piece from pagemap (present, swapped, exclusive, zero
     pages). Resident pages weigh rss, pss and anonymous; swapped pages weigh
@@ -124,21 +177,37 @@ def split_counters(t: SmapsTable, i: int, pieces: Sequence[Piece], counts: Seque
     """
     f = t.fields[i * NFIELDS : (i + 1) * NFIELDS]
     n = len(pieces)
-    resident = [max(counts[4 * k] - counts[4 * k + 3], 0) for k in range(n)]
-    swapped = [counts[4 * k + 1] for k in range(n)]
-    exclusive = [min(counts[4 * k + 2], resident[k]) for k in range(n)]
-    others = [r - x for r, x in zip(resident, exclusive)]
-    released = [r if p.category == GO_HEAP and p.detail == RELEASED else 0 for r, p in zip(resident, pieces)]
+    resident = [max(p - z, 0) for p, z in zip(counts[0::4], counts[3::4])]
+    swapped = counts[1::4]
+    exclusive = list(map(min, counts[2::4], resident))
+    if exclusive == resident:  # a private mapping: one list, so that pages() shares its work
+        exclusive = resident
+    others = list(map(sub, resident, exclusive))
+    zeros = [0] * n
+    # Of a heap's tens of thousands of pieces, rss, pss and anonymous are
+    # most often the same shares of the same weights: each is made once.
+    made: Dict[Tuple[int, int], List[int]] = {}
 
-    def pages(value: int, weights: Sequence[int]) -> List[int]:
+    def pages(value: int, weights: List[int]) -> List[int]:
         # Whole pages by weight; a sub-page remainder (PSS) goes with the largest share.
-        parts = [m * PAGE for m in shares(value // PAGE, weights)]
-        if value % PAGE:
-            parts[max(range(n), key=lambda k: (parts[k], weights[k]))] += value % PAGE
-        return parts
+        if value == 0:
+            return zeros
+        key = (value, id(weights))
+        if key not in made:
+            parts = [m * PAGE for m in shares(value // PAGE, weights)]
+            if value % PAGE:
+                # The first of the largest (share, weight): the largest -index breaks ties.
+                parts[-max(zip(parts, weights, map(neg, range(n))))[2]] += value % PAGE
+            made[key] = parts
+        return made[key]
 
     lazy = f[F["LazyFree"]]
-    lazy_released = min(lazy, sum(released) * PAGE)
+    if lazy:
+        released = [r if p.category == GO_HEAP and p.detail == RELEASED else 0 for r, p in zip(resident, pieces)]
+        lazy_released = min(lazy, sum(released) * PAGE)
+        lazyfree = list(map(add, pages(lazy_released, released), pages(lazy - lazy_released, resident)))
+    else:
+        lazyfree = zeros
     columns = {
         "size": [p.end - p.start for p in pieces],
         "rss": pages(f[F["Rss"]], resident),
@@ -147,10 +216,26 @@ def split_counters(t: SmapsTable, i: int, pieces: Sequence[Piece], counts: Seque
         "shared": pages(f[F["Shared_Clean"]] + f[F["Shared_Dirty"]], others),
         "anonymous": pages(f[F["Anonymous"]], resident),
         "swap": pages(f[F["Swap"]], swapped),
-        "lazyfree": [a + b for a, b in zip(pages(lazy_released, released), pages(lazy - lazy_released, resident))],
+        "lazyfree": lazyfree,
         "anon_huge": pages(f[F["AnonHugePages"]], resident),
     }
-    return [Counters(*(columns[c][k] for c in COUNTER_FIELDS)) for k in range(n)]
+    return [columns[c] for c in COUNTER_FIELDS]
+
+
+def state_sums(pieces: Sequence[Piece], columns: Sequence[List[int]]) -> Dict[Tuple[int, int], Counters]:
+    """The sum of the ``columns`` (split_columns) over the pieces of each
+    (category, detail), in the order they first appear: a few sums over
+    whole columns rather than a Counters per piece."""
+    keys = list(map(itemgetter(2, 3), pieces))
+    states = dict.fromkeys(keys)
+    if len(states) == 1:
+        return {keys[0]: Counters(*map(sum, columns))}
+    sums: Dict[int, List[int]] = {}  # by column (id): one sum per state
+    masks = [list(map(eq, keys, repeat(key))) for key in states]
+    for col in columns:
+        if id(col) not in sums:
+            sums[id(col)] = [sum(compress(col, m)) for m in masks]
+    return {key: Counters(*(sums[id(col)][j] for col in columns)) for j, key in enumerate(states)}
 
 
 def vma_counters(t: SmapsTable, i: int) -> Counters:
@@ -214,11 +299,11 @@ def split(t: SmapsTable, cats: bytearray, regions: Sequence[Region], pagemap, ou
     also return each piece's Counters (``Split.pieces``).
     """
     todo = cut_mappings(t, cats, regions, outside)
-    ranges = [(p.start, p.end) for _, pieces in todo for p in pieces]
+    ranges = [p[:2] for _, pieces in todo for p in pieces]
     # A mapping without shared pages (anonymous private memory nearly
     # always) needs no per-page look at pagemap's exclusive bit.
     shared = [t.fields[i * NFIELDS + F["Shared_Clean"]] + t.fields[i * NFIELDS + F["Shared_Dirty"]] for i, _ in todo]
-    private = bytes(not sh for sh, (_, pieces) in zip(shared, todo) for _ in pieces)
+    private = b"".join(bytes((not sh,)) * len(pieces) for sh, (_, pieces) in zip(shared, todo))
     counts = pagemap.counts(ranges, private) if ranges else []
     minus: Dict[int, Counters] = {}
     plus: Dict[int, Counters] = {}
@@ -227,17 +312,17 @@ def split(t: SmapsTable, cats: bytearray, regions: Sequence[Region], pagemap, ou
     kept: Optional[Dict[int, List[Tuple[Piece, Counters]]]] = {} if keep else None
     at = 0
     for i, pieces in todo:
-        parts = split_counters(t, i, pieces, counts[4 * at : 4 * (at + len(pieces))])
+        columns = split_columns(t, i, pieces, counts[4 * at : 4 * (at + len(pieces))])
         at += len(pieces)
         if kept is not None:
-            kept[i] = list(zip(pieces, parts))
+            kept[i] = list(zip(pieces, map(Counters, *columns)))
         minus[cats[i]] = minus.get(cats[i], Counters()) + vma_counters(t, i)
-        for p, c in zip(pieces, parts):
-            plus[p.category] = plus.get(p.category, Counters()) + c
-            if p.category == GO_HEAP and p.detail >= 0:
-                detail[DETAIL[p.detail]] = detail[DETAIL[p.detail]] + c
-            elif p.category == C_MALLOC and p.detail >= 0:
-                c_detail[C_DETAIL[p.detail]] = c_detail[C_DETAIL[p.detail]] + c
+        for (category, state), c in state_sums(pieces, columns).items():
+            plus[category] = plus.get(category, Counters()) + c
+            if category == GO_HEAP and state >= 0:
+                detail[DETAIL[state]] = detail[DETAIL[state]] + c
+            elif category == C_MALLOC and state >= 0:
+                c_detail[C_DETAIL[state]] = c_detail[C_DETAIL[state]] + c
     return Split(minus, plus, detail, regions, c_detail, kept)
 
 
@@ -255,18 +340,26 @@ def parts(t: SmapsTable, cats: bytearray, pieces: Dict[int, List[Tuple[Piece, Co
     return out
 
 
-def free_pages(free: Sequence[Tuple[int, int]]) -> Tuple[List[Region], int]:
-    """The whole pages of free chunks (sorted byte ranges) as C_FREE regions,
-    and the bytes of free chunks outside whole pages (pagemap counts pages:
-    these are added to the free state by c_malloc_detail)."""
-    out: List[Region] = []
-    partial = 0
-    for lo, hi in free:
-        a, b = -(-lo // PAGE) * PAGE, hi // PAGE * PAGE
-        if a < b:
-            out.append(Region(a, b, C_MALLOC, C_FREE))
-        partial += hi - lo - max(b - a, 0)
-    return out, partial
+def c_state_regions(states: Sequence[Tuple[int, int, str]]) -> Tuple[List[Region], int]:
+    """The regions of the C allocator's states (sorted ``(start, end,
+    state)``, CRegions.states): of free chunks their whole pages, and the
+    bytes of free chunks outside whole pages (pagemap counts pages: these
+    are added to the free state by c_malloc_detail). A fragmented heap has
+    a hundred thousand free chunks: whole lists at a time, no loop per chunk."""
+    free = list(map(eq, map(itemgetter(2), states), repeat(C_DETAIL[C_FREE])))
+    lo = list(map(itemgetter(0), compress(states, free)))
+    hi = list(map(itemgetter(1), compress(states, free)))
+    # Only a chunk of a page or more can hold a whole page: most are smaller.
+    big = list(map(ge, map(sub, hi, lo), repeat(PAGE)))
+    first = [(x + PAGE - 1) & -PAGE for x in compress(lo, big)]
+    last = [x & -PAGE for x in compress(hi, big)]
+    whole = list(map(lt, first, last))
+    first, last = list(compress(first, whole)), list(compress(last, whole))
+    outside_pages = sum(hi) - sum(lo) - (sum(last) - sum(first))
+    # tuple.__new__ makes each record without running namedtuple's __new__ (Python code).
+    out = list(map(partial(tuple.__new__, Region), zip(first, last, repeat(C_MALLOC), repeat(C_FREE))))
+    out += [Region(s, e, C_MALLOC, C_DETAIL.index(st)) for s, e, st in compress(states, map(not_, free))]
+    return out, outside_pages
 
 
 # What moves with the bytes of free chunks that share pages with chunks in

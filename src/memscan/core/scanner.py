@@ -231,7 +231,7 @@ def _read_structures(pid: int, what: str, read):  # type: ignore[no-untyped-def]
 def _split(pid: int, table, cats, lay: Layout, eng,  # type: ignore[no-untyped-def]
            warnings: List[str], keep: bool) -> Tuple[exact.Split, int, Optional[str]]:
     """The exact tier's split of the mappings (``owner_regions``), the bytes
-    of free C chunks outside whole pages (exact.free_pages) and who owns
+    of free C chunks outside whole pages (exact.c_state_regions) and who owns
     malloc (None: not read); or an Error saying why it cannot be had.
     ``keep``: with each piece's Counters (exact.split)."""
     regions, others = owner_regions(pid, table, lay, eng, warnings)
@@ -259,7 +259,7 @@ class Others(NamedTuple):
     """What the owners other than the Go heap claim, read once and reusable."""
 
     sources: List[List[exact.Region]]
-    c_partial: int  # bytes of free C chunks outside whole pages (exact.free_pages)
+    c_partial: int  # bytes of free C chunks outside whole pages (exact.c_state_regions)
     allocator: Optional[str]  # who owns malloc; None: the C allocator was not read
 
 
@@ -308,9 +308,8 @@ def _others(pid: int, table, mod, eng, warnings: List[str], skip: List[Tuple[int
     else:
         warnings.extend(c.warnings)
         # The arenas' states first: they lie inside the arenas, whose other bytes are in use.
-        free, partial = exact.free_pages([(s, e) for s, e, st in c.states if st == "free"])
-        sources.append(free + [exact.Region(s, e, C_MALLOC, exact.C_DETAIL.index(st))
-                               for s, e, st in c.states if st != "free"])
+        states, partial = exact.c_state_regions(c.states)
+        sources.append(states)
         sources.append([exact.Region(s, e, THREAD_STACKS, -1) if kind == "pthread stack"
                         else exact.Region(s, e, C_MALLOC, exact.C_IN_USE if kind in SPLIT_KINDS else exact.C_UNASSIGNED)
                         for s, e, kind in c.intervals])

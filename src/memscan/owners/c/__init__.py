@@ -54,6 +54,8 @@ is left out of ``intervals`` and explained in ``warnings``.
 
 from __future__ import annotations
 
+from itertools import repeat
+from operator import itemgetter
 from types import ModuleType
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -210,8 +212,9 @@ def arena_states(maps: Mappings, g: Glibc, arenas: ThreadArenas, valid: Dict[int
             maps.states.extend((lo, hi, "unassigned") for lo, hi in heaps)
             complete = False
             continue
-        maps.states.extend((lo, hi, "free") for lo, hi in free)
-        fordblks += sum(hi - lo for lo, hi in free)
+        starts, ends = list(map(itemgetter(0), free)), list(map(itemgetter(1), free))
+        maps.states.extend(zip(starts, ends, repeat("free")))
+        fordblks += sum(ends) - sum(starts)
     if complete and "arena" in maps.counters:
         maps.counters["fordblks"] = fordblks
         maps.counters["uordblks"] = maps.counters["arena"] - fordblks
