@@ -204,9 +204,8 @@ C_REMEDIES = {
                 "returns them at once.",
 }
 
-#: Allocators whose structures memscan does not read (owners.c.preloaded):
-#: their resident memory is in use or free, no one can tell from outside,
-#: and the figures of their own that tell.
+#: Allocators whose structures are not read (owners.c.preloaded), and
+#: their own figures that split their memory into in use and free.
 UNREAD = {
     "jemalloc": "mallctl's stats.resident − stats.allocated (Redis: INFO memory, allocator_resident − "
                 "allocator_allocated)",
@@ -226,11 +225,9 @@ def c_fragmentation(snap: Snapshot) -> Optional[Finding]:
 def c_fragmentation_finding(free: int, used: int, rss: int, allocator: Optional[str],
                             unknown: int = 0) -> Optional[Finding]:
     """c_fragmentation from its figures: the allocator's free and in-use
-    chunks resident, RSS, the allocator's name (glibc if not known; a
-    "+pymalloc" suffix is CPython's arenas beside it) and its resident
-    bytes in neither state (``unassigned``). Under an allocator whose
-    structures are not read (UNREAD), freed memory may hide among the
-    unassigned bytes: said as a possibility, with the figures that tell."""
+    chunks resident, RSS, its name (glibc if not known; "+pymalloc" after
+    it: CPython's arenas too) and its ``unknown`` (unassigned) bytes, where
+    an UNREAD allocator's freed memory may hide: said as a possibility."""
     name = (allocator or "glibc").partition("+")[0]
     remedies = C_REMEDIES.get(name, "The allocator's own settings decide when freed memory goes back to the OS.")
     if not significant(free, rss):
