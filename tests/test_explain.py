@@ -205,3 +205,19 @@ def test_cli(go_program):
     bad = run_cli("explain", str(prog.pid), "--for", "soon")
     assert bad.returncode == 2 and "--for" in bad.stderr and "Traceback" not in bad.stderr
     assert explain.duration("30s") == 30 and explain.duration("2m") == 120 and explain.duration("500ms") == 0.5
+
+
+def test_c_fragmentation_by_allocator():
+    """Freed C memory by the allocator's name: a "+pymalloc" suffix keeps
+    the C allocator's remedies; under jemalloc or tcmalloc, whose memory
+    memscan cannot split, a large unassigned share is said as possibly
+    freed (info), with the allocator's own figures that tell."""
+    MiB = 1 << 20
+    f = explain.c_fragmentation_finding(40 * MiB, 50 * MiB, 100 * MiB, "glibc+pymalloc")
+    assert f.severity == "notice" and "(glibc)" in f.text and "malloc_trim(0)" in f.text
+    assert explain.c_fragmentation_finding(0, 0, 100 * MiB, "glibc", unknown=90 * MiB) is None
+    for name, figure in [("jemalloc", "stats.allocated"), ("tcmalloc", "current_allocated_bytes")]:
+        f = explain.c_fragmentation_finding(0, 0, 100 * MiB, name, unknown=90 * MiB)
+        assert f.severity == "info" and f.numbers["unknown_rss_bytes"] == 90 * MiB
+        assert figure in f.text and explain.C_REMEDIES[name] in f.text
+        assert explain.c_fragmentation_finding(0, 0, 100 * MiB, name, unknown=4 * MiB) is None

@@ -53,9 +53,12 @@ def test_arenas_match_debugmallocstats(python):
             pid = int(proc.stdout.readline())
             r = cmalloc.c_regions(pid, smaps(pid))
             snap = memscan.scan(pid, tier="exact")
+            layout = memscan.scan(pid, tier="layout")
         finally:
             err = proc.communicate(timeout=30)[1]
     assert not [w for w in r.warnings if "pymalloc" in w], r.warnings
+    # Only the exact tier reads the arenas: it names pymalloc beside glibc.
+    assert snap.allocator == "glibc+pymalloc" and layout.allocator == "glibc"
     c = r.counters
     assert c["pymalloc_arenas"] == stat(err, r"# arenas allocated current\s*=\s*([\d,]+)")
     assert c["pymalloc_free_pools"] == stat(err, r"^([\d,]+) unused pools")

@@ -196,9 +196,20 @@ C_REMEDIES = {
              "threads each fragment an arena of their own, which MALLOC_ARENA_MAX=2 limits.",
     "jemalloc": "jemalloc returns dirty pages after dirty_decay_ms (10 s by default) and muzzy ones after "
                 "muzzy_decay_ms: MALLOC_CONF=dirty_decay_ms:1000,muzzy_decay_ms:0 returns them sooner, and "
-                "mallctl(\"arena.<i>.purge\") at once.",
+                "mallctl(\"arena.<i>.purge\") at once (Redis: MEMORY PURGE). Freed objects in pages still in use "
+                "stay until the pages empty: Redis's activedefrag moves live values out of sparse pages, with the "
+                "jemalloc Redis ships only (Redis 7 refuses it when linked with a system jemalloc, as Debian 12's "
+                "redis-server is).",
     "tcmalloc": "tcmalloc returns free spans at TCMALLOC_RELEASE_RATE; MallocExtension::ReleaseFreeMemory() "
                 "returns them at once.",
+}
+
+#: Allocators whose structures are not read (owners.c.preloaded), and
+#: their own figures that split their memory into in use and free.
+UNREAD = {
+    "jemalloc": "mallctl's stats.resident − stats.allocated (Redis: INFO memory, allocator_resident − "
+                "allocator_allocated)",
+    "tcmalloc": "MallocExtension's generic.total_physical_bytes − generic.current_allocated_bytes",
 }
 
 
@@ -207,20 +218,33 @@ def c_fragmentation(snap: Snapshot) -> Optional[Finding]:
     if snap.c_malloc_detail is None:
         return None
     d = snap.c_malloc_detail
-    return c_fragmentation_finding(d["free"].rss, d["in_use"].rss, snap.total.rss, snap.allocator)
+    return c_fragmentation_finding(d["free"].rss, d["in_use"].rss, snap.total.rss, snap.allocator,
+                                   d["unassigned"].rss)
 
 
-def c_fragmentation_finding(free: int, used: int, rss: int, allocator: Optional[str]) -> Optional[Finding]:
+def c_fragmentation_finding(free: int, used: int, rss: int, allocator: Optional[str],
+                            unknown: int = 0) -> Optional[Finding]:
     """c_fragmentation from its figures: the allocator's free and in-use
-    chunks resident, RSS, and the allocator's name (glibc if not known)."""
+    chunks resident, RSS, its name (glibc if not known; "+pymalloc" after
+    it: CPython's arenas too) and its ``unknown`` (unassigned) bytes, where
+    an UNREAD allocator's freed memory may hide: said as a possibility."""
+    name = (allocator or "glibc").partition("+")[0]
+    remedies = C_REMEDIES.get(name, "The allocator's own settings decide when freed memory goes back to the OS.")
     if not significant(free, rss):
-        return None
-    allocator = allocator or "glibc"
+        if name not in UNREAD or not significant(unknown, rss):
+            return None
+        return Finding(
+            "c_fragmentation", "info", f"{name} memory not split into in use and freed: {mib(unknown)}",
+            f"{name} holds {mib(unknown)} ({unknown / rss:.0%} of RSS) resident that memscan cannot split into "
+            f"memory in use and freed memory it keeps (its structures are not exported). Freed objects in pages "
+            f"still in use (fragmentation) and freed pages not yet returned are part of it: {UNREAD[name]} says "
+            "how much. " + remedies,
+            {"free_rss_bytes": free, "in_use_rss_bytes": used, "unknown_rss_bytes": unknown, "rss_bytes": rss,
+             "share": unknown / rss})
     return Finding(
         "c_fragmentation", "notice", f"Freed C memory kept resident: {mib(free)}",
-        f"The C allocator ({allocator}) holds {mib(free)} ({free / rss:.0%} of RSS) of freed memory that is still "
-        f"resident, beside {mib(used)} in use: fragmentation, not a leak. "
-        + C_REMEDIES.get(allocator, "The allocator's own settings decide when freed memory goes back to the OS."),
+        f"The C allocator ({name}) holds {mib(free)} ({free / rss:.0%} of RSS) of freed memory that is still "
+        f"resident, beside {mib(used)} in use: fragmentation, not a leak. " + remedies,
         {"free_rss_bytes": free, "in_use_rss_bytes": used, "rss_bytes": rss, "share": free / rss})
 
 

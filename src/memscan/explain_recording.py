@@ -75,7 +75,7 @@ def figure_findings(rec: Recording) -> List[Finding]:
     if c_rows:
         last = c_rows[-1]
         one.append(c_fragmentation_finding(last["c_malloc.free"], last["c_malloc.in_use"], last["rss"],
-                                           rec.meta.get("allocator")))
+                                           rec.meta.get("allocator"), last["c_malloc.unassigned"]))
     heap = _with(rec.rows, ("go_heap.free",))
     if go and heap:
         one.append(freed_heap_finding(heap[-1]["go_heap.free"], heap[-1]["rss"]))

@@ -178,10 +178,11 @@ def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0,  
     detail = c_detail = None
     done = "layout"
     regions = None
+    allocator = lay.allocator
     pieces: Dict[int, List[Tuple[exact.Piece, Counters]]] = {}
     if tier in ("exact", "auto"):
         try:
-            split, partial, owner = _split(pid, table, cats, lay, eng, warnings, mappings)
+            split, partial, owner, pymalloc = _split(pid, table, cats, lay, eng, warnings, mappings)
         except Error as err:
             if tier == "exact" or isinstance(err, NoSuchProcess):
                 raise
@@ -189,6 +190,10 @@ def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0,  
         else:
             categories = exact.apply(categories, CATEGORIES, split)
             detail, done, regions, pieces = split.detail, "exact", split.regions, split.pieces or {}
+            if pymalloc and allocator:
+                # CPython's arenas sit beside the C allocator, which serves
+                # the interpreter's requests above 512 bytes.
+                allocator += "+pymalloc"
             if split.c_detail is not None:
                 lazy = owner in PRELOADED
                 c_detail = exact.c_malloc_detail(split.c_detail, categories["c_malloc"], partial, lazy)
@@ -198,7 +203,7 @@ def scan_parts(pid: int, eng, engine_name: str, tier: str, pause: float = 0.0,  
                                     "(MADV_FREE, LazyFree) are shown as free, the rest as unassigned")
     snap = Snapshot(
         pid, when, "smaps", done, engine_name, total, categories, go_heap_detail=detail,
-        go=lay.go, allocator=lay.allocator, warnings=warnings, c_malloc_detail=c_detail,
+        go=lay.go, allocator=allocator, warnings=warnings, c_malloc_detail=c_detail,
         mappings=exact.parts(table, cats, pieces) if mappings else None,
     )
     return Parts(snap, table, cats, lay, regions)
@@ -229,10 +234,11 @@ def _read_structures(pid: int, what: str, read):  # type: ignore[no-untyped-def]
 
 
 def _split(pid: int, table, cats, lay: Layout, eng,  # type: ignore[no-untyped-def]
-           warnings: List[str], keep: bool) -> Tuple[exact.Split, int, Optional[str]]:
+           warnings: List[str], keep: bool) -> Tuple[exact.Split, int, Optional[str], bool]:
     """The exact tier's split of the mappings (``owner_regions``), the bytes
-    of free C chunks outside whole pages (exact.c_state_regions) and who owns
-    malloc (None: not read); or an Error saying why it cannot be had.
+    of free C chunks outside whole pages (exact.c_state_regions), who owns
+    malloc (None: not read) and whether pymalloc arenas were found; or an
+    Error saying why it cannot be had.
     ``keep``: with each piece's Counters (exact.split)."""
     regions, others = owner_regions(pid, table, lay, eng, warnings)
     outside = exact.outside_category(lay.context.go_only)
@@ -251,8 +257,8 @@ def _split(pid: int, table, cats, lay: Layout, eng,  # type: ignore[no-untyped-d
         split = split._replace(detail=None)
     # No C allocator read: None likewise.
     if others.allocator is None:
-        return split._replace(c_detail=None), 0, None
-    return split, others.c_partial, others.allocator
+        return split._replace(c_detail=None), 0, None, False
+    return split, others.c_partial, others.allocator, others.pymalloc
 
 
 class Others(NamedTuple):
@@ -261,6 +267,7 @@ class Others(NamedTuple):
     sources: List[List[exact.Region]]
     c_partial: int  # bytes of free C chunks outside whole pages (exact.c_state_regions)
     allocator: Optional[str]  # who owns malloc; None: the C allocator was not read
+    pymalloc: bool  # CPython's pymalloc arenas were found
 
 
 def owner_regions(pid: int, table, lay: Layout, eng, warnings: List[str],  # type: ignore[no-untyped-def]
@@ -323,7 +330,8 @@ def _others(pid: int, table, mod, eng, warnings: List[str], skip: List[Tuple[int
             warnings.append(f"Go runtime metadata attributed per mapping: {err}")
         else:
             sources.append([exact.Region(s, e, GO_RUNTIME) for s, e, _ in meta])
-    return Others(sources, partial, None if c is None else c.allocator)
+    return Others(sources, partial, None if c is None else c.allocator,
+                  c is not None and c.found.get("pymalloc_arenas", 0) > 0)
 
 
 def layout_of(pid: int, starttime: int, table) -> Layout:  # type: ignore[no-untyped-def]

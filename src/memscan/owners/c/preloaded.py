@@ -5,6 +5,43 @@ jemalloc: when ``libjemalloc`` is loaded and owns malloc, its anonymous
 there are no in-band headers. tcmalloc: ``[heap]`` plus the static metadata
 in the library's ``.bss``. Whether one owns malloc is decided from glibc's
 main arena (:func:`memscan.owners.c.c_regions`).
+
+Neither allocator's memory is split into in use and free: the scanner
+shows their regions as unassigned, but for the pages purged with
+MADV_FREE (LazyFree), and says why in a warning. What it would take, for
+Debian 12's jemalloc 5.3.0 (``libjemalloc.so.2``, build-id 1d5163c2...):
+
+- ``.dynsym`` exports the API only (``malloc``... ``mallctl``,
+  ``mallctlbymib``, ``mallctlnametomib``, ``malloc_stats_print``,
+  ``malloc_usable_size``, ``nallocx``...) and four data symbols, none a way
+  in: ``malloc_conf`` (the program's option string), ``malloc_message``
+  and ``je_test_hooks_libc_hook``/``je_test_hooks_arena_new_hook``
+  (function pointers). The library is stripped (no ``.symtab``, only a
+  ``.gnu_debuglink`` to the -dbgsym package of the debian-debug archive,
+  which a production host lacks); ``je_opt_*`` are local.
+- The counters live in structures reached from local statics only:
+  ``je_arenas[]`` (arena_t: per-bin ``curregs`` under each bin's lock,
+  per-size large counts, ``pa_shard.nactive``, the dirty and muzzy ecaches'
+  page counts) and ``je_arena_emap_global`` (the radix tree from page to
+  ``edata_t``, whose packed bits hold each extent's state and a slab's free
+  count). Their offsets depend on the build's configuration (stats, prof,
+  mutex profiling, SC_NBINS); the merged figures mallctl("stats.*")
+  returns are computed only inside an "epoch" call, into ``ctl_stats``,
+  another local static. A reader would need offsets per build-id, taken
+  from debug info memscan does not have, and disassembly or a pattern scan
+  of ``.bss`` to find the statics: not robust enough to trust.
+- Page states cannot stand in: the freed half of a slab's objects is on
+  pages still in use, and dirty extents (freed, kept until
+  ``dirty_decay_ms``) are ordinary resident pages. Only muzzy extents
+  (MADV_FREE) show, as LazyFree, and Debian's defaults (``muzzy_decay_ms:0``)
+  never make them: even under ``dirty_decay_ms:0,muzzy_decay_ms:-1`` no
+  LazyFree was seen (pmuzzy 0, the pages went to ``retained``).
+
+tcmalloc (gperftools 2.10) is alike: its C shim
+``MallocExtension_GetNumericProperty`` is exported, but it is code the
+target must run; the page heap and size-class caches are C++ statics.
+Ground truth for both comes from the programs themselves
+(tests/cprogs/allocstats.c, Redis's INFO memory).
 """
 
 from __future__ import annotations
