@@ -13,7 +13,7 @@ import time
 import pytest
 
 import memscan
-from memscan import Error, explain
+from memscan import Error, explain, explain_c, findings
 
 from helpers.cli import assert_one_line_error, dead_pid, run_cli
 
@@ -23,9 +23,9 @@ MIB = 1 << 20
 KEYS = {"pid", "time", "tier", "go", "rss", "size", "categories", "watch", "memstats", "findings", "warnings"}
 
 
-def by_id(findings):
-    found = {f.id if isinstance(f, explain.Finding) else f["id"]: f for f in findings}
-    assert len(found) == len(findings), "a finding made twice"
+def by_id(made):
+    found = {f.id if isinstance(f, findings.Finding) else f["id"]: f for f in made}
+    assert len(found) == len(made), "a finding made twice"
     return found
 
 
@@ -192,7 +192,7 @@ def test_cli(go_program):
     doc = json.loads(run_cli("explain", str(prog.pid), "--json", "--tier", "layout").stdout)
     assert set(doc) == KEYS and doc["tier"] == "layout" and doc["watch"] is None and doc["memstats"] is None
     for f in doc["findings"]:
-        assert set(f) == {"id", "severity", "title", "text", "numbers"} and f["severity"] in explain.SEVERITIES
+        assert set(f) == {"id", "severity", "title", "text", "numbers"} and f["severity"] in findings.SEVERITIES
     assert sum(doc["categories"].values()) == doc["rss"]
 
     # The psutil tier's warning on stderr: stdout is the report alone.
@@ -213,11 +213,11 @@ def test_c_fragmentation_by_allocator():
     memscan cannot split, a large unassigned share is said as possibly
     freed (info), with the allocator's own figures that tell."""
     MiB = 1 << 20
-    f = explain.c_fragmentation_finding(40 * MiB, 50 * MiB, 100 * MiB, "glibc+pymalloc")
+    f = explain_c.c_fragmentation_finding(40 * MiB, 50 * MiB, 100 * MiB, "glibc+pymalloc")
     assert f.severity == "notice" and "(glibc)" in f.text and "malloc_trim(0)" in f.text
-    assert explain.c_fragmentation_finding(0, 0, 100 * MiB, "glibc", unknown=90 * MiB) is None
+    assert explain_c.c_fragmentation_finding(0, 0, 100 * MiB, "glibc", unknown=90 * MiB) is None
     for name, figure in [("jemalloc", "stats.allocated"), ("tcmalloc", "current_allocated_bytes")]:
-        f = explain.c_fragmentation_finding(0, 0, 100 * MiB, name, unknown=90 * MiB)
+        f = explain_c.c_fragmentation_finding(0, 0, 100 * MiB, name, unknown=90 * MiB)
         assert f.severity == "info" and f.numbers["unknown_rss_bytes"] == 90 * MiB
-        assert figure in f.text and explain.C_REMEDIES[name] in f.text
-        assert explain.c_fragmentation_finding(0, 0, 100 * MiB, name, unknown=4 * MiB) is None
+        assert figure in f.text and explain_c.C_REMEDIES[name] in f.text
+        assert explain_c.c_fragmentation_finding(0, 0, 100 * MiB, name, unknown=4 * MiB) is None

@@ -3,7 +3,8 @@
 The rules are pure functions from snapshots (and optionally the Go
 runtime's own MemStats, read from an expvar endpoint) to findings, each with
 the numbers it rests on. A finding is made only when its memory is
-significant (the thresholds below); the situations are those Go users meet:
+significant (the thresholds in :mod:`memscan.findings`; the C rules are in
+:mod:`memscan.explain_c`); the situations are those Go users meet:
 freed heap the runtime keeps, released pages still in RSS under MADV_FREE,
 C memory that pprof cannot see (and a likely cgo leak when it grows while
 the Go heap does not), thread stacks, runtime metadata, and address-space
@@ -22,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import psutil
@@ -31,72 +32,22 @@ from ._errors import Error
 from ._types import CATEGORIES
 from .core.scanner import scan
 from .core.snapshot import Snapshot
+from .explain_c import c_fragmentation, c_in_use_growing, c_memory, c_memory_growing, c_memory_of
+from .findings import GiB, MIN_BYTES, SEVERITIES, SHOWN_BYTES, Finding, growth, signed, significant
 from .format import mib, warn
 
-MiB = 1 << 20
-GiB = 1 << 30
 
-#: A finding's memory must be at least this much: below it, nothing a
-#: change of code or settings returns is worth the reader's time...
-MIN_BYTES = 8 * MiB
-#: ...and at least this share of RSS: 8 MiB of a 10 GiB process explains
-#: nothing about it.
-MIN_SHARE = 0.05
-#: C memory is called large from this share of RSS on: a Go program with a
-#: C library has some C memory; a quarter of RSS is where it stops being a
-#: detail beside the Go heap.
-C_LARGE_SHARE = 0.25
 #: VIRT is called inflated when untouched address space is at least this
 #: much (a Go program reserves ~1.1 GiB for the page allocator at start-up
 #: alone) and VIRT is at least this many times RSS.
 VIRT_MIN_UNTOUCHED = 1 * GiB
 VIRT_RATIO = 4.0
-#: Growth over a watch is significant from this much on (a few scans' noise,
-#: a GC cycle of a small heap, stays below it).
-GROWTH_MIN_BYTES = 8 * MiB
-#: The Go heap counts as flat while it moved by less than this, or less than
-#: this share of the C growth: the runtime's own reports and GC cycles move
-#: a small heap by a few MiB (its minimum goal is 4 MiB).
-GO_FLAT_BYTES = 4 * MiB
-GO_FLAT_SHARE = 0.10
-#: Changes smaller than this are left out of the text (they print as 0.0 MiB).
-SHOWN_BYTES = MiB // 10
 #: Seconds between scans of a watch (``--for``), and the expvar read timeout.
 WATCH_INTERVAL = 1.0
 HTTP_TIMEOUT = 5.0
 
 #: The runtime.MemStats fields read from an expvar endpoint.
 MEMSTATS = ("Alloc", "HeapAlloc", "Sys", "HeapIdle", "HeapReleased", "HeapInuse", "StackInuse")
-#: Most urgent first: "warning" is likely a defect (a leak), "notice" is
-#: memory that can be had back by a setting or a call, "info" explains a
-#: figure and needs no action.
-SEVERITIES = ("warning", "notice", "info")
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One diagnosis: ``id`` (stable, for scripts), ``severity`` (one of
-    SEVERITIES), a one-line ``title``, the explanation ``text``, and the
-    ``numbers`` it rests on (bytes in ``*_bytes``, seconds in
-    ``*_seconds``, shares as fractions of 1)."""
-
-    id: str
-    severity: str
-    title: str
-    text: str
-    numbers: Dict[str, float] = field(default_factory=dict)
-
-
-def significant(part: int, rss: int, share: float = MIN_SHARE) -> bool:
-    return rss > 0 and part >= MIN_BYTES and part >= share * rss
-
-
-def _c_memory(snap: Snapshot) -> int:
-    """C memory of a snapshot: c_malloc, and anon_other, which holds what no
-    Go structure claims (in the layout tier the large malloc chunks of a
-    cgo program are among it)."""
-    cats = snap.categories or {}
-    return cats["c_malloc"].rss + cats["anon_other"].rss
 
 
 # --------------------------------------------------------------------------
@@ -158,94 +109,6 @@ def released_lazyfree(snap: Snapshot) -> Optional[Finding]:
         "runs short of memory, so until then RSS, container limits and OOM scores count memory the program no "
         "longer holds. GODEBUG=madvdontneed=1 (the default since Go 1.16) makes released pages leave RSS at once.",
         numbers)
-
-
-def c_memory(snap: Snapshot) -> Optional[Finding]:
-    """A Go program's C memory, which MemStats and pprof do not see."""
-    if snap.categories is None or snap.go is None:
-        return None
-    return c_memory_finding({c: k.rss for c, k in snap.categories.items()}, snap.total.rss, snap.allocator)
-
-
-def c_memory_finding(cats: Mapping[str, int], rss: int, allocator: Optional[str]) -> Optional[Finding]:
-    """c_memory from its figures: a Go program's rss by category, RSS, and
-    its C allocator's name if known."""
-    c = cats["c_malloc"] + cats["anon_other"]
-    if not significant(c, rss, C_LARGE_SHARE):
-        return None
-    parts = [f"c_malloc {mib(cats['c_malloc'])} ({allocator or 'the C allocator'})"]
-    if cats["anon_other"] >= MiB:
-        # In the layout tier the large malloc chunks of a cgo program are here.
-        parts.append(f"anon_other {mib(cats['anon_other'])} (anonymous memory no Go structure claims)")
-    return Finding(
-        "c_memory", "info", f"C memory outside the Go heap: {mib(c)}",
-        f"{mib(c)} ({c / rss:.0%} of RSS) is C memory: {' and '.join(parts)}, beside "
-        f"{mib(cats['go_heap'])} of Go heap. runtime.MemStats and "
-        "pprof's heap profile see none of it: it was allocated through cgo or by C libraries. If it grows while "
-        "the Go heap does not, it is a likely cgo leak; `memscan explain PID --for 60s` watches for that.",
-        {"c_bytes": c, "c_malloc_bytes": cats["c_malloc"], "anon_other_bytes": cats["anon_other"],
-         "go_heap_bytes": cats["go_heap"], "rss_bytes": rss, "share": c / rss})
-
-
-#: What gives freed C memory back, per allocator (glibc 2.26+, jemalloc 5,
-#: gperftools' tcmalloc 2).
-C_REMEDIES = {
-    "glibc": "glibc keeps freed chunks in its arenas and returns only the top of each heap (above "
-             "M_TRIM_THRESHOLD, 128 KiB by default) to the OS. malloc_trim(0) returns the free pages inside the "
-             "arenas now; a lower M_TRIM_THRESHOLD (mallopt, or MALLOC_TRIM_THRESHOLD_) trims sooner; many "
-             "threads each fragment an arena of their own, which MALLOC_ARENA_MAX=2 limits.",
-    "jemalloc": "jemalloc returns dirty pages after dirty_decay_ms (10 s by default) and muzzy ones after "
-                "muzzy_decay_ms: MALLOC_CONF=dirty_decay_ms:1000,muzzy_decay_ms:0 returns them sooner, and "
-                "mallctl(\"arena.<i>.purge\") at once (Redis: MEMORY PURGE). Freed objects in pages still in use "
-                "stay until the pages empty: Redis's activedefrag moves live values out of sparse pages, with the "
-                "jemalloc Redis ships only (Redis 7 refuses it when linked with a system jemalloc, as Debian 12's "
-                "redis-server is).",
-    "tcmalloc": "tcmalloc returns free spans at TCMALLOC_RELEASE_RATE; MallocExtension::ReleaseFreeMemory() "
-                "returns them at once.",
-}
-
-#: Allocators whose structures are not read (owners.c.preloaded), and
-#: their own figures that split their memory into in use and free.
-UNREAD = {
-    "jemalloc": "mallctl's stats.resident − stats.allocated (Redis: INFO memory, allocator_resident − "
-                "allocator_allocated)",
-    "tcmalloc": "MallocExtension's generic.total_physical_bytes − generic.current_allocated_bytes",
-}
-
-
-def c_fragmentation(snap: Snapshot) -> Optional[Finding]:
-    """Freed C memory the allocator keeps resident: fragmentation, not a leak."""
-    if snap.c_malloc_detail is None:
-        return None
-    d = snap.c_malloc_detail
-    return c_fragmentation_finding(d["free"].rss, d["in_use"].rss, snap.total.rss, snap.allocator,
-                                   d["unassigned"].rss)
-
-
-def c_fragmentation_finding(free: int, used: int, rss: int, allocator: Optional[str],
-                            unknown: int = 0) -> Optional[Finding]:
-    """c_fragmentation from its figures: the allocator's free and in-use
-    chunks resident, RSS, its name (glibc if not known; "+pymalloc" after
-    it: CPython's arenas too) and its ``unknown`` (unassigned) bytes, where
-    an UNREAD allocator's freed memory may hide: said as a possibility."""
-    name = (allocator or "glibc").partition("+")[0]
-    remedies = C_REMEDIES.get(name, "The allocator's own settings decide when freed memory goes back to the OS.")
-    if not significant(free, rss):
-        if name not in UNREAD or not significant(unknown, rss):
-            return None
-        return Finding(
-            "c_fragmentation", "info", f"{name} memory not split into in use and freed: {mib(unknown)}",
-            f"{name} holds {mib(unknown)} ({unknown / rss:.0%} of RSS) resident that memscan cannot split into "
-            f"memory in use and freed memory it keeps (its structures are not exported). Freed objects in pages "
-            f"still in use (fragmentation) and freed pages not yet returned are part of it: {UNREAD[name]} says "
-            "how much. " + remedies,
-            {"free_rss_bytes": free, "in_use_rss_bytes": used, "unknown_rss_bytes": unknown, "rss_bytes": rss,
-             "share": unknown / rss})
-    return Finding(
-        "c_fragmentation", "notice", f"Freed C memory kept resident: {mib(free)}",
-        f"The C allocator ({name}) holds {mib(free)} ({free / rss:.0%} of RSS) of freed memory that is still "
-        f"resident, beside {mib(used)} in use: fragmentation, not a leak. " + remedies,
-        {"free_rss_bytes": free, "in_use_rss_bytes": used, "rss_bytes": rss, "share": free / rss})
 
 
 #: A category holds most of the memory from this share of RSS on.
@@ -360,11 +223,11 @@ def go_vs_os(snap: Snapshot, memstats: Mapping[str, int]) -> Finding:
         if snap.go_heap_detail is not None:
             heap += " (" + ", ".join(f"{s} {mib(c.rss)}" for s, c in snap.go_heap_detail.items() if c.rss) + ")"
         files = cats["binary"].rss + cats["shared_libs"].rss + cats["mapped_files"].rss
-        rest = rss - cats["go_heap"].rss - cats["go_runtime"].rss - _c_memory(snap) - files
-        seen += (f", of which {heap}, go_runtime {mib(cats['go_runtime'].rss)}, C memory {mib(_c_memory(snap))}, "
+        rest = rss - cats["go_heap"].rss - cats["go_runtime"].rss - c_memory_of(snap) - files
+        seen += (f", of which {heap}, go_runtime {mib(cats['go_runtime'].rss)}, C memory {mib(c_memory_of(snap))}, "
                  f"the binary, libraries and mapped files {mib(files)}, and {mib(rest)} else")
         numbers.update(go_heap_bytes=cats["go_heap"].rss, go_runtime_bytes=cats["go_runtime"].rss,
-                       c_bytes=_c_memory(snap), files_bytes=files)
+                       c_bytes=c_memory_of(snap), files_bytes=files)
     gap = rss - memstats["Alloc"]
     numbers["rss_minus_alloc_bytes"] = gap
     return Finding(
@@ -399,77 +262,6 @@ def ordered(findings: List[Finding]) -> List[Finding]:
 
 # --------------------------------------------------------------------------
 # rules on a series of snapshots
-
-
-def _signed(g: Mapping[str, int], cat: str) -> str:
-    return f"{cat} {mib(g[cat], sign=True)}"
-
-
-def growth(snaps: Sequence[Snapshot]) -> Dict[str, int]:
-    """Each category's rss change from the first snapshot to the last, and
-    the total's ("total")."""
-    first, last = snaps[0], snaps[-1]
-    out = {}
-    if first.categories is not None and last.categories is not None:
-        out = {c: last.categories[c].rss - first.categories[c].rss for c in CATEGORIES}
-    out["total"] = last.total.rss - first.total.rss
-    return out
-
-
-def c_memory_growing(snaps: Sequence[Snapshot]) -> Optional[Finding]:
-    """C memory that grew while the Go heap stayed flat: a likely cgo leak."""
-    if len(snaps) < 2 or snaps[-1].go is None:
-        return None
-    g = growth(snaps)
-    if "go_heap" not in g:
-        return None
-    return c_growth_finding(g, snaps[-1].time - snaps[0].time)
-
-
-def c_growth_finding(g: Mapping[str, int], seconds: float) -> Optional[Finding]:
-    """c_memory_growing from its figures: a Go program's growth by category
-    (:func:`growth`) over ``seconds``."""
-    c = g["c_malloc"] + g["anon_other"]
-    go = g["go_heap"]
-    if c < GROWTH_MIN_BYTES or abs(go) >= max(GO_FLAT_BYTES, GO_FLAT_SHARE * c):
-        return None
-    per_min = c / seconds * 60 if seconds > 0 else 0.0
-    parts = ", ".join(_signed(g, cat) for cat in ("c_malloc", "anon_other") if abs(g[cat]) >= SHOWN_BYTES)
-    return Finding(
-        "c_memory_growing", "warning", f"C memory grew {mib(c)} in {seconds:.0f} s while the Go heap stayed flat",
-        f"C memory grew by {mib(c)} in {seconds:.0f} s ({parts}; {mib(per_min)} a minute) while the Go heap moved "
-        f"{mib(go, sign=True)}. pprof and runtime.MemStats cannot see this memory: it was allocated through cgo "
-        "or by a C library and not freed, a likely cgo leak. Look for C.malloc and C.CString without a matching "
-        "C.free, and for C objects whose Go owners never release them; a C heap profiler (heaptrack, jemalloc's "
-        "prof) shows the call sites.",
-        {"seconds": seconds, "c_growth_bytes": c, "c_malloc_growth_bytes": g["c_malloc"],
-         "anon_other_growth_bytes": g["anon_other"], "go_heap_growth_bytes": go, "bytes_per_minute": per_min})
-
-
-def c_in_use_growing(snaps: Sequence[Snapshot]) -> Optional[Finding]:
-    """C memory in use (the allocator's chunks, not what it keeps free) that
-    grew over the watch: a likely leak. (A Go program's is c_memory_growing.)"""
-    first, last = snaps[0].c_malloc_detail, snaps[-1].c_malloc_detail
-    if len(snaps) < 2 or snaps[-1].go is not None or first is None or last is None:
-        return None
-    return c_in_use_finding({s: c.rss for s, c in first.items()}, {s: c.rss for s, c in last.items()},
-                            snaps[-1].time - snaps[0].time)
-
-
-def c_in_use_finding(first: Mapping[str, int], last: Mapping[str, int], seconds: float) -> Optional[Finding]:
-    """c_in_use_growing from its figures: the C allocator's resident bytes by
-    state ("in_use", "free") at the start and at the end of ``seconds``."""
-    grew = last["in_use"] - first["in_use"]
-    if grew < GROWTH_MIN_BYTES:
-        return None
-    per_min = grew / seconds * 60 if seconds > 0 else 0.0
-    return Finding(
-        "c_in_use_growing", "warning", f"C memory in use grew {mib(grew)} in {seconds:.0f} s",
-        f"The C allocator's chunks in use grew by {mib(grew)} in {seconds:.0f} s ({mib(per_min)} a minute), "
-        f"to {mib(last['in_use'])}; its free memory moved {mib(last['free'] - first['free'], sign=True)}. "
-        "Memory allocated and not freed: a likely leak if it keeps growing. A heap profiler (heaptrack, "
-        "valgrind's massif, jemalloc's prof) shows the call sites.",
-        {"seconds": seconds, "in_use_growth_bytes": grew, "bytes_per_minute": per_min})
 
 
 def trends(snaps: Sequence[Snapshot]) -> List[Finding]:
@@ -555,7 +347,7 @@ def _status(snaps: Sequence[Snapshot]) -> str:
     """The progress bar's live figures: RSS and the categories that moved most."""
     g = growth(snaps)
     moved = sorted((c for c in g if c != "total" and abs(g[c]) >= SHOWN_BYTES), key=lambda c: -abs(g[c]))[:2]
-    return f"rss {mib(snaps[-1].total.rss)}" + "".join(f", {_signed(g, c)}" for c in moved)
+    return f"rss {mib(snaps[-1].total.rss)}" + "".join(f", {signed(g, c)}" for c in moved)
 
 
 def report(snaps: Sequence[Snapshot], memstats: Optional[Mapping[str, int]] = None) -> Dict[str, Any]:
@@ -618,7 +410,7 @@ def render(doc: Mapping[str, Any], console: Any = None) -> None:
     if w:
         moved = [c for c in w["growth"] if abs(w["growth"][c]) >= SHOWN_BYTES]
         console.print(f"growth over {w['seconds']:.0f} s ({w['scans']} scans): "
-                      + (", ".join(_signed(w["growth"], c) for c in moved) or "none"))
+                      + (", ".join(signed(w["growth"], c) for c in moved) or "none"))
     colour = {"warning": "red", "notice": "yellow", "info": "cyan"}
     for f in doc["findings"]:
         console.print(f"\n[bold {colour[f['severity']]}]{f['severity']}[/] [bold]{escape(f['title'])}[/bold]")

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 from ._errors import Error, NoSuchCgroup
 from ._types import CATEGORIES
 from .cgroups import ledger
-from .explain import MIN_BYTES, MIN_SHARE, Finding
+from .findings import MIN_BYTES, MIN_SHARE, Finding
 from .format import mib
 from .kernel import cgroup
 from .owners.go.memlimit import memory_limit

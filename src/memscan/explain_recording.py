@@ -19,8 +19,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ._errors import Error
 from ._types import CATEGORIES
-from .explain import (Finding, ordered, c_fragmentation_finding, c_growth_finding, c_in_use_finding,
-                      c_memory_finding, freed_heap_finding, most_memory_finding, runtime_metadata_finding)
+from .explain import freed_heap_finding, most_memory_finding, ordered, runtime_metadata_finding
+from .explain_c import c_fragmentation_finding, c_growth_finding, c_in_use_finding, c_memory_finding
+from .findings import Finding
 from .record import C_DETAIL_COLUMNS, Recording, read
 
 __all__ = ["findings", "report", "run"]
@@ -43,7 +44,7 @@ def _seconds(first: Row, last: Row) -> float:
 
 
 def growth(rec: Recording) -> Dict[str, int]:
-    """Each category's growth and the total's, as :func:`explain.growth`:
+    """Each category's growth and the total's, as :func:`findings.growth`:
     from the first row with categories to the last (a row of the psutil tier
     has none), or of RSS alone over all rows when no row has them."""
     rows = _with(rec.rows, CATEGORIES) or rec.rows
