@@ -34,7 +34,7 @@ anonymous mappings grew by ``NEW_ANON`` or more since they were read:
   (memory memscan does not know, or released pages still resident after
   MADV_FREE, Go's GODEBUG=madvdontneed=0) is the new baseline: it is not
   read for again until it grows, and not before ``IN_VAIN_WAIT`` (0.1 s,
-  doubled up to 2 s while reads go on placing nothing).
+  doubled up to 2 s while reads go on finding nothing new).
 
 Refreshes are spaced so that their CPU time stays within ``REFRESH_SHARE``
 (2 %) of wall time, polite or not, but for those that new anonymous
@@ -75,10 +75,10 @@ REFRESH_SHARE = 0.02
 # as a share of rss (64 KiB at least: a thread's first stack pages and the
 # like are not worth a read), that has the owners read again at once; the
 # seconds between two such reads (at 100 Hz, one tick in two while a heap
-# grows, ~1.5 ms each); and how long a read that placed none of them holds
-# the next back, doubled while they go on being in vain (a program that
-# maps and unmaps a buffer of its own in a loop: anon_other that no owner
-# will ever claim).
+# grows, ~1.5 ms each); and how long a read that found no owner's claim
+# changed holds the next back, doubled while they go on being in vain (a
+# program that maps and unmaps a buffer of its own in a loop: anon_other
+# that no owner will ever claim).
 STRAY_GROWTH = 1 / 256
 STRAY_MIN = 64 << 10
 REREAD_AFTER = 0.02
@@ -150,25 +150,25 @@ class Owners:
         self._reserved = reserved if self._reserved is None else min(self._reserved, reserved)
         return self.behind or self.heap_behind
 
-    def reread(self, mono: float, before: Tuple[int, int, int], after: Tuple[int, int, int], rss: int) -> bool:
-        """The owners were read again for a count that found ``before``; the
-        count with them found ``after``. True if the heap grew on while it
-        was read (pages resident in reserved address space again): the
-        count is not to be given, the heap is read again at the next tick,
-        up to ``GROWING_READS`` times in a row. Otherwise a read that placed
-        none of the strays was in vain: the next waits, longer each time."""
-        least = max(STRAY_MIN, rss * STRAY_GROWTH)
+    def reread(self, mono: float, found: bool, after: Tuple[int, int, int], rss: int) -> bool:
+        """The owners were read again for a count that contradicted them;
+        ``found``: the read changed what they claim; the count with them
+        found ``after``. True if the heap grew on while it was read (pages
+        resident in reserved address space again): the count is not to be
+        given, the heap is read again at the next tick, up to
+        ``GROWING_READS`` times in a row. Otherwise a read that found
+        nothing new was in vain: the next waits, longer each time."""
         self._growing = self._growing + 1 if after[2] > 0 else 0
         if self._growing:
             if self._growing <= GROWING_READS:
                 self.heap_behind = True
                 return True
             self._reserved = None  # misread, or a heap growing for seconds: what is found stands
-        if all(b - a < least for b, a in zip(before, after)):
+        if found:
+            self._wait = IN_VAIN_WAIT[0]
+        else:
             self._quiet_until = mono + self._wait
             self._wait = min(2 * self._wait, IN_VAIN_WAIT[1])
-        else:
-            self._wait = IN_VAIN_WAIT[0]
         self.counted(mono, after, rss)
         return False
 

@@ -562,10 +562,10 @@ class Sampler:
             # them again and count with what they say now.
             if self._paced and mono < self._owners.tried_at + REREAD_AFTER:
                 raise _OwnersBehind
-            before = self._strays(pages)
+            claims = self._regions
             self._refresh_owners(mono)
             pages = self._count(key, mono, polite)
-            if self._owners.reread(mono, before, self._strays(pages), rss) and self._paced:
+            if self._owners.reread(mono, self._regions != claims, self._strays(pages), rss) and self._paced:
                 raise _OwnersBehind
             iv = self._intervals
         cats = {name: pages[i] * PAGE for i, name in enumerate(CATEGORIES)}
