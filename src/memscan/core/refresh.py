@@ -16,25 +16,26 @@ anonymous mappings grew by ``NEW_ANON`` or more since they were read:
   program mapping and unmapping a buffer in a loop) wait for the periodic
   refresh: reading the owners of a mapping gone by then is lock time spent
   for nothing;
-- when a count contradicts them: ``anon_other`` grew since the owners
-  were read, or resident pages of the Go heap in ``reserved`` or
-  ``released`` address space did, by ``STRAY_GROWTH`` of rss or more.
-  Resident pages without an owner, or where the heap's states say nothing
-  is mapped, are what owners read before the change show: Go 1.26+ maps
-  runtime metadata (a few hundred KiB, persistentalloc) in new small
-  mappings as the heap first grows, and a heap growing into new address
-  space or reusing released pages touches them before the next periodic
-  read. The sampler then reads them again in the same tick (every owner
-  for ``anon_other``, the heap alone otherwise) and counts again; a tick
-  less than ``REREAD_AFTER`` after the last read is missed rather than
-  given with owners it knows are out of date, and so is one whose count
-  finds the heap grown on past the read (a program allocating for tens of
-  milliseconds: its ticks are missed until it pauses, for at most
-  ``GROWING_READS`` reads). What the read cannot place
-  (memory memscan does not know, or released pages still resident after
-  MADV_FREE, Go's GODEBUG=madvdontneed=0) is the new baseline: it is not
-  read for again until it grows, and not before ``IN_VAIN_WAIT`` (0.1 s,
-  doubled up to 2 s while reads go on finding nothing new).
+- when a count contradicts them: ``anon_other``, or the Go heap's pages
+  resident in ``released`` address space, grew since the owners were
+  read by ``STRAY_GROWTH`` of rss or more, or a page is resident in
+  ``reserved`` address space, which the runtime never touches before it
+  grows into it. Such pages are what owners read before a change show:
+  Go 1.26+ maps runtime metadata (a few hundred KiB, persistentalloc) in
+  new small mappings as the heap first grows, and a heap growing into new
+  address space or reusing released pages touches them before the next
+  periodic read. The sampler then reads them again in the same tick
+  (every owner for ``anon_other``, the heap alone otherwise) and counts
+  again. A paced tick less than ``REREAD_AFTER`` after the last read is
+  missed rather than given with owners it knows are out of date, and so
+  is one whose count finds the heap grown on past the read (a program
+  allocating for tens of milliseconds: its ticks are missed until it
+  pauses, for at most ``GROWING_READS`` reads in a row). What a read
+  cannot place (memory memscan does not know, or released pages still
+  resident after MADV_FREE, Go's GODEBUG=madvdontneed=0) is the new
+  baseline: it is not read for again until it grows, and not before
+  ``IN_VAIN_WAIT`` (0.1 s, doubled up to 2 s while reads go on changing
+  no owner's claim).
 
 Refreshes are spaced so that their CPU time stays within ``REFRESH_SHARE``
 (2 %) of wall time, polite or not, but for those that new anonymous
@@ -42,8 +43,8 @@ mappings call for (at most every ``REFRESH_AFTER``) and those a
 contradicting count calls for (at most every ``REREAD_AFTER``): only while
 a process maps 1 MiB or more every 0.1 s, or keeps touching pages its
 owners as read do not place, can they take more. Each read of the
-target's memory holds its mmap_lock for a moment (access_remote_vm() in mm/memory.c), and the
-decoding, also counted, does not; CPU time overstates the lock's share,
+target's memory holds its mmap_lock for a moment (access_remote_vm() in
+mm/memory.c), and the decoding, also counted, does not; CPU time overstates the lock's share,
 never understates it. Measured on a small cgo program: ~1.5 ms for the heap
 alone, ~5 ms for every owner, so at most 13 and 4 refreshes a second. A
 read that finds the heap changing under every try keeps the states in use,

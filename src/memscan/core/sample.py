@@ -44,8 +44,11 @@ Where each figure comes from, and how fresh it is:
   are free, released...) and the other owners' regions are those last
   read, by a full scan or by a refresh between two (``core.refresh``: the
   Go heap every 0.1 s, every owner when anonymous mappings grew, within
-  2 % of the time). ``states_age`` says how old they
-  are, on every exact sample. A read that finds the heap changing under
+  2 % of the time; and in the tick itself when its count contradicts
+  them: anon_other grown, heap pages resident in reserved or released
+  address space). ``states_age`` says how old they are, on every exact
+  sample; an iterated tick whose count still contradicts them is missed
+  (``missed``) rather than given. A read that finds the heap changing under
   every try (a program allocating flat out on all cores) keeps the last
   good states, which keep ageing (a full scan's failure is a warning,
   once); with none yet, the tick is skipped (``missed``).
