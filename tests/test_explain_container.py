@@ -12,9 +12,13 @@ import pytest
 
 from helpers.cgroups import memory_cgroup
 from helpers.cli import run_cli
+from helpers.cprogram import CProgram
+from helpers.goprogram import goprog
+from helpers.gotoolchain import GO_1_19, GO_VERSIONS
 from helpers.processes import stop
 
 MIB = 1 << 20
+NO_LIMIT = (1 << 63) - 1  # math.MaxInt64: debug.SetMemoryLimit's "no limit"
 
 
 def in_cgroup(cg, script: str) -> "subprocess.Popen[str]":
@@ -62,9 +66,78 @@ def test_container_findings(go_program, tmp_path):
             stop(sleeper)
 
 
-@pytest.mark.slow
-def test_runtime_memory_limit(go_program):
-    from memscan.owners.go.memlimit import memory_limit
+#: One build of tests/goprogs/memlimit per (Go, ldflags): with DWARF, -w
+#: (symbols only: the layout table of its Go version) and -s -w (neither:
+#: the environment's GOMEMLIMIT).
+LIMIT_BUILDS = [pytest.param(version, ldflags, id=f"go{version}{ldflags.replace(' ', '')}")
+                for version in (GO_1_19, GO_VERSIONS[-1]) for ldflags in ("", "-w", "-s -w")]
 
-    assert memory_limit(go_program().pid) is None
-    assert memory_limit(go_program(env={"GOMEMLIMIT": "1GiB"}).pid) == 1 << 30
+
+@pytest.fixture
+def memlimit_prog():  # type: ignore[no-untyped-def]
+    """``memlimit_prog(version, ldflags, *args, env=None)``: tests/goprogs/memlimit, started."""
+    started = []
+
+    def start(version: str, ldflags: str, *args: str, env=None) -> CProgram:  # type: ignore[no-untyped-def]
+        prog = CProgram([goprog("memlimit", version, ldflags=ldflags), *args], env=env)
+        started.append(prog)
+        return prog
+
+    yield start
+    for prog in started:
+        prog.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version,ldflags", LIMIT_BUILDS)
+def test_runtime_memory_limit(memlimit_prog, version, ldflags):
+    from memscan.owners.go.memlimit import ENVIRONMENT, RUNTIME, memory_limit
+
+    env = {"GOMEMLIMIT": "1GiB"}
+    none = memlimit_prog(version, ldflags, env={"GOMEMLIMIT": "off"})
+    started = memlimit_prog(version, ldflags, env=env)
+    changed = memlimit_prog(version, ldflags, "-set", str(123456789), env=env)
+    assert none.report["memory_limit"] == NO_LIMIT
+    assert started.report["memory_limit"] == 1 << 30
+    assert changed.report["memory_limit"] == 123456789
+    assert memory_limit(none.pid).value is None
+    assert memory_limit(started.pid).value == 1 << 30
+    if "-s" in ldflags:
+        # No symbol table: the environment's value, whatever the program set since.
+        assert memory_limit(none.pid).source == ENVIRONMENT
+        assert memory_limit(changed.pid) == (1 << 30, ENVIRONMENT)
+    else:
+        # The runtime's own value (DWARF, or the layout table with -w).
+        assert memory_limit(changed.pid) == (changed.report["memory_limit"], RUNTIME)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", [GO_1_19, GO_VERSIONS[-1]])
+def test_stripped_limit_finding(memlimit_prog, version):
+    """explain on a binary without symbols: the GOMEMLIMIT of its
+    environment, said to be that."""
+    prog = memlimit_prog(version, "-s -w", env={"GOMEMLIMIT": "300MiB"})
+    assert prog.report["memory_limit"] == 300 * MIB
+    with memory_cgroup(limit=256 * MIB) as cg:
+        cg.add(prog.pid)
+        proc = run_cli("explain", str(prog.pid), "--json", "--tier", "exact")
+        assert proc.returncode == 0, proc.stderr
+        finding = {f["id"]: f for f in json.loads(proc.stdout)["findings"]}["cgroup_gomemlimit"]
+    assert finding["numbers"]["environment_memory_limit_bytes"] == 300 * MIB
+    assert "runtime_memory_limit_bytes" not in finding["numbers"]
+    assert "GOMEMLIMIT in its environment is 300.0 MiB" in finding["text"]
+    assert "debug.SetMemoryLimit may have changed since" in finding["text"]
+
+
+@pytest.mark.parametrize("text,value", [
+    ("0", 0), ("123", 123), ("+5", 5), ("123B", 123), ("1KiB", 1024), ("300MiB", 300 * MIB), ("1GiB", 1 << 30),
+    ("2TiB", 2 << 40), (str(NO_LIMIT), NO_LIMIT), ("8388607TiB", 8388607 << 40),
+    ("", None), ("-1", None), ("1KB", None), ("1MB", None), ("iB", None), ("KiB", None), ("1PiB", None),
+    ("1 MiB", None), ("8388608TiB", None), (str(NO_LIMIT + 1), None), ("1.5GiB", None), ("0x10", None),
+    ("1_000", None), ("\u0661", None), ("B", None),
+])
+def test_parse_byte_count(text, value):
+    """As runtime.parseByteCount parses GOMEMLIMIT."""
+    from memscan.owners.go.memlimit import parse_byte_count
+
+    assert parse_byte_count(text) == value

@@ -19,7 +19,7 @@ from .cgroups import ledger
 from .findings import MIN_BYTES, MIN_SHARE, Finding
 from .format import mib
 from .kernel import cgroup
-from .owners.go.memlimit import memory_limit
+from .owners.go.memlimit import RUNTIME, MemoryLimit, memory_limit
 
 __all__ = ["container_findings", "add"]
 
@@ -32,8 +32,8 @@ GOMEMLIMIT_HEADROOM = 0.10
 
 def container_findings(doc: Dict[str, Any], pid: int, runtime_limit: Any = False) -> List[Finding]:
     """The findings of a :func:`cgroups.ledger` document for process ``pid``;
-    ``runtime_limit``: the Go runtime's memory limit (None: none set; False:
-    not read)."""
+    ``runtime_limit``: the Go runtime's memory limit (a
+    :class:`~memscan.owners.go.memlimit.MemoryLimit`; False: not read)."""
     limit, usage = doc["limit"], doc["usage"]
     out: List[Finding] = []
     file, shmem = doc["file"] or 0, doc["shmem"] or 0
@@ -69,13 +69,7 @@ def container_findings(doc: Dict[str, Any], pid: int, runtime_limit: Any = False
         numbers = {"limit_bytes": limit, "go_heap_bytes": heap, "go_heap_free_bytes": free,
                    "other_charge_bytes": others, "suggested_gomemlimit_bytes": max(0, suggest)}
         if runtime_limit is not False:
-            if runtime_limit is None:
-                text += " The runtime has no memory limit now (neither GOMEMLIMIT nor debug.SetMemoryLimit)."
-            else:
-                numbers["runtime_memory_limit_bytes"] = runtime_limit
-                text += f" The runtime's memory limit is {mib(runtime_limit)} now"
-                text += " (above the cgroup's limit: it cannot act before the kernel does)." \
-                    if runtime_limit >= limit else "."
+            text += _runtime_limit_text(runtime_limit, limit, numbers)
         out.append(Finding("cgroup_gomemlimit", "notice", f"GOMEMLIMIT for a {mib(limit)} limit", text, numbers))
     procs = [p for p in doc["processes"] if p["categories"] is not None]
     if len(procs) > 1:
@@ -97,6 +91,29 @@ def container_findings(doc: Dict[str, Any], pid: int, runtime_limit: Any = False
     return out
 
 
+def _runtime_limit_text(runtime_limit: MemoryLimit, limit: int, numbers: Dict[str, Any]) -> str:
+    """What the finding says of the runtime's memory limit; its number goes
+    into ``numbers``: runtime_memory_limit_bytes when read from the runtime,
+    environment_memory_limit_bytes when it is the GOMEMLIMIT the process
+    started with."""
+    value = runtime_limit.value
+    above = " (above the cgroup's limit: it cannot act before the kernel does)" \
+        if value is not None and value >= limit else ""
+    if runtime_limit.source == RUNTIME:
+        if value is None:
+            return " The runtime has no memory limit now (neither GOMEMLIMIT nor debug.SetMemoryLimit)."
+        numbers["runtime_memory_limit_bytes"] = value
+        return f" The runtime's memory limit is {mib(value)} now{above}."
+    # The binary does not say where gcController is (no symbol table): the start value.
+    unknown = "the binary does not say where the runtime keeps its own value"
+    if value is None:
+        return (" Its environment sets no GOMEMLIMIT, so the runtime started without a memory limit "
+                f"(debug.SetMemoryLimit may have set one since; {unknown}).")
+    numbers["environment_memory_limit_bytes"] = value
+    return (f" GOMEMLIMIT in its environment is {mib(value)}{above}: the limit the runtime started with, "
+            f"which debug.SetMemoryLimit may have changed since ({unknown}).")
+
+
 def add(report: Dict[str, Any], pid: int, tier: str = "auto") -> Optional[Dict[str, Any]]:
     """Add the container findings and a ``cgroup`` summary to an explain
     report when the process's memory cgroup has a limit; the ledger or None."""
@@ -112,7 +129,7 @@ def add(report: Dict[str, Any], pid: int, tier: str = "auto") -> Optional[Dict[s
         try:
             runtime_limit = memory_limit(pid)
         except Error:
-            pass  # not Go 1.19+ with DWARF, or no ptrace rights: the finding goes without it
+            pass  # not Go 1.19+, or no ptrace rights: the finding goes without it
     found = container_findings(doc, pid, runtime_limit)
     report["cgroup"] = {k: doc[k] for k in ("version", "path", "container", "limit", "usage", "working_set",
                                             "file", "events")}

@@ -209,17 +209,22 @@ def c_shared_demo(version: str) -> str:
                          out_name="libdemo.so")
 
 
-ALLOCATOR_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "goprogs", "allocator")
+GOPROGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "goprogs")
+
+
+def goprog(name: str, version: str, cgo: bool = False, ldflags: str = "") -> str:
+    """tests/goprogs/NAME built (cached like every build); run it with
+    ``helpers.cprogram.CProgram`` (it prints one JSON line with its pid)."""
+    from memscan.demo import build as gobuild
+
+    return gobuild.build(os.path.join(GOPROGS_DIR, name), goroot=gotoolchain.goroot(version), cgo=cgo,
+                         ldflags=ldflags, out_name=name)
 
 
 def allocator(version: str, cgo: bool, ldflags: str = "") -> str:
-    """tests/goprogs/allocator built (cached like every build): a Go program
-    allocating flat out on every core, which can exit on its own; run it
-    with ``helpers.cprogram.CProgram`` (it prints one JSON line with its pid)."""
-    from memscan.demo import build as gobuild
-
-    return gobuild.build(ALLOCATOR_DIR, goroot=gotoolchain.goroot(version), cgo=cgo, ldflags=ldflags,
-                         out_name="allocator")
+    """tests/goprogs/allocator built: a Go program allocating flat out on
+    every core, which can exit on its own."""
+    return goprog("allocator", version, cgo, ldflags)
 
 
 def scan_once_started(pid: int, tier: str, timeout: float = 20.0):  # type: ignore[no-untyped-def]

@@ -19,9 +19,10 @@ from ..._errors import NoRuntimeInfo
 # caches, optional).
 RUNTIME_VARS = ("runtime.mheap_", "runtime.allp")
 # Variables goruntime reads (all optional: a binary without one just lacks
-# that kind of region) and struct types not reachable from a variable's type.
+# that kind of region), gcController (the memory limit, memlimit), and struct
+# types not reachable from a variable's type.
 OFFHEAP_VARS = ("runtime.persistentChunks", "runtime.gcBitsArenas", "runtime.buckhash", "runtime.allm",
-                "runtime.work", "runtime.iscgo")
+                "runtime.work", "runtime.iscgo", "runtime.gcController")
 _OFFHEAP_TYPES = ("runtime.spanSPMC",)
 CONSTANTS = {
     "arena_bytes": ("runtime.heapArenaBytes",),

@@ -95,6 +95,10 @@ class Layout(NamedTuple):
     spmc_node_next: int = -1  # spanSPMC.allnode.next
     spmc_ring: int = -1  # spanSPMC.ring
     spmc_cap: int = -1  # spanSPMC.cap (uint32)
+    # runtime.gcController.memoryLimit (Go 1.19+): the int64 inside the
+    # atomic.Int64, its offset in gcControllerState and its size
+    memory_limit: int = -1
+    memory_limit_size: int = 0
     # Link-time addresses of the other runtime variables goruntime reads
     # (runtime.persistentChunks, ...), sorted by name; absent ones omitted.
     globals: Tuple[Tuple[str, int], ...] = ()
@@ -322,7 +326,11 @@ def _offheap_layout(d: Dwarf, mheap: Any, heap_arena: Any, out: Dict[str, Any]) 
 
     for key, name in OFFHEAP_CONSTANTS.items():
         out[key] = int(d.consts.get(name, 0))
-    for fn in (summary, scav, allspans, gc_bits, buckhash, allm, span_queue):
+    def memory_limit() -> None:
+        off, n = d.value_in(*d.member(d.var_type("runtime.gcController"), "memoryLimit"))
+        out.update(memory_limit=off, memory_limit_size=n)
+
+    for fn in (summary, scav, allspans, gc_bits, buckhash, allm, span_queue, memory_limit):
         attempt(fn)
     del out["buckhash_len"]
 

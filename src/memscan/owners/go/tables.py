@@ -65,7 +65,7 @@ _SLICE_FIELDS = ("heap_arenas", "in_use", "allp_slice", "summary", "scav_chunks"
 #: a struct the readers use): a binary whose sizes differ has another
 #: layout (a GOEXPERIMENT, a build tag, a patched runtime) and is refused.
 _CHECKED_SYMBOLS = ("runtime.mheap_", "runtime.m0", "runtime.g0", "runtime.emptymspan", "runtime.gcBitsArenas",
-                    "runtime.work", "runtime.allp")
+                    "runtime.work", "runtime.allp", "runtime.gcController")
 _ARCHES = {"EM_X86_64": "amd64", "EM_AARCH64": "arm64"}
 
 
