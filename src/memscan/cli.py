@@ -23,7 +23,7 @@ from .core.scanner import TIERS, scan
 from .engine import ENGINES
 from .format import biggest, mib, render, render_mappings, show
 from .kernel import procfs
-from .processes import command_line
+from .processes import command_line, executable
 from .targets import pid_number, regex
 
 
@@ -35,11 +35,7 @@ def named(pid: int) -> Dict[str, Optional[str]]:
         command: Optional[str] = procfs.comm(pid)
     except Error:
         command = None
-    try:
-        exe: Optional[str] = os.readlink(procfs.path(pid, "exe"))
-    except OSError:
-        exe = None
-    return {"command": command, "executable": exe}
+    return {"command": command, "executable": executable(pid)}
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
