@@ -194,8 +194,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         doc = explain_recording.run(args.pid)
     else:
         pid = targets.resolve(args)[0]
-        doc = explain.run(pid, args.tier, args.seconds, args.memstats)
-        add(doc, pid, args.tier)
+        snaps, memstats = explain.look(pid, args.tier, args.seconds, args.memstats)
+        doc = explain.report(snaps, memstats)
+        add(doc, pid, args.tier, snaps[-1])
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
