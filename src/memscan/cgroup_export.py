@@ -32,7 +32,8 @@ EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill", "sock_throt
 
 class CgroupCollector(Collector):
     """The cgroups at ``paths`` (an empty list: those of the processes of
-    ``targets``, an ``export.Targets``).
+    ``targets``, an ``export.Targets``: the ones its process series were
+    last collected for).
     A path that names no memory cgroup is an error at start (NoSuchCgroup),
     not a series that never appears."""
 
@@ -44,7 +45,7 @@ class CgroupCollector(Collector):
         info = GaugeMetricFamily("memscan_process_cgroup_info", "The memory cgroup of an exported process, and "
                                  "the container and pod its path names.", labels=["pid", "comm", *LABELS])
         found: Dict[str, cgroup.Cgroup] = {}
-        for pid in self.targets.pids() if self.targets is not None else ():
+        for pid in self.targets.last() if self.targets is not None else ():
             try:
                 cg = cgroup.of_pid(pid)
                 comm = procfs.comm(pid)

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 from ._errors import AccessDenied, NoSuchProcess
 from .core import fallback
 from .core.scanner import scan
+from .core.snapshot import Snapshot
 from .format import mib, show, warn
 from .kernel import cgroup as kcgroup
 
@@ -24,8 +25,9 @@ def target(path: Optional[str], pid: Optional[int]) -> kcgroup.Cgroup:
     return kcgroup.of_pid(pid) if pid is not None else kcgroup.at(path or "/")
 
 
-def ledger(cg: kcgroup.Cgroup, tier: str = "auto") -> Dict[str, Any]:
-    """The cgroup's charge and a scan of each of its processes, as JSON.
+def ledger(cg: kcgroup.Cgroup, tier: str = "auto", scanned: Optional[Snapshot] = None) -> Dict[str, Any]:
+    """The cgroup's charge and a scan of each of its processes, as JSON;
+    ``scanned``: a snapshot of one of them just taken, used as its scan.
 
     ``remainder`` = usage - the processes' summed PSS: what is charged but
     in no process's proportional share (unmapped page cache, tmpfs files,
@@ -37,7 +39,8 @@ def ledger(cg: kcgroup.Cgroup, tier: str = "auto") -> Dict[str, Any]:
     warnings: List[str] = []
     for pid in charge.pids:
         try:
-            processes.append(scan(pid, tier=tier).to_dict())
+            snap = scanned if scanned is not None and scanned.pid == pid else scan(pid, tier=tier)
+            processes.append(snap.to_dict())
         except (NoSuchProcess, AccessDenied) as err:
             # A process may leave or exit between cgroup.procs and its scan.
             warnings.append(f"pid {pid} not scanned: {err}")

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .core.scanner import scan
 from .diff import FIGURES, Figures, figures
-from .format import mib, size
+from .format import mib, size, warn
 
 __all__ = ["bound", "evaluate", "run"]
 
@@ -94,6 +93,5 @@ def run(pid: int, maxes: Sequence[Bound], growths: Sequence[Bound], seconds: Opt
     else:
         for r in doc["bounds"]:
             print(line(r, doc["tier"]))
-    for w in doc["warnings"]:
-        print(f"memscan: warning: {w}", file=sys.stderr)
+    warn(doc["warnings"])
     return 0 if doc["ok"] else 1

@@ -23,7 +23,7 @@ from .core.scanner import TIERS, scan
 from .engine import ENGINES
 from .format import biggest, mib, render, render_mappings, show
 from .kernel import procfs
-from .processes import command_line
+from .processes import command_line, executable
 from .targets import pid_number, regex
 
 
@@ -35,11 +35,7 @@ def named(pid: int) -> Dict[str, Optional[str]]:
         command: Optional[str] = procfs.comm(pid)
     except Error:
         command = None
-    try:
-        exe: Optional[str] = os.readlink(procfs.path(pid, "exe"))
-    except OSError:
-        exe = None
-    return {"command": command, "executable": exe}
+    return {"command": command, "executable": executable(pid)}
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -198,8 +194,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         doc = explain_recording.run(args.pid)
     else:
         pid = targets.resolve(args)[0]
-        doc = explain.run(pid, args.tier, args.seconds, args.memstats)
-        add(doc, pid, args.tier)
+        snaps, memstats = explain.look(pid, args.tier, args.seconds, args.memstats)
+        doc = explain.report(snaps, memstats)
+        add(doc, pid, args.tier, snaps[-1])
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

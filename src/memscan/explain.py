@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import psutil
 
@@ -372,16 +372,22 @@ def report(snaps: Sequence[Snapshot], memstats: Optional[Mapping[str, int]] = No
     }
 
 
-def run(pid: int, tier: str = "auto", seconds: Optional[float] = None, memstats_url: Optional[str] = None,
-        console: Any = None) -> Dict[str, Any]:
-    """``memscan explain``: scan (or watch for ``seconds``), read the
-    runtime's MemStats right after the last scan, and return :func:`report`."""
+def look(pid: int, tier: str = "auto", seconds: Optional[float] = None, memstats_url: Optional[str] = None,
+         console: Any = None) -> Tuple[List[Snapshot], Optional[Dict[str, int]]]:
+    """Scan (or watch for ``seconds``) and read the runtime's MemStats right
+    after the last scan: the snapshots, oldest first, and the MemStats."""
     # A bad URL fails before a watch, not after it.
     memstats = read_memstats(memstats_url, pid) if memstats_url else None
     snaps = watch(pid, seconds, tier, console) if seconds else [scan(pid, tier=tier)]
     if memstats_url and seconds:
         memstats = read_memstats(memstats_url, pid)
-    return report(snaps, memstats)
+    return snaps, memstats
+
+
+def run(pid: int, tier: str = "auto", seconds: Optional[float] = None, memstats_url: Optional[str] = None,
+        console: Any = None) -> Dict[str, Any]:
+    """``memscan explain``: :func:`report` of what :func:`look` finds."""
+    return report(*look(pid, tier, seconds, memstats_url, console))
 
 
 def render(doc: Mapping[str, Any], console: Any = None) -> None:

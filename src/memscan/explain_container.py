@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 from ._errors import Error, NoSuchCgroup
 from ._types import CATEGORIES
 from .cgroups import ledger
+from .core.snapshot import Snapshot
 from .findings import MIN_BYTES, MIN_SHARE, Finding
 from .format import mib
 from .kernel import cgroup
@@ -114,14 +115,17 @@ def _runtime_limit_text(runtime_limit: MemoryLimit, limit: int, numbers: Dict[st
             f"which debug.SetMemoryLimit may have changed since ({unknown}).")
 
 
-def add(report: Dict[str, Any], pid: int, tier: str = "auto") -> Optional[Dict[str, Any]]:
+def add(report: Dict[str, Any], pid: int, tier: str = "auto",
+        snap: Optional[Snapshot] = None) -> Optional[Dict[str, Any]]:
     """Add the container findings and a ``cgroup`` summary to an explain
-    report when the process's memory cgroup has a limit; the ledger or None."""
+    report when the process's memory cgroup has a limit; the ledger or None.
+    ``snap``: the report's last scan of ``pid``, which the ledger uses
+    instead of scanning the process again."""
     try:
         cg = cgroup.of_pid(pid)
         if cgroup.usage_and_limit(cg)[1] is None:
             return None
-        doc = ledger(cg, tier)
+        doc = ledger(cg, tier, snap)
     except NoSuchCgroup:
         return None
     runtime_limit: Any = False

@@ -91,6 +91,7 @@ class Targets:
         # Raises NoSuchProcess for a pid that does not exist: a typo is an
         # error at start, not a failure counter that rises forever.
         self._pinned = {pid: procfs.stat(pid).starttime for pid in dict.fromkeys(pids)}
+        self._last: Optional[List[int]] = None
 
     def pids(self) -> List[int]:
         """The pids to scan now, sorted."""
@@ -99,7 +100,14 @@ class Targets:
             found.update(pid for pid, _ in matching(self.match))
         if self.go:
             found.update(p.pid for p in processes(go_only=True))
-        return sorted(found)
+        self._last = sorted(found)
+        return self._last
+
+    def last(self) -> List[int]:
+        """The pids :meth:`pids` gave last (found now if it was not asked
+        yet): the processes whose series are served, without walking /proc
+        (and, for ``go``, reading every executable) a second time."""
+        return self.pids() if self._last is None else self._last
 
     def pinned(self, pid: int) -> bool:
         return pid in self._pinned

@@ -59,6 +59,15 @@ def command_line(pid: int, quoted: bool = False) -> str:
     return shlex.join(args) if quoted else " ".join(args)
 
 
+def executable(pid: int) -> Optional[str]:
+    """The path of the process's executable; None where the kernel does not
+    say (the process exited, or another user's without CAP_SYS_PTRACE)."""
+    try:
+        return os.readlink(procfs.path(pid, "exe"))
+    except OSError:
+        return None
+
+
 def processes(go_only: bool = False) -> List[Process]:
     """Every process this user may inspect, by pid (kernel threads left
     out); ``go_only``: those that run a Go runtime."""
@@ -69,10 +78,7 @@ def processes(go_only: bool = False) -> List[Process]:
             if not command:
                 continue
             # Another user's process (its exe and maps need ptrace rights): listed without them.
-            try:
-                path: Optional[str] = os.readlink(procfs.path(pid, "exe"))
-            except OSError:
-                path = None
+            path = executable(pid)
             try:
                 go = _go_module(pid)
             except (Error, OSError):
