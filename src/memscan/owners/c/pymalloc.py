@@ -60,7 +60,8 @@ class Pymalloc:
 
     def __init__(self, maps: Mappings) -> None:
         self.maps = maps
-        self.data: List[Tuple[int, bytes]] = []
+        # The interpreter's writable data as words, by address of the first.
+        self.data: List[Tuple[int, Tuple[int, ...]]] = []
 
     def find(self) -> None:
         """Claim the arenas found, their free pools into ``maps.states``."""
@@ -71,7 +72,7 @@ class Pymalloc:
             for lo, hi in self.maps.tgt.present(start, end):
                 data = self.maps.tgt.pread(lo, hi - lo)
                 if data is not None:
-                    self.data.append((lo, data))
+                    self.data.append((lo, struct.unpack(f"<{len(data) // 8}Q", data)))
         used = self._usedpools()
         if used is None:
             return
@@ -91,10 +92,8 @@ class Pymalloc:
         usedpools window in the interpreter's data; None when there is
         none, or more than one."""
         hits: List[List[int]] = []
-        for base, data in self.data:
-            n = len(data) // 8
-            words = struct.unpack(f"<{n}Q", data[: 8 * n])
-            for k in range(n - 2 * NCLASSES + 1):
+        for base, words in self.data:
+            for k in range(len(words) - 2 * NCLASSES + 1):
                 w, w1 = words[k], words[k + 1]
                 if not (w == w1 == base + 8 * k - 16 or (w and w1 and w % POOL == 0 and w1 % POOL == 0)):
                     continue
@@ -139,9 +138,8 @@ class Pymalloc:
                 return None
             idx.append((p, h[ARENAINDEX]))
         found = set()
-        for _, data in self.data:
-            n = len(data) // 8
-            for v in set(struct.unpack(f"<{n}Q", data[: 8 * n])):
+        for _, words in self.data:
+            for v in set(words):
                 if v % 16 or v < 1 << 16 or v >= 1 << 47 or v in found:
                     continue
                 if all(self._holds(v, i, p) for p, i in idx):
