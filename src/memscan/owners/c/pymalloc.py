@@ -194,8 +194,15 @@ class Pymalloc:
             counts["pymalloc_arenas"] += 1
             counts["pymalloc_free_pools"] += nfree
             free = [(address, first)] if first > address else []
+            # The arena is anonymous rw memory (checked above): one pagemap
+            # look for all its carved pools, then a read per present header.
+            present = self.maps.tgt.present(first, end)
+            k = 0
             for p in range(first, pool_address, POOL):
-                h = self._pool(p)
+                while k < len(present) and present[k][1] <= p:
+                    k += 1
+                header = self.maps.tgt.pread(p, _POOL.size) if k < len(present) and present[k][0] <= p else None
+                h = None if header is None else _POOL.unpack(header)
                 if h is None or h[0] == 0:
                     free.append((p, p + POOL))
                     continue
