@@ -69,10 +69,8 @@ class Pymalloc:
         if not rows:
             return
         for start, end in rows:
-            for lo, hi in self.maps.tgt.present(start, end):
-                data = self.maps.tgt.pread(lo, hi - lo)
-                if data is not None:
-                    self.data.append((lo, struct.unpack(f"<{len(data) // 8}Q", data)))
+            self.data.extend((lo, struct.unpack(f"<{len(data) // 8}Q", data))
+                             for lo, data in self.maps.tgt.read_present(start, end))
         used = self._usedpools()
         if used is None:
             return
