@@ -12,7 +12,7 @@ import contextlib
 import errno
 import os
 import time
-from typing import Iterator, NamedTuple, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 from .._errors import AccessDenied, Error, NoSuchProcess, ParseError
 
@@ -213,9 +213,14 @@ def stat(pid: int, dir_fd: Optional[int] = None) -> Stat:
         raise ParseError("unrecognised stat line", 0, p) from None
 
 
-def _parse_stat(data: bytes) -> Stat:
+def _stat_fields(data: bytes) -> List[bytes]:
+    """The fields of a stat line after comm, from the state (field 3) on."""
     # comm may hold spaces and parentheses: the state follows the last ')'.
-    rest = data[data.rindex(b")") + 2 :].split()
+    return data[data.rindex(b")") + 2 :].split()
+
+
+def _parse_stat(data: bytes) -> Stat:
+    rest = _stat_fields(data)
     return Stat(rest[0].decode(), int(rest[6]), int(rest[19]))
 
 
@@ -312,7 +317,7 @@ def exit_code(pid: int, starttime: int) -> Optional[int]:
     try:
         with open(path(pid, "stat"), "rb") as f:
             data = f.read()
-        rest = data[data.rindex(b")") + 2 :].split()
+        rest = _stat_fields(data)
         if int(rest[19]) != starttime or len(rest) < 50:
             return None
         return int(rest[49])

@@ -322,6 +322,16 @@ class TargetMemory:
         data = self._pread(addr, size)
         return data if data is not None and len(data) == size else None
 
+    def read_present(self, start: int, end: int) -> List[Tuple[int, bytes]]:
+        """(address, bytes) of every run of present pages in [start, end)
+        (page-aligned), those still there when read."""
+        out = []
+        for lo, hi in self.present(start, end):
+            data = self.pread(lo, hi - lo)
+            if data is not None:
+                out.append((lo, data))
+        return out
+
     def read_if_present(self, addr: int, size: int) -> Optional[bytes]:
         """``size`` bytes at ``addr`` if every page of the range is present
         (checked in pagemap first), else None."""

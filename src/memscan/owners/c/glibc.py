@@ -266,10 +266,7 @@ class Glibc:
 
     def _read_ranges(self, ranges: Iterable[Tuple[int, int]]) -> None:
         for start, end in ranges:
-            for lo, hi in self.maps.tgt.present(start, end):
-                data = self.maps.tgt.pread(lo, hi - lo)
-                if data is not None:
-                    self.libc_data.append((lo, data))
+            self.libc_data.extend(self.maps.tgt.read_present(start, end))
 
     def in_libc_rw(self, addr: int) -> bool:
         return any(s <= addr < e for s, e in self.libc_rw)

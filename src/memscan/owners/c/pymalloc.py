@@ -60,7 +60,8 @@ class Pymalloc:
 
     def __init__(self, maps: Mappings) -> None:
         self.maps = maps
-        self.data: List[Tuple[int, bytes]] = []
+        # The interpreter's writable data as words, by address of the first.
+        self.data: List[Tuple[int, Tuple[int, ...]]] = []
 
     def find(self) -> None:
         """Claim the arenas found, their free pools into ``maps.states``."""
@@ -68,10 +69,8 @@ class Pymalloc:
         if not rows:
             return
         for start, end in rows:
-            for lo, hi in self.maps.tgt.present(start, end):
-                data = self.maps.tgt.pread(lo, hi - lo)
-                if data is not None:
-                    self.data.append((lo, data))
+            self.data.extend((lo, struct.unpack(f"<{len(data) // 8}Q", data))
+                             for lo, data in self.maps.tgt.read_present(start, end))
         used = self._usedpools()
         if used is None:
             return
@@ -91,10 +90,8 @@ class Pymalloc:
         usedpools window in the interpreter's data; None when there is
         none, or more than one."""
         hits: List[List[int]] = []
-        for base, data in self.data:
-            n = len(data) // 8
-            words = struct.unpack(f"<{n}Q", data[: 8 * n])
-            for k in range(n - 2 * NCLASSES + 1):
+        for base, words in self.data:
+            for k in range(len(words) - 2 * NCLASSES + 1):
                 w, w1 = words[k], words[k + 1]
                 if not (w == w1 == base + 8 * k - 16 or (w and w1 and w % POOL == 0 and w1 % POOL == 0)):
                     continue
@@ -139,9 +136,8 @@ class Pymalloc:
                 return None
             idx.append((p, h[ARENAINDEX]))
         found = set()
-        for _, data in self.data:
-            n = len(data) // 8
-            for v in set(struct.unpack(f"<{n}Q", data[: 8 * n])):
+        for _, words in self.data:
+            for v in set(words):
                 if v % 16 or v < 1 << 16 or v >= 1 << 47 or v in found:
                     continue
                 if all(self._holds(v, i, p) for p, i in idx):
@@ -196,8 +192,15 @@ class Pymalloc:
             counts["pymalloc_arenas"] += 1
             counts["pymalloc_free_pools"] += nfree
             free = [(address, first)] if first > address else []
+            # The arena is anonymous rw memory (checked above): one pagemap
+            # look for all its carved pools, then a read per present header.
+            present = self.maps.tgt.present(first, end)
+            k = 0
             for p in range(first, pool_address, POOL):
-                h = self._pool(p)
+                while k < len(present) and present[k][1] <= p:
+                    k += 1
+                header = self.maps.tgt.pread(p, _POOL.size) if k < len(present) and present[k][0] <= p else None
+                h = None if header is None else _POOL.unpack(header)
                 if h is None or h[0] == 0:
                     free.append((p, p + POOL))
                     continue

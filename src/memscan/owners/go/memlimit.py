@@ -22,9 +22,8 @@ from typing import NamedTuple, Optional
 
 from ..._errors import Error, NoRuntimeInfo
 from ...elf import module_info
-from ...engine import get_engine
 from ...kernel import procfs
-from ..memory import TargetMemory, read_maps
+from ..memory import TargetMemory
 from .binary import layout_of
 from .layout import Layout
 from .tables import go_minor
@@ -70,16 +69,16 @@ def memory_limit(pid: int) -> MemoryLimit:
     # checks by what it reads; a memory limit cannot be checked so.
     if lay is None or not addr or lay.memory_limit < 0 or lay.table:
         return MemoryLimit(_environment_limit(pid), ENVIRONMENT)
-    bias = 0
-    if info.elf_type == "DYN":
-        # A PIE: its lowest mapping is the one at file offset 0.
-        path = os.readlink(exe)
-        starts = [m.start for m in read_maps(pid, get_engine(None)) if m.name == path]
-        if not starts:
-            raise Error(f"pid {pid}'s executable {path} is not mapped")
-        bias = min(starts) - info.min_vaddr
+    path = os.readlink(exe) if info.elf_type == "DYN" else ""
     mem = procfs.path(pid, "mem")
     with procfs.translated(pid, mem), TargetMemory(pid, 64, maps=True, subject=VARIABLE) as t:
+        bias = 0
+        if path:
+            # A PIE: its lowest mapping is the one at file offset 0.
+            starts = [m.start for m in t.maps if m.name == path]
+            if not starts:
+                raise Error(f"pid {pid}'s executable {path} is not mapped")
+            bias = min(starts) - info.min_vaddr
         raw = t.read(bias + addr + lay.memory_limit, lay.memory_limit_size, f"{VARIABLE}.memoryLimit")
     value = struct.unpack(lay.word[0] + {8: "q", 4: "i"}[lay.memory_limit_size], raw)[0]
     return MemoryLimit(None if value == NO_LIMIT else value, RUNTIME)
